@@ -1,0 +1,181 @@
+/* store: the object store as the filesystem logic sees it.
+ *
+ * One small vtable between the filesystem (caches, readahead, staging) and
+ * the S3 client, so that everything above it is tested in-process against
+ * an in-memory store (lf_store_mem_new) and a fault-injecting wrapper,
+ * while the daemon runs the same code over HTTP (lf_s3_store_new).
+ *
+ * Names: `bucket` is the lakeFS repository, `key` is "<ref>/<path>".
+ * Every operation returns 0 or a negative errno; transient failures have
+ * already been retried by the implementation when it can retry.
+ */
+#ifndef LAKEFUSE_STORE_H
+#define LAKEFUSE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define LF_ETAG_MAX 80 /* 32 hex digits of MD5, "-" and a part count */
+
+/* Which optional POSIX fields an attribute carries (from x-amz-meta-*). */
+enum {
+    LF_ATTR_MODE = 1u << 0,
+    LF_ATTR_UID = 1u << 1,
+    LF_ATTR_GID = 1u << 2,
+    LF_ATTR_MTIME = 1u << 3,
+};
+
+struct lf_obj_attr {
+    uint64_t size;
+    char etag[LF_ETAG_MAX]; /* without quotes */
+    time_t last_modified;   /* the store's own date */
+    unsigned has;           /* LF_ATTR_* flags for the fields below */
+    uint32_t mode, uid, gid;
+    struct timespec mtime;  /* x-amz-meta-mtime, when present */
+};
+
+struct lf_list_entry {
+    char *key;
+    struct lf_obj_attr attr;
+};
+
+/* One page of a ListObjectsV2 answer (or, at the repository root, the
+ * branches as prefixes). Keys and prefixes are full keys ("<ref>/..."),
+ * already URL-decoded. */
+struct lf_list_page {
+    struct lf_list_entry *entries;
+    size_t nentries;
+    char **prefixes;
+    size_t nprefixes;
+    bool truncated;
+    char *next_token; /* pass back verbatim; NULL when not truncated */
+};
+
+void lf_list_page_free(struct lf_list_page *page);
+
+/* A request body: memory, or a region of a file. */
+struct lf_body {
+    const void *mem;
+    int fd;
+    off_t off;
+    uint64_t len;
+};
+
+/* Metadata written with an object. */
+struct lf_put_meta {
+    unsigned has;           /* LF_ATTR_* */
+    uint32_t mode, uid, gid;
+    struct timespec mtime;
+    const char *content_type;
+};
+
+struct lf_part {
+    int number;
+    char etag[LF_ETAG_MAX];
+};
+
+/* Conditions on a write; the gateway honours both. */
+enum lf_put_cond {
+    LF_PUT_ANY = 0,
+    LF_PUT_IF_ABSENT, /* If-None-Match: * */
+};
+
+struct lf_read_ctl {
+    /* Polled during the transfer; nonzero aborts it with -EINTR. */
+    int (*cancelled)(void *arg);
+    void *arg;
+};
+
+struct lf_store_ops {
+    int (*list_buckets)(void *ctx, char ***names, size_t *n);
+    int (*list)(void *ctx, const char *bucket, const char *prefix,
+                const char *delimiter, const char *token, unsigned max_keys,
+                struct lf_list_page *out);
+    int (*head)(void *ctx, const char *bucket, const char *key,
+                struct lf_obj_attr *out);
+    /* Reads [off, off+len) into dst. When etag is non-empty the answer
+     * must carry the same ETag, else -ESTALE: the object was replaced. The
+     * answer is checked for exactly the bytes asked for (Content-Range and
+     * length); reading past the end yields what exists (*got < len). */
+    int (*get)(void *ctx, const char *bucket, const char *key, uint64_t off,
+               size_t len, void *dst, const char *etag, size_t *got,
+               const struct lf_read_ctl *ctl);
+    int (*put)(void *ctx, const char *bucket, const char *key,
+               const struct lf_body *body, const struct lf_put_meta *meta,
+               enum lf_put_cond cond, char etag_out[LF_ETAG_MAX]);
+    /* meta NULL: copy the source's metadata; else replace it. */
+    int (*copy)(void *ctx, const char *bucket, const char *src_key,
+                const char *dst_key, const struct lf_put_meta *meta,
+                char etag_out[LF_ETAG_MAX]);
+    int (*remove)(void *ctx, const char *bucket, const char *key);
+    int (*mpu_create)(void *ctx, const char *bucket, const char *key,
+                      const struct lf_put_meta *meta, char **upload_id);
+    int (*mpu_part)(void *ctx, const char *bucket, const char *key,
+                    const char *upload_id, int number,
+                    const struct lf_body *body, char etag_out[LF_ETAG_MAX]);
+    int (*mpu_complete)(void *ctx, const char *bucket, const char *key,
+                        const char *upload_id, const struct lf_part *parts,
+                        size_t nparts, char etag_out[LF_ETAG_MAX]);
+    int (*mpu_abort)(void *ctx, const char *bucket, const char *key,
+                     const char *upload_id);
+    void (*destroy)(void *ctx);
+};
+
+struct lf_store {
+    const struct lf_store_ops *ops;
+    void *ctx;
+};
+
+static inline void lf_store_free(struct lf_store *s)
+{
+    if (s && s->ops)
+        s->ops->destroy(s->ctx);
+}
+
+/* Copies a store attribute's ETag, dropping surrounding quotes. */
+void lf_etag_copy(char dst[LF_ETAG_MAX], const char *src);
+
+/* The in-memory store used by unit tests. It counts calls per operation so
+ * tests can assert request counts, and can be told to fail. */
+enum lf_mem_op {
+    LF_MEM_LIST_BUCKETS,
+    LF_MEM_LIST,
+    LF_MEM_HEAD,
+    LF_MEM_GET,
+    LF_MEM_PUT,
+    LF_MEM_COPY,
+    LF_MEM_REMOVE,
+    LF_MEM_MPU_CREATE,
+    LF_MEM_MPU_PART,
+    LF_MEM_MPU_COMPLETE,
+    LF_MEM_MPU_ABORT,
+    LF_MEM_NOPS
+};
+
+struct lf_mem_store;
+struct lf_mem_store *lf_mem_store_new(void);
+/* The store view; owned by the mem store (do not lf_store_free it). */
+struct lf_store *lf_mem_store_view(struct lf_mem_store *m);
+void lf_mem_store_free(struct lf_mem_store *m);
+int lf_mem_store_add_bucket(struct lf_mem_store *m, const char *bucket);
+int lf_mem_store_put(struct lf_mem_store *m, const char *bucket,
+                     const char *key, const void *data, size_t len);
+/* Current content, or NULL; *len set. The pointer stays valid until the
+ * key is written or removed. */
+const void *lf_mem_store_data(struct lf_mem_store *m, const char *bucket,
+                              const char *key, size_t *len);
+unsigned long lf_mem_store_calls(struct lf_mem_store *m, enum lf_mem_op op);
+uint64_t lf_mem_store_bytes_out(struct lf_mem_store *m);
+void lf_mem_store_reset_calls(struct lf_mem_store *m);
+/* The next `count` calls of `op` fail with `err` (negative errno). */
+void lf_mem_store_fail(struct lf_mem_store *m, enum lf_mem_op op, int err,
+                       unsigned count);
+/* Each call sleeps this long first (to test concurrency and overlap). */
+void lf_mem_store_set_delay_us(struct lf_mem_store *m, unsigned us);
+/* Number of multipart uploads begun and not yet completed or aborted. */
+size_t lf_mem_store_open_uploads(struct lf_mem_store *m);
+
+#endif

@@ -1,0 +1,32 @@
+/* store: helpers shared by every lf_store implementation. */
+#include "lakefuse/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void lf_list_page_free(struct lf_list_page *page)
+{
+    if (!page)
+        return;
+    for (size_t i = 0; i < page->nentries; i++)
+        free(page->entries[i].key);
+    for (size_t i = 0; i < page->nprefixes; i++)
+        free(page->prefixes[i]);
+    free(page->entries);
+    free(page->prefixes);
+    free(page->next_token);
+    memset(page, 0, sizeof(*page));
+}
+
+void lf_etag_copy(char dst[LF_ETAG_MAX], const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= 2 && src[0] == '"' && src[n - 1] == '"') {
+        src++;
+        n -= 2;
+    }
+    if (n >= LF_ETAG_MAX)
+        n = LF_ETAG_MAX - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}

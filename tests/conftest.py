@@ -1,0 +1,201 @@
+"""Shared pytest fixtures: one local lakeFS gateway per test session.
+
+Every integration suite (tests/sim, tests/integration) reuses the `lakefs`
+fixture below. It starts tests/lakefs_sim/server.py on a free loopback port
+in a temporary data directory and stops it (by PID) when the session ends.
+"""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import base64
+import uuid
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SERVER = ROOT / "tests" / "lakefs_sim" / "server.py"
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def boto_config(**kw):
+    """The seed docs' client settings: path style, and checksums only when
+    required (botocore >= 1.36 would otherwise send the trailer mode that
+    older lakeFS rejects). Debian's botocore predates the option and never
+    sends trailers, so the option is passed only when it is known."""
+    from botocore.config import Config
+    base = dict(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                signature_version="s3v4")
+    base.update(kw)
+    try:
+        return Config(request_checksum_calculation="when_required",
+                      response_checksum_validation="when_required", **base)
+    except TypeError:
+        return Config(**base)
+
+
+class Sim:
+    """A running simulator and helpers to talk to it."""
+
+    def __init__(self, data_dir, access_key=ACCESS_KEY, secret_key=SECRET_KEY,
+                 extra_args=()):
+        self.data_dir = pathlib.Path(data_dir)
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.extra_args = list(extra_args)
+        self.port = 0
+        self.proc = None
+        self.log_path = self.data_dir.parent / (self.data_dir.name + ".log")
+
+    # -- process control -------------------------------------------------
+    def start(self, timeout=20):
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [PYTHON, str(SERVER), "--listen", f"127.0.0.1:{self.port}",
+                "--data-dir", str(self.data_dir),
+                "--access-key-id", self.access_key,
+                "--secret-access-key", self.secret_key] + self.extra_args
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
+                                     stderr=self._log)
+        deadline = time.time() + timeout
+        line = b""
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith(b"listening on "):
+                url = line.decode().split()[-1]
+                self.port = int(url.rsplit(":", 1)[1])
+                return self
+        self.stop()
+        raise RuntimeError(f"simulator did not start: {line!r}; see {self.log_path}")
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+
+    def restart(self, kill9=False):
+        """Stops (SIGKILL if kill9) and starts again on the same port and
+        data directory."""
+        self.stop(signal.SIGKILL if kill9 else signal.SIGTERM)
+        return self.start()
+
+    # -- clients ---------------------------------------------------------
+    def s3(self, **config_kw):
+        import boto3
+        return boto3.client("s3", endpoint_url=self.endpoint,
+                            aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key,
+                            region_name="us-east-1",
+                            config=boto_config(**config_kw))
+
+    def _http(self, method, path, body=None, headers=None, auth=True):
+        data = None
+        hdrs = dict(headers or {})
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        if auth:
+            tok = base64.b64encode(f"{self.access_key}:{self.secret_key}".encode())
+            hdrs["Authorization"] = "Basic " + tok.decode()
+        req = urllib.request.Request(self.endpoint + path, data=data,
+                                     method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                raw = r.read()
+                status = r.status
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            status = e.code
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw
+        return status, parsed
+
+    def api(self, method, path, body=None, expect=None, auth=True):
+        """Calls /api/v1<path>; returns (status, json). With expect, asserts
+        the status."""
+        status, parsed = self._http(method, "/api/v1" + path, body, auth=auth)
+        if expect is not None:
+            assert status == expect, f"{method} {path}: {status} {parsed}"
+        return status, parsed
+
+    def stats(self):
+        return self._http("GET", "/_sim/stats", auth=False)[1]
+
+    def reset_stats(self):
+        self._http("POST", "/_sim/stats/reset", auth=False)
+
+    def set_faults(self, fail_rate=0.0, latency_ms=0):
+        status, _ = self._http("POST", "/_sim/faults",
+                               {"fail_rate": fail_rate, "latency_ms": latency_ms},
+                               auth=False)
+        assert status == 200
+
+    # -- lakeFS conveniences ---------------------------------------------
+    def create_repo(self, name, default_branch="main"):
+        _, repo = self.api("POST", "/repositories",
+                           {"name": name, "default_branch": default_branch,
+                            "storage_namespace": f"local://{name}"}, expect=201)
+        return repo
+
+    def create_branch(self, repo, name, source="main"):
+        self.api("POST", f"/repositories/{repo}/branches",
+                 {"name": name, "source": source}, expect=201)
+
+    def commit(self, repo, branch, message="commit"):
+        _, c = self.api("POST", f"/repositories/{repo}/branches/{branch}/commits",
+                        {"message": message}, expect=201)
+        return c["id"]
+
+    def create_tag(self, repo, tag, ref):
+        self.api("POST", f"/repositories/{repo}/tags", {"id": tag, "ref": ref},
+                 expect=201)
+
+
+def new_repo_name(prefix="t"):
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def lakefs(tmp_path_factory):
+    sim = Sim(tmp_path_factory.mktemp("lakefs") / "data").start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def repo(lakefs):
+    """A fresh repository (default branch main) per test; faults are off
+    before and after the test."""
+    lakefs.set_faults(0.0, 0)
+    name = new_repo_name()
+    lakefs.create_repo(name)
+    yield name
+    if lakefs.proc is not None:
+        lakefs.set_faults(0.0, 0)
