@@ -228,7 +228,25 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
             return 0;
         return n;
     }
-    if (q->out) {
+    if (q->outv) {
+        size_t pos = r->body_len, done = 0;
+        for (int i = 0; i < q->outvcnt && done < n; i++) {
+            if (pos >= q->outv[i].iov_len) {
+                pos -= q->outv[i].iov_len;
+                continue;
+            }
+            size_t k = q->outv[i].iov_len - pos;
+            if (k > n - done)
+                k = n - done;
+            memcpy((char *)q->outv[i].iov_base + pos, data + done, k);
+            done += k;
+            pos = 0;
+        }
+        if (done < n) {
+            x->overflow = 1;
+            return 0;
+        }
+    } else if (q->out) {
         if (n > q->out_cap - r->body_len) {
             x->overflow = 1;
             return 0;

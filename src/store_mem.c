@@ -311,8 +311,8 @@ static int mem_head(void *ctx, const char *bucket, const char *key, struct lf_ob
 }
 
 static int mem_get(void *ctx, const char *bucket, const char *key, uint64_t off,
-                   size_t len, void *dst, const char *etag, size_t *got,
-                   const struct lf_read_ctl *ctl)
+                   const struct iovec *iov, int iovcnt, const char *etag,
+                   size_t *got, const struct lf_read_ctl *ctl)
 {
     struct lf_mem_store *m = ctx;
     pthread_mutex_lock(&m->lock);
@@ -332,8 +332,13 @@ static int mem_get(void *ctx, const char *bucket, const char *key, uint64_t off,
         rc = -ERANGE;
         goto out;
     }
-    size_t n = o->len - off < len ? o->len - off : len;
-    memcpy(dst, o->data + off, n);
+    size_t pos = (size_t)off, n = 0;
+    for (int i = 0; i < iovcnt && pos < o->len; i++) {
+        size_t k = o->len - pos < iov[i].iov_len ? o->len - pos : iov[i].iov_len;
+        memcpy(iov[i].iov_base, o->data + pos, k);
+        pos += k;
+        n += k;
+    }
     m->bytes_out += n;
     *got = n;
 out:

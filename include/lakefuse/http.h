@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "lakefuse/buf.h"
@@ -72,11 +73,13 @@ struct lf_http_req {
     uint64_t body_len;
 
     /* Response body (for status < 300): into a caller buffer of fixed
-     * size (ranged reads land where they are needed, no copy), or into a
-     * growable buffer bounded by out_max. A body longer than the sink is
+     * size or an iovec (ranged reads land where they are needed, no extra
+     * copy), or into a growable buffer bounded by out_max. A body longer than the sink is
      * an error (-EIO): the server sent more than was asked for. */
     void *out;
     size_t out_cap;
+    const struct iovec *outv;   /* or scattered over these buffers */
+    int outvcnt;
     struct lf_buf *out_buf;
     size_t out_max;
 

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #define LF_ETAG_MAX 80 /* 32 hex digits of MD5, "-" and a part count */
@@ -96,13 +97,15 @@ struct lf_store_ops {
                 struct lf_list_page *out);
     int (*head)(void *ctx, const char *bucket, const char *key,
                 struct lf_obj_attr *out);
-    /* Reads [off, off+len) into dst. When etag is non-empty the answer
-     * must carry the same ETag, else -ESTALE: the object was replaced. The
-     * answer is checked for exactly the bytes asked for (Content-Range and
-     * length); reading past the end yields what exists (*got < len). */
+    /* Reads [off, off + total length of iov) into the iovec (so a ranged
+     * GET lands straight in cache blocks). When etag is non-empty the
+     * answer must carry the same ETag, else -ESTALE: the object was
+     * replaced. The answer is checked for exactly the bytes asked for
+     * (Content-Range and length); a range that runs past the end yields
+     * what exists (*got < asked); a start past the end is -ERANGE. */
     int (*get)(void *ctx, const char *bucket, const char *key, uint64_t off,
-               size_t len, void *dst, const char *etag, size_t *got,
-               const struct lf_read_ctl *ctl);
+               const struct iovec *iov, int iovcnt, const char *etag,
+               size_t *got, const struct lf_read_ctl *ctl);
     int (*put)(void *ctx, const char *bucket, const char *key,
                const struct lf_body *body, const struct lf_put_meta *meta,
                enum lf_put_cond cond, char etag_out[LF_ETAG_MAX]);

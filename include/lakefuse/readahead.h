@@ -1,0 +1,51 @@
+/* readahead: reads of one open object through the block cache.
+ *
+ * Each open file gets a reader. Reads that continue where the last one
+ * ended grow a prefetch window (initial size, doubled per sequential read,
+ * up to a maximum) filled by ranged GETs of up to request_size bytes,
+ * running in parallel on the work queue. Any other read fetches only the
+ * blocks it touches and resets the window. When the cache's budget refuses
+ * a prefetch, the window halves: many readers share the memory instead of
+ * growing past it.
+ *
+ * Every GET is pinned to the ETag seen at open; a replaced object yields
+ * -ESTALE, never a mix of two versions.
+ */
+#ifndef LAKEFUSE_READAHEAD_H
+#define LAKEFUSE_READAHEAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lakefuse/bcache.h"
+#include "lakefuse/store.h"
+#include "lakefuse/workq.h"
+
+struct lf_reader;
+
+struct lf_ra_opts {
+    size_t initial_window; /* bytes; default 1 MiB */
+    size_t max_window;     /* bytes; default 64 MiB */
+    size_t request_size;   /* one ranged GET; default 8 MiB */
+};
+
+struct lf_ra_stats {
+    uint64_t gets;         /* ranged GETs issued by this reader */
+    uint64_t prefetched;   /* bytes requested ahead of the reader */
+    size_t window;         /* current window */
+};
+
+/* bucket, key and etag are copied. */
+struct lf_reader *lf_reader_new(struct lf_bcache *cache, struct lf_store *store,
+                                struct lf_workq *wq, const char *bucket,
+                                const char *key, const char *etag,
+                                uint64_t size, const struct lf_ra_opts *opts);
+/* Waits for this reader's prefetches still in flight, then frees it. */
+void lf_reader_free(struct lf_reader *r);
+/* Returns bytes read (short only at end of object) or a negative errno. */
+ssize_t lf_reader_read(struct lf_reader *r, void *dst, size_t len, uint64_t off,
+                       const struct lf_read_ctl *ctl);
+void lf_reader_get_stats(struct lf_reader *r, struct lf_ra_stats *st);
+
+#endif
