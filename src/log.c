@@ -13,6 +13,9 @@
 
 static atomic_int g_level = LF_LOG_INFO;
 static atomic_int g_syslog;
+static atomic_int g_fd = STDERR_FILENO;
+
+void lf_log_set_fd(int fd) { atomic_store(&g_fd, fd); }
 
 void lf_log_set_level(enum lf_log_level level) { atomic_store(&g_level, level); }
 
@@ -61,6 +64,6 @@ void lf_log(enum lf_log_level level, const char *fmt, ...)
     if ((size_t)n > sizeof(line) - 2)
         n = (int)sizeof(line) - 2;
     line[n++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+    ssize_t w = write(atomic_load(&g_fd), line, (size_t)n);
     (void)w;
 }

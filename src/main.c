@@ -1,25 +1,314 @@
-/* lakefuse: command-line entry point. */
+/* lakefuse: the command line.
+ *
+ *   lakefuse mount [OPTIONS] [lakefs://REPO[/REF]] MOUNTPOINT
+ *   lakefuse unmount MOUNTPOINT
+ *
+ * `mount` checks everything it can before mounting (the gateway answers,
+ * the credentials are accepted, the repository and ref exist), so a
+ * mistake ends with a message and a non-zero status instead of a mount
+ * that fails every access. It mounts before it forks into the background,
+ * so when the command returns the mount is live. Threads start only after
+ * the fork.
+ */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-static void usage(FILE *out)
+#include "lakefuse/config.h"
+#include "lakefuse/fs.h"
+#include "lakefuse/http.h"
+#include "lakefuse/log.h"
+#include "lakefuse/s3.h"
+#include "lakefuse/uri.h"
+
+static struct lf_store *open_store(const struct lf_config *cfg, unsigned retries)
 {
-    fprintf(out,
-            "usage: lakefuse mount [OPTIONS] [lakefs://REPO[/REF]] MOUNTPOINT\n"
-            "       lakefuse unmount MOUNTPOINT\n"
-            "       lakefuse --version\n");
+    struct lf_s3_opts o = {
+        .endpoint = cfg->endpoint,
+        .access_key = cfg->access_key,
+        .secret_key = cfg->secret_key,
+        .region = cfg->region,
+        .max_conns = cfg->max_requests + 8,
+        .connect_timeout_ms = cfg->timeout_ms < 10000 ? cfg->timeout_ms : 10000,
+        .stall_timeout_ms = cfg->timeout_ms,
+        .retries = retries,
+        .ca_bundle = cfg->ca_bundle,
+        .insecure = cfg->insecure,
+    };
+    return lf_s3_store_new(&o);
+}
+
+static const char *explain(int rc)
+{
+    switch (rc) {
+    case -ECONNREFUSED:
+        return "connection refused (is the server running, and is the port right?)";
+    case -EHOSTUNREACH:
+        return "host not found or unreachable";
+    case -ETIMEDOUT:
+        return "timed out";
+    case -EACCES:
+        return "access denied: the gateway rejected the credentials "
+               "(check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)";
+    case -EKEYREJECTED:
+        return "TLS certificate verification failed (see --ca-bundle)";
+    case -EPROTO:
+    case -EIO:
+        return "the server's answer was not an S3 answer (is this a lakeFS endpoint?)";
+    default:
+        return strerror(-rc);
+    }
+}
+
+/* Is `name` among the repository's branches? 1 yes, 0 no, or -errno. */
+static int is_branch(struct lf_store *st, const char *repo, const char *name)
+{
+    struct lf_list_page page;
+    char *token = NULL;
+    int found = 0, rc;
+    do {
+        rc = st->ops->list(st->ctx, repo, name, "/", token, 1000, &page);
+        free(token);
+        token = NULL;
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < page.nprefixes; i++) {
+            size_t n = strlen(name);
+            if (strncmp(page.prefixes[i], name, n) == 0 && strcmp(page.prefixes[i] + n, "/") == 0)
+                found = 1;
+        }
+        if (page.truncated && page.next_token) {
+            token = page.next_token;
+            page.next_token = NULL;
+        }
+        lf_list_page_free(&page);
+    } while (token && !found);
+    free(token);
+    return found;
+}
+
+/* Checks the gateway, credentials, repository and ref; fills root. */
+static int preflight(const struct lf_config *cfg, struct lf_fs_root *root)
+{
+    struct lf_store *st = open_store(cfg, 1);
+    char **names = NULL;
+    size_t n = 0;
+    int rc = st ? 0 : -ENOMEM;
+
+    if (!rc)
+        rc = st->ops->list_buckets(st->ctx, &names, &n);
+    if (rc) {
+        fprintf(stderr, "lakefuse: cannot use the lakeFS gateway at %s: %s\n", cfg->endpoint,
+                explain(rc));
+        goto out;
+    }
+    root->repo = cfg->repo;
+    root->ref = cfg->ref;
+    if (cfg->repo) {
+        bool found = false;
+        for (size_t i = 0; i < n; i++)
+            found |= strcmp(names[i], cfg->repo) == 0;
+        if (!found) {
+            fprintf(stderr, "lakefuse: repository '%s' not found at %s\n", cfg->repo,
+                    cfg->endpoint);
+            rc = -ENOENT;
+            goto out;
+        }
+    }
+    if (cfg->ref) {
+        rc = lf_ref_is_full_commit_id(cfg->ref) ? 0 : is_branch(st, cfg->repo, cfg->ref);
+        if (rc < 0)
+            goto ref_error;
+        root->ref_is_branch = rc == 1;
+        if (!root->ref_is_branch) {
+            /* A tag, commit or expression: it must resolve. */
+            struct lf_list_page page;
+            char prefix[LF_REF_MAX + 2];
+            snprintf(prefix, sizeof(prefix), "%s/", cfg->ref);
+            rc = st->ops->list(st->ctx, cfg->repo, prefix, "/", NULL, 1, &page);
+            if (rc)
+                goto ref_error;
+            lf_list_page_free(&page);
+        }
+        rc = 0;
+    }
+    goto out;
+ref_error:
+    if (rc == -ENOENT || rc == -EINVAL)
+        fprintf(stderr, "lakefuse: ref '%s' not found in repository '%s'\n", cfg->ref,
+                cfg->repo);
+    else
+        fprintf(stderr, "lakefuse: cannot check ref '%s': %s\n", cfg->ref, explain(rc));
+    if (rc == -EINVAL)
+        rc = -ENOENT;
+out:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    if (st)
+        lf_store_free(st);
+    return rc;
+}
+
+static int prepare_cache_dir(const char *dir)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lakefuse: cannot create cache directory %s: %s\n", dir, strerror(errno));
+        return -errno;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lakefuse: cache directory %s is not a directory\n", dir);
+        return -ENOTDIR;
+    }
+    if ((st.st_mode & 077) != 0 && chmod(dir, 0700) != 0) {
+        fprintf(stderr, "lakefuse: cache directory %s is open to other users and cannot be "
+                        "made private: %s\n", dir, strerror(errno));
+        return -EACCES;
+    }
+    return 0;
+}
+
+static void log_stats(struct lf_store *st)
+{
+    struct lf_s3_stats s;
+    lf_s3_get_stats(st, &s);
+    lf_info("requests %llu, retries %llu, failed operations %llu, %llu bytes in, "
+            "%llu bytes out", (unsigned long long)s.requests, (unsigned long long)s.retries,
+            (unsigned long long)s.failures, (unsigned long long)s.bytes_in,
+            (unsigned long long)s.bytes_out);
+}
+
+static int cmd_mount(int argc, char **argv)
+{
+    struct lf_config cfg;
+    struct lf_fs_root root = {0};
+    struct fuse_session *se = NULL;
+    struct lf_store *store = NULL;
+    struct lf_fs *fs = NULL;
+    int log_fd = -1, rc, status = 1;
+    bool mounted = false;
+
+    rc = lf_config_parse(&cfg, argc, argv, stderr);
+    if (rc == 1) {
+        lf_config_free(&cfg);
+        return 0;
+    }
+    if (rc)
+        goto out;
+    lf_log_set_level(cfg.log_level);
+    if (cfg.log_file) {
+        log_fd = open(cfg.log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (log_fd < 0) {
+            fprintf(stderr, "lakefuse: cannot open log file %s: %s\n", cfg.log_file,
+                    strerror(errno));
+            goto out;
+        }
+        lf_log_set_fd(log_fd);
+    }
+    if (cfg.insecure)
+        lf_warn("--insecure: the server's TLS certificate is NOT verified");
+    if (prepare_cache_dir(cfg.cache_dir) || lf_http_global_init() != 0)
+        goto out;
+    if (preflight(&cfg, &root))
+        goto out;
+
+    store = open_store(&cfg, cfg.retries);
+    fs = store ? lf_fs_new(&cfg, store, &root) : NULL;
+    if (!fs) {
+        fprintf(stderr, "lakefuse: out of memory\n");
+        goto out;
+    }
+    struct fuse_args args = FUSE_ARGS_INIT(cfg.fuse_argc, cfg.fuse_argv);
+    se = fuse_session_new(&args, lf_fs_ops(), sizeof(*lf_fs_ops()), fs);
+    if (!se) {
+        fprintf(stderr, "lakefuse: bad FUSE options\n");
+        goto out;
+    }
+    if (fuse_session_mount(se, cfg.mountpoint) != 0) {
+        fprintf(stderr, "lakefuse: cannot mount on %s (missing, busy, or already a mount "
+                        "point?)\n", cfg.mountpoint);
+        goto out;
+    }
+    mounted = true;
+    if (fuse_set_signal_handlers(se) != 0)
+        goto out;
+    if (!cfg.foreground) {
+        if (!cfg.log_file)
+            lf_log_use_syslog(1);
+        /* Returns in the child; the parent exits 0 once the child is ready. */
+        if (fuse_daemonize(0) != 0)
+            goto out;
+    }
+    if (lf_fs_start(fs) != 0)
+        goto out;
+    lf_info("mounted %s%s%s%s at %s (pid %d)", cfg.repo ? "lakefs://" : "all repositories",
+            cfg.repo ? cfg.repo : "", cfg.ref ? "/" : "", cfg.ref ? cfg.ref : "",
+            cfg.mountpoint, (int)getpid());
+
+    struct fuse_loop_config *lc = fuse_loop_cfg_create();
+    if (!lc)
+        goto out;
+    fuse_loop_cfg_set_max_threads(lc, 64);
+    fuse_loop_cfg_set_idle_threads(lc, 16);
+    rc = fuse_session_loop_mt(se, lc);
+    fuse_loop_cfg_destroy(lc);
+    status = rc == 0 ? 0 : 1;
+    log_stats(store);
+    lf_info("unmounted %s", cfg.mountpoint);
+out:
+    if (se) {
+        fuse_remove_signal_handlers(se);
+        if (mounted)
+            fuse_session_unmount(se);
+        fuse_session_destroy(se);
+    }
+    lf_fs_free(fs);
+    if (store)
+        lf_store_free(store);
+    lf_config_free(&cfg);
+    if (log_fd >= 0)
+        close(log_fd);
+    return status;
+}
+
+static int cmd_unmount(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: lakefuse unmount MOUNTPOINT\n");
+        return 2;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("fusermount3", "fusermount3", "-u", argv[1], (char *)NULL);
+        fprintf(stderr, "lakefuse: cannot run fusermount3: %s\n", strerror(errno));
+        _exit(127);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) < 0)
+        return 1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
 }
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "mount") == 0)
+        return cmd_mount(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "unmount") == 0)
+        return cmd_unmount(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
         printf("lakefuse %s\n", LAKEFUSE_VERSION);
         return 0;
     }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        usage(stdout);
+        lf_config_usage(stdout);
         return 0;
     }
-    usage(stderr);
+    lf_config_usage(stderr);
     return 2;
 }

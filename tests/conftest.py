@@ -42,6 +42,16 @@ def boto_config(**kw):
         return Config(**base)
 
 
+def _drop_expect_continue(request, **_):
+    """Sends PUT/POST bodies without "Expect: 100-continue". botocore < 1.31
+    keeps the status line of a final answer that arrived instead of "100
+    Continue" (a 0-byte PUT, or an early 404) on the pooled connection and
+    misreads the next expect-request's response there: a 60 s stall and a
+    retry. Go servers (lakeFS) and the simulator both answer such requests
+    without "100 Continue", so the header is simply not sent."""
+    request.headers.pop("Expect", None)
+
+
 class Sim:
     """A running simulator and helpers to talk to it."""
 
@@ -52,7 +62,9 @@ class Sim:
         self.secret_key = secret_key
         self.extra_args = list(extra_args)
         self.port = 0
+        self.scheme = "http"
         self.proc = None
+        self._log = None
         self.log_path = self.data_dir.parent / (self.data_dir.name + ".log")
 
     # -- process control -------------------------------------------------
@@ -73,6 +85,7 @@ class Sim:
                 break
             if line.startswith(b"listening on "):
                 url = line.decode().split()[-1]
+                self.scheme = url.split(":", 1)[0]
                 self.port = int(url.rsplit(":", 1)[1])
                 return self
         self.stop()
@@ -84,7 +97,7 @@ class Sim:
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
@@ -96,6 +109,9 @@ class Sim:
                 self.proc.wait()
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         self.proc = None
 
     def restart(self, kill9=False):
@@ -107,11 +123,13 @@ class Sim:
     # -- clients ---------------------------------------------------------
     def s3(self, **config_kw):
         import boto3
-        return boto3.client("s3", endpoint_url=self.endpoint,
-                            aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key,
-                            region_name="us-east-1",
-                            config=boto_config(**config_kw))
+        client = boto3.client("s3", endpoint_url=self.endpoint,
+                              aws_access_key_id=self.access_key,
+                              aws_secret_access_key=self.secret_key,
+                              region_name="us-east-1",
+                              config=boto_config(**config_kw))
+        client.meta.events.register("before-send.s3", _drop_expect_continue)
+        return client
 
     def _http(self, method, path, body=None, headers=None, auth=True):
         data = None

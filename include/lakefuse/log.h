@@ -20,6 +20,8 @@ enum lf_log_level lf_log_get_level(void);
 int lf_log_parse_level(const char *name);
 /* After fork into the background: send lines to syslog instead of stderr. */
 void lf_log_use_syslog(int on);
+/* Write lines to this descriptor instead of stderr (a --log-file). */
+void lf_log_set_fd(int fd);
 
 void lf_log(enum lf_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

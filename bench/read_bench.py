@@ -1,0 +1,444 @@
+#!/usr/bin/python3
+"""Read benchmark of lakefuse against the local lakeFS gateway simulator.
+
+Starts its own simulator (tests/conftest.py's Sim: port 0, temporary data
+directory), uploads the data set, mounts lakefs://REPO with build/lakefuse
+(--foreground, credentials in the environment) and measures:
+
+  (a) sequential read of a 1 GiB object through the mount (1 MiB reads to
+      nowhere, a fresh mount per run so neither the page cache nor
+      lakefuse's cache holds it) versus curl GETting the same object from
+      the same gateway with a presigned URL; MB/s of both and the ratio
+      (target >= 0.8);
+  (b) `ls -l` of a directory of 10,000 files on a fresh mount: time, and
+      the gateway's ListObjectsV2 / HeadObject / GetObject counts
+      (target: ceil(N/1000) lists, no HEAD);
+  (c) peak RSS of the lakefuse process (VmRSS sampled every 20 ms, and
+      VmHWM) while 8 `dd` readers each read a different 1 GiB object
+      (512 MiB objects when the disk is tight; printed), and their
+      aggregate MB/s, with the cache budget printed;
+  (d) the same three with 20 ms added to every gateway request (the
+      simulator's runtime POST /_sim/faults switch).
+
+Prints a markdown table for docs/benchmarks.md. A benchmark, not a test:
+it asserts nothing about timings and exits non-zero only if something
+broke. Every mount is unmounted (fusermount3 -u, -u -z if busy) and every
+process stopped by PID at the end, also on error, SIGTERM or Ctrl-C.
+
+Run: /usr/bin/python3 bench/read_bench.py [--runs 3] [--latency-ms 20]
+     [--parallel-mib 1024] [--files 10000] [--drop-caches]
+     [--lakefuse-arg=--cache-size=512 ...]
+"""
+import argparse
+import math
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import Sim, new_repo_name  # noqa: E402  (tests/conftest.py)
+from lf_helpers import (BINARY, MiB, BigStream, Signer, bulk_put, is_mounted,  # noqa: E402
+                        vm_status)
+
+GiB = 1 << 30
+MB = 1e6
+RATIO_TARGET = 0.8
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------- processes
+class Cleanup:
+    """Everything to undo, undone in reverse order exactly once."""
+
+    def __init__(self):
+        self.actions = []
+
+    def push(self, fn, what):
+        self.actions.append((fn, what))
+        return fn
+
+    def remove(self, fn):
+        self.actions = [(f, w) for f, w in self.actions if f != fn]
+
+    def run(self):
+        while self.actions:
+            fn, what = self.actions.pop()
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - keep cleaning
+                log(f"cleanup of {what} failed: {e!r}")
+
+
+class LakefuseMount:
+    def __init__(self, sim, uri, workdir, name, extra_args, cleanup):
+        self.sim, self.cleanup = sim, cleanup
+        self.path = pathlib.Path(workdir) / f"mnt-{name}"
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.log_path = pathlib.Path(workdir) / f"lakefuse-{name}.log"
+        cache = pathlib.Path(workdir) / f"cache-{name}"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AWS_", "LAKECTL_"))}
+        env["AWS_ACCESS_KEY_ID"] = sim.access_key
+        env["AWS_SECRET_ACCESS_KEY"] = sim.secret_key
+        self.cmd = [str(BINARY), "mount", "--foreground", "--endpoint", sim.endpoint,
+                    "--cache-dir", str(cache), "--log-file", str(self.log_path),
+                    "--log-level", "info"] + list(extra_args) + [uri, str(self.path)]
+        self.stderr = open(pathlib.Path(workdir) / f"lakefuse-{name}.stderr", "wb")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.stderr,
+                                     stderr=self.stderr, env=env)
+        self.pid = self.proc.pid
+        self._undo = cleanup.push(self.unmount, f"mount {self.path} (pid {self.pid})")
+        deadline = time.monotonic() + 30
+        while not (is_mounted(self.path) and os.path.ismount(self.path)):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lakefuse exited with {self.proc.returncode}: "
+                                   f"{' '.join(self.cmd)}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mount not live within 30 s; see {self.log_path}")
+            time.sleep(0.05)
+
+    def unmount(self):
+        self.cleanup.remove(self._undo)
+        for _ in range(5):
+            if not is_mounted(self.path):
+                break
+            r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True,
+                               timeout=30)
+            if r.returncode != 0 and is_mounted(self.path):
+                subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True,
+                               timeout=30)
+        try:
+            rc = self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            log(f"lakefuse pid {self.pid} did not exit after unmount; killing it")
+            self.proc.kill()
+            rc = self.proc.wait(timeout=10)
+        self.stderr.close()
+        if rc != 0:
+            log(f"warning: lakefuse pid {self.pid} exited with status {rc}; see {self.log_path}")
+        return rc
+
+
+# ------------------------------------------------------------------ data
+def put_stream(sim, bucket, key, stream):
+    """One PUT of a BigStream with UNSIGNED-PAYLOAD (fast, constant memory)."""
+    import http.client
+    signer = Signer(sim.access_key, sim.secret_key)
+    path = urllib.parse.quote(f"/{bucket}/{key}", safe="/-_.~")
+    hdrs = signer.headers("PUT", f"127.0.0.1:{sim.port}", path)
+    hdrs["Content-Length"] = str(stream.size)
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=600)
+    try:
+        conn.request("PUT", path, body=stream.pieces(), headers=hdrs)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"PUT {key}: {resp.status} {body[:300]!r}")
+    finally:
+        conn.close()
+
+
+def presigned_url(sim, bucket, key):
+    return sim.s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                           ExpiresIn=3600)
+
+
+# -------------------------------------------------------------- measures
+def drop_caches():
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def read_file_mbps(path, bufsize=MiB):
+    fd = os.open(path, os.O_RDONLY)
+    n = 0
+    t0 = time.perf_counter()
+    try:
+        while True:
+            b = os.read(fd, bufsize)
+            if not b:
+                break
+            n += len(b)
+    finally:
+        os.close(fd)
+    dt = time.perf_counter() - t0
+    return n / dt / MB, n
+
+
+def curl_mbps(url):
+    r = subprocess.run(["curl", "-s", "-S", "-f", "-o", "/dev/null", "-w",
+                        "%{speed_download} %{size_download}", url],
+                       capture_output=True, text=True, timeout=1200)
+    if r.returncode != 0:
+        raise RuntimeError(f"curl failed: {r.stderr}")
+    speed, size = r.stdout.split()
+    return float(speed) / MB, int(float(size))
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid, interval=0.02):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_kb = 0
+        self.stop_ev = threading.Event()
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            try:
+                self.peak_kb = max(self.peak_kb, vm_status(self.pid).get("VmRSS", 0))
+            except (OSError, ValueError):
+                return
+            self.stop_ev.wait(self.interval)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.join(5)
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else float("nan")
+
+
+def phase(sim, repo, args, workdir, cleanup, label, seq_key, par_keys, par_size, seq_size):
+    res = {}
+    extra = args.lakefuse_arg
+    uri = f"lakefs://{repo}"
+
+    # (a) sequential read vs curl
+    url = presigned_url(sim, repo, f"main/{seq_key}")
+    curl_mbps(url)                      # warm the gateway's side once
+    mount_runs, curl_runs = [], []
+    for i in range(args.runs):
+        if args.drop_caches:
+            drop_caches()
+        m = LakefuseMount(sim, uri, workdir, f"{label}-seq{i}", extra, cleanup)
+        mbps, n = read_file_mbps(m.path / "main" / seq_key)
+        if n != seq_size:
+            raise RuntimeError(f"read {n} bytes through the mount, expected {seq_size}")
+        m.unmount()
+        mount_runs.append(mbps)
+        if args.drop_caches:
+            drop_caches()
+        cmbps, cn = curl_mbps(url)
+        if cn != seq_size:
+            raise RuntimeError(f"curl read {cn} bytes, expected {seq_size}")
+        curl_runs.append(cmbps)
+        log(f"  [{label}] run {i + 1}: lakefuse {mbps:8.0f} MB/s   curl {cmbps:8.0f} MB/s")
+    res["seq"] = median(mount_runs)
+    res["curl"] = median(curl_runs)
+    res["ratio"] = res["seq"] / res["curl"] if res["curl"] else float("nan")
+    res["seq_runs"], res["curl_runs"] = mount_runs, curl_runs
+
+    # (b) ls -l of the big directory on a fresh mount
+    m = LakefuseMount(sim, uri, workdir, f"{label}-ls", extra, cleanup)
+    d = m.path / "main" / "list"
+    os.stat(d)
+    sim.reset_stats()
+    t0 = time.perf_counter()
+    r = subprocess.run(["ls", "-l", "--color=never", str(d)], capture_output=True,
+                       env=dict(os.environ, LC_ALL="C"), timeout=600)
+    dt = time.perf_counter() - t0
+    reqs = sim.stats()["requests"]
+    entries = len(r.stdout.splitlines()) - 1
+    if r.returncode != 0 or entries != args.files:
+        raise RuntimeError(f"ls -l: status {r.returncode}, {entries} entries: {r.stderr[:300]!r}")
+    t0 = time.perf_counter()
+    subprocess.run(["ls", "-l", "--color=never", str(d)], capture_output=True, timeout=600)
+    dt_warm = time.perf_counter() - t0
+    m.unmount()
+    res["ls_s"], res["ls_warm_s"] = dt, dt_warm
+    res["ls_list"] = reqs.get("ListObjectsV2", 0)
+    res["ls_head"] = reqs.get("HeadObject", 0)
+    res["ls_get"] = reqs.get("GetObject", 0)
+    log(f"  [{label}] ls -l {args.files}: {dt:.2f} s cold, {dt_warm:.2f} s again; "
+        f"requests {reqs}")
+
+    # (c) 8 parallel readers, peak RSS
+    if args.drop_caches:
+        drop_caches()
+    m = LakefuseMount(sim, uri, workdir, f"{label}-par", extra, cleanup)
+    sampler = RssSampler(m.pid)
+    sampler.start()
+    procs = []
+    t0 = time.perf_counter()
+    try:
+        for k in par_keys:
+            p = subprocess.Popen(["dd", f"if={m.path / 'main' / k}", "of=/dev/null", "bs=1M"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            procs.append(p)
+            cleanup.push(p.kill, f"dd pid {p.pid}")
+        for p in procs:
+            _, err = p.communicate(timeout=1800)
+            if p.returncode != 0:
+                raise RuntimeError(f"dd failed: {err[-300:]!r}")
+    finally:
+        for p in procs:
+            cleanup.remove(p.kill)
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    dt = time.perf_counter() - t0
+    sampler.stop()
+    hwm = vm_status(m.pid).get("VmHWM", 0)
+    m.unmount()
+    res["par_mbps"] = len(par_keys) * par_size / dt / MB
+    res["par_peak_rss_mib"] = sampler.peak_kb / 1024
+    res["par_hwm_mib"] = hwm / 1024
+    log(f"  [{label}] {len(par_keys)} parallel readers: {res['par_mbps']:.0f} MB/s aggregate, "
+        f"peak VmRSS {res['par_peak_rss_mib']:.0f} MiB, VmHWM {res['par_hwm_mib']:.0f} MiB")
+    return res
+
+
+def cache_budget(extra_args):
+    """The --cache-size in effect, as the user passed it or --help shows it."""
+    for i, a in enumerate(extra_args):
+        if a.startswith("--cache-size"):
+            v = a.split("=", 1)[1] if "=" in a else (extra_args[i + 1] if i + 1 < len(extra_args)
+                                                    else "?")
+            return f"--cache-size {v} MiB (set)"
+    try:
+        h = subprocess.run([str(BINARY), "mount", "--help"], capture_output=True, text=True,
+                           timeout=10).stdout
+    except OSError:
+        return "unknown"
+    mo = re.search(r"--cache-size\s+\S+\s+(.*)", h)
+    if not mo:
+        return "unknown (no --cache-size in --help)"
+    d = re.search(r"default: ([^\]]+)", mo.group(1))
+    return f"--cache-size {d.group(1)} MiB (default)" if d else mo.group(1).strip()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seq-mib", type=int, default=1024, help="size of the sequential object")
+    ap.add_argument("--parallel", type=int, default=8, help="parallel readers")
+    ap.add_argument("--parallel-mib", type=int, default=1024,
+                    help="size of each parallel object (falls back to 512 if the disk is tight)")
+    ap.add_argument("--files", type=int, default=10_000, help="files in the ls -l directory")
+    ap.add_argument("--runs", type=int, default=3, help="runs of the sequential read")
+    ap.add_argument("--latency-ms", type=int, default=20)
+    ap.add_argument("--drop-caches", action="store_true",
+                    help="echo 1 > /proc/sys/vm/drop_caches before each read (cold gateway)")
+    ap.add_argument("--lakefuse-arg", action="append", default=[],
+                    help="extra argument for lakefuse mount (repeat; use --lakefuse-arg=--x=y)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+
+    if subprocess.run([str(BINARY), "mount", "--help"], capture_output=True).returncode != 0:
+        sys.exit(f"{BINARY} does not support `mount` yet")
+    for tool in ("fusermount3", "curl", "dd"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is required")
+
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="lakefuse-readbench-"))
+    cleanup = Cleanup()
+    if not args.keep:
+        cleanup.push(lambda: shutil.rmtree(workdir, ignore_errors=True), f"remove {workdir}")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+    try:
+        sim = Sim(workdir / "data")
+        sim.start()
+        cleanup.push(sim.stop, f"simulator pid {sim.pid}")
+        log(f"simulator pid {sim.pid} at {sim.endpoint}; work dir {workdir}")
+        repo = new_repo_name("bench")
+        sim.create_repo(repo)
+
+        seq_size = args.seq_mib * MiB
+        par_size = args.parallel_mib * MiB
+        free = shutil.disk_usage(workdir).free
+        need = (args.parallel * par_size + seq_size) * 1.3
+        if free < need and par_size > 512 * MiB:
+            par_size = 512 * MiB
+            log(f"disk is tight ({free / GiB:.1f} GiB free): parallel objects of 512 MiB")
+        # the sequential object is also the first parallel one when sizes match
+        par_keys = [f"par/p{i}.bin" for i in range(args.parallel)]
+        seq_key = par_keys[0] if par_size == seq_size else "seq/seq.bin"
+
+        t0 = time.perf_counter()
+        if seq_key not in par_keys:
+            put_stream(sim, repo, f"main/{seq_key}", BigStream(1000, seq_size))
+        for i, k in enumerate(par_keys):
+            put_stream(sim, repo, f"main/{k}", BigStream(2000 + i, par_size))
+        log(f"uploaded {len(par_keys)} x {par_size // MiB} MiB"
+            f"{'' if seq_key in par_keys else f' + {seq_size // MiB} MiB'} in "
+            f"{time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+        bulk_put(sim, repo, [(f"main/list/f{i:05d}.dat", b"x" * (i % 100))
+                             for i in range(args.files)], threads=12)
+        log(f"uploaded {args.files} small files in {time.perf_counter() - t0:.0f} s")
+
+        budget = cache_budget(args.lakefuse_arg)
+        results = {}
+        for label, lat in (("0 ms", 0), (f"{args.latency_ms} ms", args.latency_ms)):
+            sim.set_faults(0.0, lat)
+            log(f"-- added gateway latency {label}")
+            results[label] = phase(sim, repo, args, workdir, cleanup, label.replace(" ", ""),
+                                   seq_key, par_keys, par_size, seq_size)
+        sim.set_faults(0.0, 0)
+
+        labels = list(results)
+        want_lists = math.ceil(args.files / 1000)
+
+        def row(name, fn):
+            return f"| {name} | " + " | ".join(fn(results[lbl]) for lbl in labels) + " |"
+
+        print()
+        print(f"lakefuse read benchmark: {os.cpu_count()} CPUs, simulator on loopback, "
+              f"median of {args.runs} runs, {'cold' if args.drop_caches else 'warm'} gateway "
+              f"page cache, fresh mount per run; cache budget {budget}"
+              f"{'; lakefuse args ' + ' '.join(args.lakefuse_arg) if args.lakefuse_arg else ''}")
+        print()
+        print("| measure | " + " | ".join(f"gateway latency {lbl}" for lbl in labels) + " |")
+        print("|---|" + "---|" * len(labels))
+        print(row(f"(a) sequential read {seq_size // MiB} MiB through lakefuse, MB/s",
+                  lambda r: f"{r['seq']:.0f}"))
+        print(row("(a) curl GET of the same object (presigned), MB/s",
+                  lambda r: f"{r['curl']:.0f}"))
+        print(row(f"(a) ratio lakefuse / curl (target >= {RATIO_TARGET})",
+                  lambda r: f"{r['ratio']:.2f} {'OK' if r['ratio'] >= RATIO_TARGET else 'BELOW'}"))
+        print(row(f"(b) `ls -l` of {args.files} files, cold mount / again, s",
+                  lambda r: f"{r['ls_s']:.2f} / {r['ls_warm_s']:.2f}"))
+        print(row(f"(b) ListObjectsV2 / HeadObject / GetObject (target {want_lists} / 0 / 0)",
+                  lambda r: f"{r['ls_list']} / {r['ls_head']} / {r['ls_get']}"))
+        print(row(f"(c) {args.parallel} parallel readers x {par_size // MiB} MiB, aggregate MB/s",
+                  lambda r: f"{r['par_mbps']:.0f}"))
+        print(row(f"(c) lakefuse peak RSS (sampled VmRSS / VmHWM), MiB; budget {budget}",
+                  lambda r: f"{r['par_peak_rss_mib']:.0f} / {r['par_hwm_mib']:.0f}"))
+        print()
+        for lbl in labels:
+            r = results[lbl]
+            print(f"runs at {lbl}: lakefuse " + ", ".join(f"{x:.0f}" for x in r["seq_runs"]) +
+                  " MB/s; curl " + ", ".join(f"{x:.0f}" for x in r["curl_runs"]) + " MB/s")
+        return 0
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
+    finally:
+        cleanup.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+/* config: the command line and environment of `lakefuse mount`.
+ *
+ * Credentials come only from the environment (argv is visible to every
+ * user through /proc). The secret is wiped from memory when the config is
+ * freed. Every option has one entry in a table that also renders --help,
+ * so the help text and the parser cannot disagree.
+ */
+#ifndef LAKEFUSE_CONFIG_H
+#define LAKEFUSE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+struct lf_config {
+    char *endpoint;     /* gateway base URL, no trailing /api/v1 */
+    char *access_key;
+    char *secret_key;
+    char *region;
+    char *repo;         /* from lakefs://REPO[/REF]; NULL: all repositories */
+    char *ref;          /* NULL: the repository's branches */
+    char *mountpoint;
+    char *cache_dir;
+    char *log_file;
+    char *ca_bundle;
+    bool insecure;
+    bool foreground;
+    bool read_only;
+    int log_level;
+
+    double branch_ttl;      /* attributes and listings on branches, s */
+    double ref_ttl;         /* tags and ref expressions, s */
+    double repo_ttl;        /* repository and branch lists, s */
+    size_t cache_size;      /* memory for data blocks, bytes */
+    size_t disk_cache_size; /* data blocks under cache_dir, bytes; 0 = off */
+    size_t block_size;
+    size_t readahead_init, readahead_max, request_size;
+    unsigned max_requests;  /* HTTP requests in flight */
+    long timeout_ms;        /* a stalled request fails after this long */
+    unsigned retries;       /* extra attempts for idempotent requests */
+
+    size_t staging_max;     /* bytes of staged writes; 0 = automatic */
+    size_t part_size;       /* multipart part size, bytes */
+
+    /* Arguments for libfuse (program name, -o options). */
+    int fuse_argc;
+    char **fuse_argv;
+};
+
+/* Parses `lakefuse mount` arguments (argv[0] is "mount"). Returns 0, 1 when
+ * --help was printed (exit 0), or -EINVAL after printing why to err. */
+int lf_config_parse(struct lf_config *cfg, int argc, char **argv, FILE *err);
+void lf_config_free(struct lf_config *cfg);
+void lf_config_usage(FILE *out);
+
+#endif

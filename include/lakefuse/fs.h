@@ -1,0 +1,37 @@
+/* fs: the FUSE low-level operations, mapping the namespace
+ *
+ *     /<repo>/<ref>/<path>
+ *
+ * onto store requests. The low-level API is used for the control it gives:
+ * explicit inode lifetimes, per-entry timeouts (forever under a commit ID,
+ * short on branches), readdirplus so `ls -l` needs no request per entry,
+ * and FOPEN_KEEP_CACHE so immutable data stays in the page cache.
+ */
+#ifndef LAKEFUSE_FS_H
+#define LAKEFUSE_FS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+
+#include "lakefuse/config.h"
+#include "lakefuse/store.h"
+
+struct lf_fs;
+
+/* What the mount's root is: decided (and checked) by the caller. */
+struct lf_fs_root {
+    const char *repo;      /* NULL: all repositories */
+    const char *ref;       /* NULL: the repository's branches */
+    bool ref_is_branch;
+};
+
+/* The store stays owned by the caller and must outlive the fs. No thread
+ * starts until lf_fs_start, so the daemon can fork in between. */
+struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
+                        const struct lf_fs_root *root);
+int lf_fs_start(struct lf_fs *fs);
+void lf_fs_free(struct lf_fs *fs);
+const struct fuse_lowlevel_ops *lf_fs_ops(void);
+
+#endif

@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""Creates the demo repository on a local lakeFS gateway (idempotent).
+
+Repository "demo": branch main with two commits and a tag v1 on the first,
+a branch "experiment", and a few MB of CSV and Parquet-like sample data.
+Commit IDs are written to .demo/commits.txt.
+"""
+import argparse
+import base64
+import io
+import json
+import os
+import pathlib
+import random
+import sys
+import urllib.error
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import boto_config  # noqa: E402
+
+
+def api(endpoint, method, path, body=None):
+    ak, sk = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    req = urllib.request.Request(endpoint + "/api/v1" + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Authorization", "Basic " + base64.b64encode(f"{ak}:{sk}".encode()).decode())
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            raw = r.read()
+            return r.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def csv_rows(n, seed):
+    rnd = random.Random(seed)
+    out = io.StringIO()
+    out.write("id,city,temperature,humidity,recorded_at\n")
+    cities = ["Lisbon", "Oslo", "Nairobi", "Lima", "Osaka", "Perth", "Quebec"]
+    for i in range(n):
+        out.write(f"{i},{rnd.choice(cities)},{rnd.uniform(-10, 40):.2f},"
+                  f"{rnd.uniform(5, 95):.1f},2024-{1 + i % 12:02d}-{1 + i % 28:02d}T12:00:00Z\n")
+    return out.getvalue().encode()
+
+
+def parquet_like(size, seed):
+    """Bytes shaped like a Parquet file (magic at both ends, binary body)."""
+    rnd = random.Random(seed)
+    body = bytes(rnd.getrandbits(8) for _ in range(size - 8))
+    return b"PAR1" + body[:-4] + len(body).to_bytes(4, "little") + b"PAR1"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    args = ap.parse_args()
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1",
+                      aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                      config=boto_config())
+    status, _ = api(args.endpoint, "GET", "/repositories/demo")
+    state = ROOT / ".demo" / "commits.txt"
+    if status == 200:
+        print("demo repository exists")
+        return
+    api(args.endpoint, "POST", "/repositories",
+        {"name": "demo", "storage_namespace": "local://demo", "default_branch": "main"})
+    s3.put_object(Bucket="demo", Key="main/README.txt",
+                  Body=b"lakefuse demo repository: weather readings by city.\n")
+    s3.put_object(Bucket="demo", Key="main/data/readings-2024.csv", Body=csv_rows(40000, 1))
+    s3.put_object(Bucket="demo", Key="main/data/stations.csv",
+                  Body=b"city,lat,lon\nLisbon,38.7,-9.1\nOslo,59.9,10.7\n")
+    s3.put_object(Bucket="demo", Key="main/warehouse/readings.parquet",
+                  Body=parquet_like(1 << 20, 2))
+    _, c1 = api(args.endpoint, "POST", "/repositories/demo/branches/main/commits",
+                {"message": "Initial readings"})
+    api(args.endpoint, "POST", "/repositories/demo/tags", {"id": "v1", "ref": c1["id"]})
+    s3.put_object(Bucket="demo", Key="main/data/readings-2025.csv", Body=csv_rows(30000, 3))
+    s3.delete_object(Bucket="demo", Key="main/data/stations.csv")
+    _, c2 = api(args.endpoint, "POST", "/repositories/demo/branches/main/commits",
+                {"message": "Add 2025 readings, drop stations"})
+    api(args.endpoint, "POST", "/repositories/demo/branches",
+        {"name": "experiment", "source": "main"})
+    state.write_text(f"v1 {c1['id']}\nmain {c2['id']}\n")
+    print(f"demo repository created: commits {c1['id'][:12]} (tag v1), {c2['id'][:12]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+/* config: getopt_long over one table of options; the same table prints
+ * --help with each default, so documentation follows the code. */
+#include "lakefuse/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "lakefuse/log.h"
+#include "lakefuse/uri.h"
+
+#define MiB (1024.0 * 1024.0)
+
+enum kind { K_FLAG, K_STR, K_SECONDS, K_MIB, K_UINT, K_LEVEL, K_FUSE };
+
+struct opt {
+    const char *name;
+    int short_name;
+    enum kind kind;
+    size_t off;          /* field in struct lf_config */
+    const char *arg;     /* argument name for --help */
+    const char *def;     /* default, as --help shows it */
+    const char *help;
+};
+
+#define F(field) offsetof(struct lf_config, field)
+
+static const struct opt OPTS[] = {
+    {"endpoint", 0, K_STR, F(endpoint), "URL", "$LAKECTL_SERVER_ENDPOINT_URL",
+     "lakeFS server; a trailing /api/v1 is removed to reach the S3 gateway"},
+    {"region", 0, K_STR, F(region), "NAME", "us-east-1", "region used in request signatures"},
+    {"foreground", 'f', K_FLAG, F(foreground), NULL, "off", "stay attached to the terminal"},
+    {"read-only", 0, K_FLAG, F(read_only), NULL, "off", "refuse every write (EROFS), also on branches"},
+    {"cache-dir", 0, K_STR, F(cache_dir), "DIR", "$XDG_CACHE_HOME/lakefuse or /var/cache/lakefuse",
+     "staging and disk cache directory (created 0700)"},
+    {"log-level", 0, K_LEVEL, F(log_level), "LEVEL", "info", "error, warn, info or debug"},
+    {"log-file", 0, K_STR, F(log_file), "FILE", "stderr; syslog when in the background",
+     "append log lines to FILE"},
+    {"cache-size", 0, K_MIB, F(cache_size), "MIB", "256", "memory for cached data and readahead"},
+    {"disk-cache-size", 0, K_MIB, F(disk_cache_size), "MIB", "0 (off)",
+     "data blocks kept under the cache directory"},
+    {"readahead-max", 0, K_MIB, F(readahead_max), "MIB", "64", "largest readahead window per file"},
+    {"request-size", 0, K_MIB, F(request_size), "MIB", "8", "size of one ranged GET"},
+    {"max-requests", 0, K_UINT, F(max_requests), "N", "16", "HTTP requests in flight"},
+    {"branch-ttl", 0, K_SECONDS, F(branch_ttl), "SEC", "1",
+     "how long attributes and listings of a branch are trusted"},
+    {"ref-ttl", 0, K_SECONDS, F(ref_ttl), "SEC", "1",
+     "the same for tags and ref expressions (commit IDs: forever)"},
+    {"repo-ttl", 0, K_SECONDS, F(repo_ttl), "SEC", "5", "lists of repositories and branches"},
+    {"timeout", 0, K_SECONDS, F(timeout_ms), "SEC", "30", "a request with no progress fails after this"},
+    {"retries", 0, K_UINT, F(retries), "N", "5", "retries of a failed idempotent request"},
+    {"staging-max", 0, K_MIB, F(staging_max), "MIB", "25% of the cache directory's free space",
+     "bytes of written data waiting for upload"},
+    {"part-size", 0, K_MIB, F(part_size), "MIB", "8", "multipart upload part size (grows for huge files)"},
+    {"ca-bundle", 0, K_STR, F(ca_bundle), "FILE", "system store", "CA certificates for HTTPS"},
+    {"insecure", 0, K_FLAG, F(insecure), NULL, "off", "do not verify the server's certificate"},
+    {"option", 'o', K_FUSE, 0, "OPT[,OPT]", "", "FUSE mount options, e.g. allow_other"},
+};
+#define NOPTS (sizeof(OPTS) / sizeof(OPTS[0]))
+
+void lf_config_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: lakefuse mount [OPTIONS] [lakefs://REPO[/REF]] MOUNTPOINT\n"
+            "       lakefuse unmount MOUNTPOINT\n"
+            "       lakefuse --version\n\n"
+            "Mounts lakeFS: without a URI the root lists repositories, with\n"
+            "lakefs://REPO the repository's branches, with lakefs://REPO/REF that\n"
+            "ref's tree. Under a repository, any commit ID, tag or expression\n"
+            "(main~1, main@) opens by name and is read-only; commit IDs are cached\n"
+            "for the life of the mount.\n\n"
+            "Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or\n"
+            "LAKECTL_CREDENTIALS_ACCESS_KEY_ID and LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY\n"
+            "(never on the command line).\n\nOptions:\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const struct opt *o = &OPTS[i];
+        char head[64];
+        if (o->short_name)
+            snprintf(head, sizeof(head), "-%c, --%s%s%s", o->short_name, o->name,
+                     o->arg ? " " : "", o->arg ? o->arg : "");
+        else
+            snprintf(head, sizeof(head), "    --%s%s%s", o->name, o->arg ? " " : "",
+                     o->arg ? o->arg : "");
+        fprintf(out, "  %-28s %s", head, o->help);
+        if (o->def && *o->def)
+            fprintf(out, " [default: %s]", o->def);
+        fputc('\n', out);
+    }
+    fprintf(out, "  %-28s %s\n", "-h, --help", "show this help");
+}
+
+static void set_defaults(struct lf_config *c)
+{
+    c->log_level = LF_LOG_INFO;
+    c->branch_ttl = 1.0;
+    c->ref_ttl = 1.0;
+    c->repo_ttl = 5.0;
+    c->cache_size = 256 * (size_t)MiB;
+    c->block_size = 1 * (size_t)MiB;
+    c->readahead_init = 1 * (size_t)MiB;
+    c->readahead_max = 64 * (size_t)MiB;
+    c->request_size = 8 * (size_t)MiB;
+    c->max_requests = 16;
+    c->timeout_ms = 30000;
+    c->retries = 5;
+    c->part_size = 8 * (size_t)MiB;
+}
+
+static int parse_number(const char *s, double *v)
+{
+    char *end;
+    errno = 0;
+    *v = strtod(s, &end);
+    return (errno || end == s || *end || *v < 0) ? -EINVAL : 0;
+}
+
+static int set_string(char **dst, const char *v)
+{
+    char *p = strdup(v);
+    if (!p)
+        return -ENOMEM;
+    free(*dst);
+    *dst = p;
+    return 0;
+}
+
+static int push_fuse_arg(struct lf_config *c, const char *a)
+{
+    char **v = realloc(c->fuse_argv, (size_t)(c->fuse_argc + 2) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    c->fuse_argv = v;
+    if (!(v[c->fuse_argc] = strdup(a)))
+        return -ENOMEM;
+    v[++c->fuse_argc] = NULL;
+    return 0;
+}
+
+static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *err)
+{
+    char *base = (char *)c;
+    double d;
+    switch (o->kind) {
+    case K_FLAG:
+        *(bool *)(base + o->off) = true;
+        return 0;
+    case K_STR:
+        return set_string((char **)(base + o->off), v);
+    case K_FUSE:
+        if (push_fuse_arg(c, "-o") || push_fuse_arg(c, v))
+            return -ENOMEM;
+        return 0;
+    case K_LEVEL: {
+        int l = lf_log_parse_level(v);
+        if (l < 0) {
+            fprintf(err, "lakefuse: --%s: '%s' is not one of error, warn, info, debug\n",
+                    o->name, v);
+            return -EINVAL;
+        }
+        c->log_level = l;
+        return 0;
+    }
+    default:
+        break;
+    }
+    if (parse_number(v, &d)) {
+        fprintf(err, "lakefuse: --%s: '%s' is not a non-negative number\n", o->name, v);
+        return -EINVAL;
+    }
+    switch (o->kind) {
+    case K_SECONDS:
+        if (o->off == F(timeout_ms))
+            c->timeout_ms = (long)(d * 1000);
+        else
+            *(double *)(base + o->off) = d;
+        break;
+    case K_MIB:
+        if (d > (double)SIZE_MAX / MiB) {
+            fprintf(err, "lakefuse: --%s: %s MiB is too large\n", o->name, v);
+            return -EINVAL;
+        }
+        *(size_t *)(base + o->off) = (size_t)(d * MiB);
+        break;
+    case K_UINT:
+        if (d != (double)(unsigned)d || d > 100000) {
+            fprintf(err, "lakefuse: --%s: '%s' is not a whole number\n", o->name, v);
+            return -EINVAL;
+        }
+        *(unsigned *)(base + o->off) = (unsigned)d;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* Credentials and endpoint from the environment, the AWS names first. */
+static int from_env(struct lf_config *c, FILE *err)
+{
+    const char *ak = getenv("AWS_ACCESS_KEY_ID");
+    const char *sk = getenv("AWS_SECRET_ACCESS_KEY");
+    if (!ak || !*ak)
+        ak = getenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID");
+    if (!sk || !*sk)
+        sk = getenv("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY");
+    if (!ak || !*ak || !sk || !*sk) {
+        fprintf(err, "lakefuse: no credentials: set AWS_ACCESS_KEY_ID and "
+                     "AWS_SECRET_ACCESS_KEY (or LAKECTL_CREDENTIALS_ACCESS_KEY_ID and "
+                     "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY)\n");
+        return -EINVAL;
+    }
+    if (set_string(&c->access_key, ak) || set_string(&c->secret_key, sk))
+        return -ENOMEM;
+    if (!c->endpoint) {
+        const char *ep = getenv("LAKECTL_SERVER_ENDPOINT_URL");
+        if (!ep || !*ep) {
+            fprintf(err, "lakefuse: no endpoint: pass --endpoint URL or set "
+                         "LAKECTL_SERVER_ENDPOINT_URL\n");
+            return -EINVAL;
+        }
+        if (set_string(&c->endpoint, ep))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static int normalise_endpoint(struct lf_config *c, FILE *err)
+{
+    char *e = c->endpoint;
+    if (strncmp(e, "http://", 7) != 0 && strncmp(e, "https://", 8) != 0) {
+        fprintf(err, "lakefuse: endpoint '%s' must start with http:// or https://\n", e);
+        return -EINVAL;
+    }
+    size_t n = strlen(e);
+    while (n > 0 && e[n - 1] == '/')
+        e[--n] = '\0';
+    if (n >= 7 && strcmp(e + n - 7, "/api/v1") == 0)
+        e[n - 7] = '\0';
+    n = strlen(e);
+    while (n > 0 && e[n - 1] == '/')
+        e[--n] = '\0';
+    return 0;
+}
+
+static int default_cache_dir(struct lf_config *c)
+{
+    char path[PATH_MAX];
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (getuid() == 0)
+        snprintf(path, sizeof(path), "/var/cache/lakefuse");
+    else if (xdg && *xdg)
+        snprintf(path, sizeof(path), "%s/lakefuse", xdg);
+    else if (home && *home)
+        snprintf(path, sizeof(path), "%s/.cache/lakefuse", home);
+    else
+        snprintf(path, sizeof(path), "/tmp/lakefuse-%u", (unsigned)getuid());
+    return set_string(&c->cache_dir, path);
+}
+
+int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
+{
+    struct option longopts[NOPTS + 2];
+    char shortopts[3 * NOPTS + 4] = "+h";
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    set_defaults(c);
+    if ((rc = push_fuse_arg(c, "lakefuse")))
+        return rc;
+    for (size_t i = 0; i < NOPTS; i++) {
+        longopts[i] = (struct option){OPTS[i].name,
+                                      OPTS[i].kind == K_FLAG ? no_argument : required_argument,
+                                      NULL, 256 + (int)i};
+        if (OPTS[i].short_name) {
+            size_t l = strlen(shortopts);
+            shortopts[l] = (char)OPTS[i].short_name;
+            shortopts[l + 1] = OPTS[i].kind == K_FLAG ? '\0' : ':';
+            shortopts[l + 2] = '\0';
+        }
+    }
+    longopts[NOPTS] = (struct option){"help", no_argument, NULL, 'h'};
+    longopts[NOPTS + 1] = (struct option){0};
+
+    optind = 1;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        const struct opt *o = NULL;
+        if (ch == 'h') {
+            lf_config_usage(stdout);
+            return 1;
+        }
+        if (ch >= 256 && ch < 256 + (int)NOPTS) {
+            o = &OPTS[ch - 256];
+        } else {
+            for (size_t i = 0; i < NOPTS; i++)
+                if (OPTS[i].short_name && OPTS[i].short_name == ch)
+                    o = &OPTS[i];
+        }
+        if (!o) {
+            fprintf(err, "lakefuse: unknown or incomplete option '%s' (see lakefuse --help)\n",
+                    argv[optind - 1]);
+            return -EINVAL;
+        }
+        if ((rc = apply(c, o, optarg, err)))
+            return rc;
+    }
+    int left = argc - optind;
+    if (left < 1 || left > 2) {
+        fprintf(err, "lakefuse: expected [lakefs://REPO[/REF]] MOUNTPOINT (see lakefuse --help)\n");
+        return -EINVAL;
+    }
+    if (left == 2) {
+        struct lf_lakefs_uri u;
+        if (lf_lakefs_uri_parse(argv[optind], &u)) {
+            fprintf(err, "lakefuse: '%s' is not lakefs://REPO or lakefs://REPO/REF "
+                         "(repository names: 3-63 of a-z, 0-9 and '-')\n", argv[optind]);
+            return -EINVAL;
+        }
+        if (set_string(&c->repo, u.repo) || (u.ref[0] && set_string(&c->ref, u.ref)))
+            return -ENOMEM;
+        optind++;
+    }
+    if ((rc = set_string(&c->mountpoint, argv[optind])))
+        return rc;
+    if ((rc = from_env(c, err)) || (rc = normalise_endpoint(c, err)))
+        return rc;
+    if (!c->region && (rc = set_string(&c->region, "us-east-1")))
+        return rc;
+    if (!c->cache_dir && (rc = default_cache_dir(c)))
+        return rc;
+    if (c->readahead_max < c->readahead_init)
+        c->readahead_max = c->readahead_init;
+    if (c->max_requests == 0)
+        c->max_requests = 1;
+    if (c->cache_size < 8 * (size_t)MiB) {
+        fprintf(err, "lakefuse: --cache-size must be at least 8 MiB\n");
+        return -EINVAL;
+    }
+    if (c->part_size < 5 * (size_t)MiB) {
+        fprintf(err, "lakefuse: --part-size must be at least 5 MiB (an S3 rule)\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+void lf_config_free(struct lf_config *c)
+{
+    if (c->secret_key) {
+        OPENSSL_cleanse(c->secret_key, strlen(c->secret_key));
+        free(c->secret_key);
+    }
+    char **strs[] = {&c->endpoint, &c->access_key, &c->region, &c->repo, &c->ref,
+                     &c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        free(*strs[i]);
+    for (int i = 0; i < c->fuse_argc; i++)
+        free(c->fuse_argv[i]);
+    free(c->fuse_argv);
+    memset(c, 0, sizeof(*c));
+}

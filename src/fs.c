@@ -1,0 +1,1089 @@
+/* fs: FUSE low-level operations over the store.
+ *
+ * Requests are never made with the metadata lock held: an operation reads
+ * what it needs under the lock, unlocks, talks to the store, and locks
+ * again to publish what it learnt. Two threads may then fetch the same
+ * thing at once; both results are valid and the later one wins, which is
+ * cheaper than serialising every lookup behind the network.
+ *
+ * Cost model (tests hold us to it):
+ *   readdir of N entries   ceil(N/1000) LIST, no HEAD (attributes come
+ *                          from the listing, handed out by readdirplus)
+ *   lookup, listing cached 0 requests (positive or negative)
+ *   lookup, cold           HEAD + LIST(prefix "name/", max-keys 1), in
+ *                          parallel
+ *   getattr of a file      0 within its TTL, else one HEAD
+ */
+#include "lakefuse/fs.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lakefuse/bcache.h"
+#include "lakefuse/buf.h"
+#include "lakefuse/log.h"
+#include "lakefuse/meta.h"
+#include "lakefuse/readahead.h"
+#include "lakefuse/uri.h"
+#include "lakefuse/workq.h"
+
+/* "Forever" for the kernel: a year, refreshed by any later lookup. */
+#define FOREVER (365.0 * 24 * 3600)
+
+struct lf_fs {
+    const struct lf_config *cfg;
+    struct lf_store *store;
+    struct lf_bcache *cache;
+    struct lf_workq *data_wq; /* readahead GETs */
+    struct lf_workq *meta_wq; /* the second request of cold lookups */
+    struct lf_meta *meta;
+    struct lf_ra_opts ra;
+    uid_t uid;
+    gid_t gid;
+    struct timespec started;
+};
+
+struct fileh {
+    struct lf_node *node;
+    struct lf_reader *reader;
+};
+
+struct dirh {
+    pthread_mutex_t lock;
+    struct lf_node *node;
+    struct lf_listing *listing;
+    char *prefix;  /* the directory's full key prefix */
+    char *token;   /* next page; NULL before the first */
+    bool done;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static struct lf_fs *fs_of(fuse_req_t req) { return fuse_req_userdata(req); }
+
+static int req_cancelled(void *arg) { return fuse_req_interrupted((fuse_req_t)arg); }
+
+/* Errors the kernel should see: transport trouble is EIO to a caller. */
+static int reply_errno(int rc)
+{
+    switch (rc) {
+    case -ENOENT:
+    case -EACCES:
+    case -EPERM:
+    case -EROFS:
+    case -EINTR:
+    case -ENOMEM:
+    case -ENOTDIR:
+    case -EISDIR:
+    case -ENAMETOOLONG:
+    case -ENOTEMPTY:
+    case -EEXIST:
+    case -EINVAL:
+    case -ENOSPC:
+    case -EFBIG:
+    case -ENOTSUP:
+        return -rc;
+    default:
+        return EIO;
+    }
+}
+
+static double ttl_of(const struct lf_fs *fs, const struct lf_node *n)
+{
+    if (!n->ref)
+        return fs->cfg->repo_ttl;
+    if (n->ref->immutable)
+        return FOREVER;
+    return n->ref->writable ? fs->cfg->branch_ttl : fs->cfg->ref_ttl;
+}
+
+static bool is_dir_kind(enum lf_kind k) { return k != LF_FILE; }
+
+static void fill_stat(const struct lf_fs *fs, const struct lf_node *n, struct stat *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->st_ino = n->ino;
+    st->st_uid = fs->uid;
+    st->st_gid = fs->gid;
+    st->st_blksize = (blksize_t)fs->cfg->block_size;
+    bool ro = !n->ref || !n->ref->writable;
+    if (is_dir_kind(n->kind)) {
+        st->st_mode = S_IFDIR | (ro ? 0555 : 0755);
+        st->st_nlink = 2;
+        st->st_size = 4096;
+        st->st_mtim = fs->started;
+    } else {
+        const struct lf_obj_attr *a = &n->attr;
+        mode_t perm = (a->has & LF_ATTR_MODE) ? (a->mode & 07777) : 0644;
+        if (ro)
+            perm &= ~(mode_t)0222;
+        st->st_mode = S_IFREG | perm;
+        st->st_nlink = 1;
+        st->st_size = (off_t)a->size;
+        st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+        if (a->has & LF_ATTR_UID)
+            st->st_uid = a->uid;
+        if (a->has & LF_ATTR_GID)
+            st->st_gid = a->gid;
+        if (a->has & LF_ATTR_MTIME)
+            st->st_mtim = a->mtime;
+        else
+            st->st_mtim.tv_sec = a->last_modified;
+    }
+    st->st_atim = st->st_mtim;
+    st->st_ctim = st->st_mtim;
+}
+
+/* Counts a kernel lookup and fills the entry for the reply. Lock held. */
+static void make_entry(struct lf_fs *fs, struct lf_node *n, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof(*e));
+    n->nlookup++;
+    e->ino = n->ino;
+    e->attr_timeout = ttl_of(fs, n);
+    e->entry_timeout = e->attr_timeout;
+    fill_stat(fs, n, &e->attr);
+}
+
+static void reply_negative(fuse_req_t req, double ttl)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    e.entry_timeout = ttl; /* ino 0: the kernel caches the absence */
+    fuse_reply_entry(req, &e);
+}
+
+/* Records a file's attributes, keeping the POSIX metadata we learnt from
+ * a HEAD when a listing (which carries none) reports the same content. */
+static void set_file_attr(struct lf_fs *fs, struct lf_node *n, const struct lf_obj_attr *a)
+{
+    if (!(a->has) && (n->attr.has) && strcmp(n->attr.etag, a->etag) == 0) {
+        /* keep n->attr: same bytes, richer metadata */
+    } else {
+        n->attr = *a;
+    }
+    n->attr_expiry = now() + ttl_of(fs, n);
+}
+
+/* The full key of a node below its ref ("<ref>/a/b"), or of a directory's
+ * listing prefix ("<ref>/a/b/") when as_dir. */
+static int node_key(struct lf_fs *fs, struct lf_node *n, bool as_dir, struct lf_buf *out)
+{
+    struct lf_buf path = LF_BUF_INIT;
+    int rc = lf_meta_path(n, &path);
+    if (!rc) {
+        lf_buf_reset(out);
+        rc = lf_buf_printf(out, "%s/%s%s", n->ref->name, path.data,
+                           (as_dir && path.len) ? "/" : "");
+    }
+    lf_buf_free(&path);
+    return rc;
+}
+
+/* ---- listing pages ------------------------------------------------------ */
+
+/* Fetches the next page of a directory listing into l; sets *token to the
+ * next token (NULL when done). */
+static int fetch_page(struct lf_fs *fs, enum lf_kind kind, const char *repo,
+                      const char *prefix, char **token, struct lf_listing *l)
+{
+    struct lf_list_page page;
+    int rc;
+    memset(&page, 0, sizeof(page));
+    if (kind == LF_ROOT) {
+        char **names = NULL;
+        size_t n = 0;
+        rc = fs->store->ops->list_buckets(fs->store->ctx, &names, &n);
+        if (rc)
+            return rc;
+        page.prefixes = calloc(n + 1, sizeof(char *));
+        for (size_t i = 0; page.prefixes && i < n; i++) {
+            size_t len = strlen(names[i]);
+            page.prefixes[i] = malloc(len + 2);
+            if (page.prefixes[i]) {
+                memcpy(page.prefixes[i], names[i], len);
+                memcpy(page.prefixes[i] + len, "/", 2);
+                page.nprefixes++;
+            }
+        }
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        rc = page.prefixes ? 0 : -ENOMEM;
+    } else {
+        rc = fs->store->ops->list(fs->store->ctx, repo, prefix, "/", *token, 1000, &page);
+    }
+    if (!rc)
+        rc = lf_listing_add_page(l, prefix, &page);
+    free(*token);
+    *token = NULL;
+    if (!rc && page.truncated && page.next_token) {
+        *token = page.next_token;
+        page.next_token = NULL;
+    }
+    lf_list_page_free(&page);
+    return rc;
+}
+
+/* The listing prefix and bucket of a directory node. Lock held. */
+static int dir_location(struct lf_fs *fs, struct lf_node *n, char **repo, char **prefix)
+{
+    struct lf_buf b = LF_BUF_INIT;
+    int rc = 0;
+    *repo = NULL;
+    *prefix = NULL;
+    switch (n->kind) {
+    case LF_ROOT:
+        *prefix = strdup("");
+        break;
+    case LF_REPO:
+        *repo = strdup(n->name);
+        *prefix = strdup("");
+        break;
+    default:
+        rc = node_key(fs, n, true, &b);
+        if (!rc && n->kind == LF_REF)
+            rc = lf_buf_puts(&b, "/");
+        if (!rc) {
+            *repo = strdup(n->ref->repo);
+            *prefix = lf_buf_steal(&b);
+        }
+        break;
+    }
+    lf_buf_free(&b);
+    if (!rc && (!*prefix || (n->kind != LF_ROOT && !*repo)))
+        rc = -ENOMEM;
+    if (rc) {
+        free(*repo);
+        free(*prefix);
+    }
+    return rc;
+}
+
+/* Lists a whole directory and caches it on the node. */
+static int load_listing(struct lf_fs *fs, struct lf_node *n)
+{
+    char *repo, *prefix, *token = NULL;
+    lf_meta_lock(fs->meta);
+    enum lf_kind kind = n->kind;
+    int rc = dir_location(fs, n, &repo, &prefix);
+    lf_meta_unlock(fs->meta);
+    if (rc)
+        return rc;
+    struct lf_listing *l = lf_listing_new();
+    if (!l)
+        rc = -ENOMEM;
+    while (!rc) {
+        rc = fetch_page(fs, kind, repo, prefix, &token, l);
+        if (!token)
+            break;
+    }
+    if (!rc) {
+        l->complete = true;
+        lf_meta_lock(fs->meta);
+        l->expiry = now() + ttl_of(fs, n);
+        lf_listing_put(n->listing);
+        n->listing = l;
+        lf_meta_unlock(fs->meta);
+    } else {
+        lf_listing_put(l);
+    }
+    free(token);
+    free(repo);
+    free(prefix);
+    return rc;
+}
+
+static bool listing_fresh(const struct lf_node *n)
+{
+    return n->listing && n->listing->complete && n->listing->expiry > now();
+}
+
+/* ---- lookup -------------------------------------------------------------- */
+
+static struct lf_refinfo *new_ref(struct lf_fs *fs, const char *repo, const char *name,
+                                  bool is_branch)
+{
+    bool immutable = lf_ref_is_full_commit_id(name);
+    return lf_refinfo_new(repo, name, immutable,
+                          is_branch && !immutable && !fs->cfg->read_only);
+}
+
+/* Creates (or finds) the child for a listing entry. Lock held. */
+static struct lf_node *child_from_dent(struct lf_fs *fs, struct lf_node *parent,
+                                       const struct lf_dent *d)
+{
+    struct lf_node *c;
+    if (parent->kind == LF_ROOT)
+        return lf_meta_child_get(fs->meta, parent, d->name, LF_REPO, NULL);
+    if (parent->kind == LF_REPO) {
+        c = lf_meta_child(fs->meta, parent, d->name);
+        if (c && c->kind == LF_REF && c->ref->writable == !fs->cfg->read_only)
+            return c;
+        struct lf_refinfo *r = new_ref(fs, parent->name, d->name, true);
+        if (!r)
+            return NULL;
+        c = lf_meta_child_get(fs->meta, parent, d->name, LF_REF, r);
+        lf_refinfo_put(r);
+        return c;
+    }
+    c = lf_meta_child_get(fs->meta, parent, d->name, d->is_dir ? LF_DIR : LF_FILE,
+                          parent->ref);
+    if (c && !d->is_dir)
+        set_file_attr(fs, c, &d->attr);
+    return c;
+}
+
+struct head_job {
+    struct lf_fs *fs;
+    const char *repo, *key;
+    struct lf_obj_attr attr;
+    int rc;
+    struct lf_latch *done;
+};
+
+static void head_job_run(void *arg)
+{
+    struct head_job *j = arg;
+    j->rc = j->fs->store->ops->head(j->fs->store->ctx, j->repo, j->key, &j->attr);
+    lf_latch_done(j->done);
+}
+
+/* A name under a ref with nothing cached: ask for the object and for the
+ * prefix "name/" together. A directory wins over a file of the same name. */
+static int lookup_cold(struct lf_fs *fs, struct lf_node *parent, const char *name,
+                       enum lf_kind *kind, struct lf_obj_attr *attr)
+{
+    struct lf_buf key = LF_BUF_INIT, dirp = LF_BUF_INIT;
+    struct lf_list_page page;
+    struct head_job j = {.fs = fs};
+    char *repo = NULL;
+    int rc;
+
+    memset(&page, 0, sizeof(page));
+    lf_meta_lock(fs->meta);
+    rc = node_key(fs, parent, true, &key);
+    if (!rc && parent->kind == LF_REF)
+        rc = lf_buf_puts(&key, "/");
+    if (!rc && !(repo = strdup(parent->ref->repo)))
+        rc = -ENOMEM;
+    lf_meta_unlock(fs->meta);
+    if (rc || (rc = lf_buf_puts(&key, name)) || (rc = lf_buf_printf(&dirp, "%s/", key.data)))
+        goto out;
+
+    j.repo = repo;
+    j.key = key.data;
+    j.done = lf_latch_new(1);
+    if (!j.done) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (lf_workq_submit(fs->meta_wq, head_job_run, &j) != 0)
+        head_job_run(&j);
+    int lrc = fs->store->ops->list(fs->store->ctx, repo, dirp.data, "/", NULL, 1, &page);
+    lf_latch_wait(j.done);
+    lf_latch_free(j.done);
+
+    if (lrc == 0 && (page.nentries > 0 || page.nprefixes > 0)) {
+        *kind = LF_DIR;
+    } else if (j.rc == 0) {
+        *kind = LF_FILE;
+        *attr = j.attr;
+    } else if (j.rc == -ENOENT && (lrc == 0 || lrc == -ENOENT)) {
+        rc = -ENOENT;
+    } else {
+        rc = j.rc ? j.rc : lrc;
+        lf_warn("lookup of '%s' in %s failed: %s", name, repo, strerror(-rc));
+    }
+out:
+    lf_list_page_free(&page);
+    lf_buf_free(&key);
+    lf_buf_free(&dirp);
+    free(repo);
+    return rc;
+}
+
+/* Does a ref that is not a listed branch exist (a tag, commit ID or
+ * expression)? One LIST of "<ref>/" with max-keys 1 answers it. */
+static int probe_ref(struct lf_fs *fs, const char *repo, const char *ref)
+{
+    struct lf_list_page page;
+    char prefix[LF_REF_MAX + 2];
+    if (!lf_ref_is_valid(ref, strlen(ref)))
+        return -ENOENT;
+    snprintf(prefix, sizeof(prefix), "%s/", ref);
+    int rc = fs->store->ops->list(fs->store->ctx, repo, prefix, "/", NULL, 1, &page);
+    if (rc == 0)
+        lf_list_page_free(&page);
+    if (rc == -EINVAL)
+        rc = -ENOENT; /* the gateway's 400 for an unknown ref */
+    return rc;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct fuse_entry_param e;
+    struct lf_obj_attr attr;
+    enum lf_kind kind = LF_FILE;
+    int rc = 0;
+
+    if (strlen(name) > LF_NAME_MAX) {
+        fuse_reply_err(req, ENAMETOOLONG);
+        return;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        lf_meta_lock(fs->meta);
+        struct lf_node *p = lf_meta_get(fs->meta, parent_ino);
+        if (!p || p->kind == LF_FILE) {
+            lf_meta_unlock(fs->meta);
+            fuse_reply_err(req, p ? ENOTDIR : ENOENT);
+            return;
+        }
+        /* On the second pass the listing was just loaded: use it even
+         * with a zero TTL. */
+        bool usable = listing_fresh(p) || (pass == 1 && p->listing && p->listing->complete);
+        if (usable) {
+            const struct lf_dent *d = lf_listing_find(p->listing, name);
+            if (d) {
+                struct lf_node *c = child_from_dent(fs, p, d);
+                if (!c) {
+                    lf_meta_unlock(fs->meta);
+                    fuse_reply_err(req, ENOMEM);
+                    return;
+                }
+                make_entry(fs, c, &e);
+                lf_meta_unlock(fs->meta);
+                fuse_reply_entry(req, &e);
+                return;
+            }
+            if (p->kind != LF_REPO) {
+                double ttl = ttl_of(fs, p);
+                lf_meta_unlock(fs->meta);
+                reply_negative(req, ttl);
+                return;
+            }
+        }
+        enum lf_kind pk = p->kind;
+        bool fresh = usable;
+        char *repo = p->kind == LF_REPO ? strdup(p->name) : NULL;
+        lf_meta_unlock(fs->meta);
+
+        if (pk == LF_ROOT || (pk == LF_REPO && !fresh)) {
+            /* Repositories and branches: one listing answers every name. */
+            free(repo);
+            rc = pass == 0 ? load_listing(fs, p) : -ENOENT;
+            if (rc == 0)
+                continue;
+            if (pk == LF_ROOT || rc != -ENOENT)
+                break;
+            lf_meta_lock(fs->meta);
+            repo = strdup(p->name);
+            lf_meta_unlock(fs->meta);
+        }
+        if (pk == LF_REPO) {
+            /* Not a branch: perhaps a tag, a commit ID or an expression. */
+            rc = repo ? probe_ref(fs, repo, name) : -ENOMEM;
+            if (rc == 0) {
+                struct lf_refinfo *r = new_ref(fs, repo, name, false);
+                lf_meta_lock(fs->meta);
+                struct lf_node *c = r ? lf_meta_child_get(fs->meta, p, name, LF_REF, r) : NULL;
+                lf_refinfo_put(r);
+                if (c)
+                    make_entry(fs, c, &e);
+                lf_meta_unlock(fs->meta);
+                free(repo);
+                if (!c)
+                    fuse_reply_err(req, ENOMEM);
+                else
+                    fuse_reply_entry(req, &e);
+                return;
+            }
+            free(repo);
+            break;
+        }
+        rc = lookup_cold(fs, p, name, &kind, &attr);
+        if (rc)
+            break;
+        lf_meta_lock(fs->meta);
+        struct lf_node *c = lf_meta_child_get(fs->meta, p, name, kind, p->ref);
+        if (c && kind == LF_FILE)
+            set_file_attr(fs, c, &attr);
+        if (c)
+            make_entry(fs, c, &e);
+        lf_meta_unlock(fs->meta);
+        if (!c)
+            fuse_reply_err(req, ENOMEM);
+        else
+            fuse_reply_entry(req, &e);
+        return;
+    }
+    if (rc == -ENOENT || rc == 0) {
+        lf_meta_lock(fs->meta);
+        struct lf_node *p = lf_meta_get(fs->meta, parent_ino);
+        double ttl = p ? ttl_of(fs, p) : 0;
+        lf_meta_unlock(fs->meta);
+        reply_negative(req, ttl);
+        return;
+    }
+    fuse_reply_err(req, reply_errno(rc));
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    struct lf_fs *fs = fs_of(req);
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_get(fs->meta, ino);
+    if (n)
+        lf_meta_forget(fs->meta, n, nlookup);
+    lf_meta_unlock(fs->meta);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    struct lf_fs *fs = fs_of(req);
+    lf_meta_lock(fs->meta);
+    for (size_t i = 0; i < count; i++) {
+        struct lf_node *n = lf_meta_get(fs->meta, forgets[i].ino);
+        if (n)
+            lf_meta_forget(fs->meta, n, forgets[i].nlookup);
+    }
+    lf_meta_unlock(fs->meta);
+    fuse_reply_none(req);
+}
+
+/* ---- attributes ------------------------------------------------------------ */
+
+/* Makes a file node's attributes fresh (one HEAD when stale). */
+static int refresh_file(struct lf_fs *fs, struct lf_node *n)
+{
+    struct lf_buf key = LF_BUF_INIT;
+    struct lf_obj_attr a;
+    lf_meta_lock(fs->meta);
+    bool fresh = n->attr_expiry > now();
+    char *repo = fresh ? NULL : strdup(n->ref->repo);
+    int rc = fresh ? 0 : node_key(fs, n, false, &key);
+    lf_meta_unlock(fs->meta);
+    if (fresh)
+        return 0;
+    if (!rc && !repo)
+        rc = -ENOMEM;
+    if (!rc)
+        rc = fs->store->ops->head(fs->store->ctx, repo, key.data, &a);
+    if (!rc) {
+        lf_meta_lock(fs->meta);
+        set_file_attr(fs, n, &a);
+        lf_meta_unlock(fs->meta);
+    }
+    free(repo);
+    lf_buf_free(&key);
+    return rc;
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct stat st;
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_get(fs->meta, ino);
+    if (n)
+        lf_meta_pin(n);
+    lf_meta_unlock(fs->meta);
+    if (!n) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    int rc = n->kind == LF_FILE ? refresh_file(fs, n) : 0;
+    lf_meta_lock(fs->meta);
+    fill_stat(fs, n, &st);
+    double ttl = ttl_of(fs, n);
+    lf_meta_unpin(fs->meta, n);
+    lf_meta_unlock(fs->meta);
+    if (rc)
+        fuse_reply_err(req, reply_errno(rc));
+    else
+        fuse_reply_attr(req, &st, ttl);
+}
+
+/* Every change is refused until the write path exists; under commits,
+ * tags and --read-only mounts it is refused for good. */
+static int refuse_change(struct lf_fs *fs, fuse_ino_t ino)
+{
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_get(fs->meta, ino);
+    int err = !n ? ENOENT : EROFS;
+    lf_meta_unlock(fs->meta);
+    return err;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    fuse_reply_err(req, refuse_change(fs_of(req), ino));
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                     dev_t rdev)
+{
+    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+                      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    fuse_reply_err(req, refuse_change(fs_of(req), newparent));
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+}
+
+/* ---- files ------------------------------------------------------------------ */
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct lf_buf key = LF_BUF_INIT;
+    struct fileh *fh = NULL;
+    char *repo = NULL;
+    int rc = 0;
+
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_get(fs->meta, ino);
+    if (n)
+        lf_meta_pin(n);
+    lf_meta_unlock(fs->meta);
+    if (!n) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (n->kind != LF_FILE) {
+        rc = -EISDIR;
+        goto out;
+    }
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        rc = -EROFS;
+        goto out;
+    }
+    if ((rc = refresh_file(fs, n)))
+        goto out;
+    fh = calloc(1, sizeof(*fh));
+    lf_meta_lock(fs->meta);
+    struct lf_obj_attr a = n->attr;
+    rc = fh ? node_key(fs, n, false, &key) : -ENOMEM;
+    if (!rc && !(repo = strdup(n->ref->repo)))
+        rc = -ENOMEM;
+    /* Keep the kernel's cached pages when they hold these very bytes. */
+    fi->keep_cache = n->ref->immutable || strcmp(n->cached_etag, a.etag) == 0;
+    snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", a.etag);
+    lf_meta_unlock(fs->meta);
+    if (rc)
+        goto out;
+    fh->node = n;
+    fh->reader = lf_reader_new(fs->cache, fs->store, fs->data_wq, repo, key.data, a.etag,
+                               a.size, &fs->ra);
+    if (!fh->reader) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    fi->fh = (uintptr_t)fh;
+    if (fuse_reply_open(req, fi) != 0) {
+        /* The opener is gone (interrupted): no release will come. */
+        lf_reader_free(fh->reader);
+        free(fh);
+        lf_meta_lock(fs->meta);
+        lf_meta_unpin(fs->meta, n);
+        lf_meta_unlock(fs->meta);
+    }
+    fh = NULL;
+    n = NULL;
+out:
+    free(repo);
+    lf_buf_free(&key);
+    free(fh);
+    if (n) {
+        lf_meta_lock(fs->meta);
+        lf_meta_unpin(fs->meta, n);
+        lf_meta_unlock(fs->meta);
+    }
+    if (rc)
+        fuse_reply_err(req, reply_errno(rc));
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
+    struct lf_read_ctl ctl = {.cancelled = req_cancelled, .arg = req};
+    char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    ssize_t n = lf_reader_read(fh->reader, buf, size, (uint64_t)off, &ctl);
+    if (n < 0)
+        fuse_reply_err(req, reply_errno((int)n));
+    else
+        fuse_reply_buf(req, buf, (size_t)n);
+    free(buf);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
+    lf_reader_free(fh->reader);
+    lf_meta_lock(fs->meta);
+    lf_meta_unpin(fs->meta, fh->node);
+    lf_meta_unlock(fs->meta);
+    free(fh);
+    fuse_reply_err(req, 0);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    fuse_reply_err(req, 0);
+}
+
+/* ---- directories ------------------------------------------------------------ */
+
+static void dirh_free(struct dirh *d)
+{
+    if (!d)
+        return;
+    lf_listing_put(d->listing);
+    free(d->prefix);
+    free(d->token);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct dirh *d = calloc(1, sizeof(*d));
+    char *repo = NULL;
+    int rc = d ? 0 : -ENOMEM;
+
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_get(fs->meta, ino);
+    if (!rc && !n)
+        rc = -ENOENT;
+    if (!rc && n->kind == LF_FILE)
+        rc = -ENOTDIR;
+    if (!rc) {
+        pthread_mutex_init(&d->lock, NULL);
+        d->node = n;
+        lf_meta_pin(n);
+        if (listing_fresh(n)) {
+            d->listing = n->listing;
+            lf_listing_get(d->listing);
+            d->done = true;
+        } else {
+            d->listing = lf_listing_new();
+            rc = d->listing ? dir_location(fs, n, &repo, &d->prefix) : -ENOMEM;
+        }
+    }
+    lf_meta_unlock(fs->meta);
+    free(repo);
+    if (rc) {
+        if (d && d->node) {
+            lf_meta_lock(fs->meta);
+            lf_meta_unpin(fs->meta, d->node);
+            lf_meta_unlock(fs->meta);
+        }
+        dirh_free(d);
+        fuse_reply_err(req, reply_errno(rc));
+        return;
+    }
+    fi->fh = (uintptr_t)d;
+    /* Commit trees never change: let the kernel cache their listings. */
+    fi->cache_readdir = n->ref && n->ref->immutable;
+    fi->keep_cache = fi->cache_readdir;
+    fuse_reply_open(req, fi);
+}
+
+/* Pulls pages until entry idx exists or the listing ends. d->lock held. */
+static int dir_fill(struct lf_fs *fs, struct dirh *d, size_t idx)
+{
+    while (!d->done && d->listing->n <= idx) {
+        char *repo = NULL;
+        lf_meta_lock(fs->meta);
+        enum lf_kind kind = d->node->kind;
+        if (kind == LF_REPO)
+            repo = strdup(d->node->name);
+        else if (kind != LF_ROOT)
+            repo = strdup(d->node->ref->repo);
+        lf_meta_unlock(fs->meta);
+        if (kind != LF_ROOT && !repo)
+            return -ENOMEM;
+        int rc = fetch_page(fs, kind, repo, d->prefix, &d->token, d->listing);
+        free(repo);
+        if (rc)
+            return rc;
+        if (!d->token) {
+            d->done = true;
+            d->listing->complete = true;
+            /* Publish the whole listing for lookups and later opendirs. */
+            lf_meta_lock(fs->meta);
+            d->listing->expiry = now() + ttl_of(fs, d->node);
+            lf_listing_put(d->node->listing);
+            d->node->listing = d->listing;
+            lf_listing_get(d->listing);
+            lf_meta_unlock(fs->meta);
+        }
+    }
+    return 0;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi, bool plus)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+    char *buf = malloc(size);
+    size_t pos = 0;
+    int rc = 0;
+
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_mutex_lock(&d->lock);
+    /* Offsets: 1 after ".", 2 after "..", i + 3 after entry i. */
+    for (off_t o = off; rc == 0; o++) {
+        struct fuse_entry_param e;
+        const char *name;
+        size_t need;
+        if (o < 2) {
+            name = o == 0 ? "." : "..";
+            memset(&e, 0, sizeof(e));
+            lf_meta_lock(fs->meta);
+            struct lf_node *self = d->node;
+            struct lf_node *n = (o == 1 && self->parent) ? self->parent : self;
+            e.ino = n->ino;
+            fill_stat(fs, n, &e.attr);
+            lf_meta_unlock(fs->meta);
+            /* The kernel takes no lookup reference for "." and "..". */
+            need = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, o + 1)
+                        : fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, o + 1);
+            if (need > size - pos)
+                break;
+            pos += need;
+            continue;
+        }
+        size_t idx = (size_t)(o - 2);
+        if ((rc = dir_fill(fs, d, idx)) || idx >= d->listing->n)
+            break;
+        const struct lf_dent *de = &d->listing->v[idx];
+        lf_meta_lock(fs->meta);
+        struct lf_node *c = child_from_dent(fs, d->node, de);
+        if (!c) {
+            lf_meta_unlock(fs->meta);
+            rc = -ENOMEM;
+            break;
+        }
+        memset(&e, 0, sizeof(e));
+        e.ino = c->ino;
+        e.attr_timeout = e.entry_timeout = ttl_of(fs, c);
+        fill_stat(fs, c, &e.attr);
+        need = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e, o + 1)
+                    : fuse_add_direntry(req, buf + pos, size - pos, de->name, &e.attr, o + 1);
+        if (need <= size - pos && plus)
+            c->nlookup++;
+        else if (need > size - pos && c->nlookup == 0 && c->pins == 0)
+            lf_meta_forget(fs->meta, c, 0); /* created for nothing */
+        lf_meta_unlock(fs->meta);
+        if (need > size - pos)
+            break;
+        pos += need;
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (rc && pos == 0)
+        fuse_reply_err(req, reply_errno(rc));
+    else
+        fuse_reply_buf(req, buf, pos);
+    free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    do_readdir(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    do_readdir(req, ino, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+    lf_meta_lock(fs->meta);
+    lf_meta_unpin(fs->meta, d->node);
+    lf_meta_unlock(fs->meta);
+    dirh_free(d);
+    fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct statvfs st;
+    memset(&st, 0, sizeof(st));
+    /* Object storage has no meaningful capacity; report plenty so tools
+     * that check free space before writing do not refuse. */
+    st.f_bsize = st.f_frsize = 4096;
+    st.f_blocks = st.f_bfree = st.f_bavail = 1ull << 34;
+    st.f_files = st.f_ffree = st.f_favail = 1ull << 32;
+    st.f_namemax = LF_NAME_MAX;
+    fuse_reply_statfs(req, &st);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    struct lf_fs *fs = userdata;
+    /* Large reads and readahead from the kernel: fewer round trips
+     * through /dev/fuse on sequential reads. */
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+        conn->want &= ~FUSE_CAP_SPLICE_WRITE;
+    conn->want |= conn->capable & (FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
+                                   FUSE_CAP_ASYNC_READ | FUSE_CAP_CACHE_SYMLINKS);
+    conn->max_readahead = conn->max_readahead < 1024 * 1024 ? conn->max_readahead : 1024 * 1024;
+    conn->max_background = 64;
+    lf_info("FUSE session ready (max_read %u, max_readahead %u)", conn->max_read,
+            conn->max_readahead);
+    (void)fs;
+}
+
+static const struct fuse_lowlevel_ops OPS = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .create = op_create,
+    .open = op_open,
+    .read = op_read,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .statfs = op_statfs,
+};
+
+const struct fuse_lowlevel_ops *lf_fs_ops(void) { return &OPS; }
+
+struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
+                        const struct lf_fs_root *root)
+{
+    struct lf_fs *fs = calloc(1, sizeof(*fs));
+    struct lf_refinfo *ref = NULL;
+    if (!fs)
+        return NULL;
+    fs->cfg = cfg;
+    fs->store = store;
+    fs->uid = getuid();
+    fs->gid = getgid();
+    clock_gettime(CLOCK_REALTIME, &fs->started);
+    fs->ra.initial_window = cfg->readahead_init;
+    fs->ra.max_window = cfg->readahead_max;
+    fs->ra.request_size = cfg->request_size;
+    fs->cache = lf_bcache_new(cfg->cache_size, cfg->block_size);
+    enum lf_kind kind = LF_ROOT;
+    const char *name = "";
+    if (root->repo && root->ref) {
+        kind = LF_REF;
+        name = root->ref;
+        ref = new_ref(fs, root->repo, root->ref, root->ref_is_branch);
+    } else if (root->repo) {
+        kind = LF_REPO;
+        name = root->repo;
+    }
+    if (kind != LF_REF || ref)
+        fs->meta = lf_meta_new(kind, name, ref);
+    lf_refinfo_put(ref);
+    if (!fs->cache || !fs->meta) {
+        lf_fs_free(fs);
+        return NULL;
+    }
+    return fs;
+}
+
+int lf_fs_start(struct lf_fs *fs)
+{
+    fs->data_wq = lf_workq_new(fs->cfg->max_requests, "lf-data");
+    fs->meta_wq = lf_workq_new(4, "lf-meta");
+    return fs->data_wq && fs->meta_wq ? 0 : -ENOMEM;
+}
+
+void lf_fs_free(struct lf_fs *fs)
+{
+    if (!fs)
+        return;
+    lf_workq_free(fs->data_wq);
+    lf_workq_free(fs->meta_wq);
+    lf_bcache_free(fs->cache);
+    lf_meta_free(fs->meta);
+    free(fs);
+}

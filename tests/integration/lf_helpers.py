@@ -1,0 +1,345 @@
+"""Helpers for the lakefuse integration tests and bench/read_bench.py.
+
+Kept out of conftest.py so that test modules and the benchmark can import
+them by a unique module name. Nothing here touches a mount's files except
+`is_mounted` (which reads /proc/self/mountinfo, never the mount itself, so a
+hung daemon cannot block it).
+"""
+import concurrent.futures
+import datetime
+import hashlib
+import hmac
+import http.client
+import os
+import random
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+
+MiB = 1 << 20
+UNSIGNED = "UNSIGNED-PAYLOAD"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BINARY = os.environ.get("LAKEFUSE_BIN") or os.path.join(ROOT, "build", "lakefuse")
+
+
+# ----------------------------------------------------------------- mounts
+def _unescape_mountinfo(s):
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 3 < len(s) and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def mounts_at(path):
+    """Filesystem types mounted exactly at path, innermost last."""
+    path = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            # fields: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+            try:
+                sep = fields.index("-")
+            except ValueError:
+                continue
+            if _unescape_mountinfo(fields[4]) == path:
+                found.append(fields[sep + 1])
+    return found
+
+
+def is_mounted(path):
+    return any(t.startswith("fuse") for t in mounts_at(path))
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def find_daemon_pids(binary, mountpoint):
+    """PIDs of processes running `binary` with `mountpoint` as an argument
+    (used to find a daemon that forked into the background)."""
+    binary = os.path.realpath(binary)
+    mountpoint = str(mountpoint)
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            exe = os.readlink(f"/proc/{d}/exe")
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if exe.removesuffix(" (deleted)") != binary:
+            continue
+        if mountpoint.encode() in argv:
+            pids.append(int(d))
+    return pids
+
+
+def vm_status(pid):
+    """{"VmRSS": kB, "VmHWM": kB, ...} of a process."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k.startswith("Vm"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+# ------------------------------------------------------------------ data
+def det_bytes(seed, n):
+    """n deterministic pseudo-random bytes."""
+    return random.Random(seed).randbytes(n)
+
+
+class BigStream:
+    """A deterministic stream of `size` bytes produced in `chunk`-byte
+    pieces from one random base block: piece i is a window of the base at an
+    offset depending on i, stamped with i, so pieces differ and a misplaced
+    piece is detected. Memory: about 2 * chunk."""
+
+    def __init__(self, seed, size, chunk=8 * MiB):
+        self.size, self.chunk = size, chunk
+        self.base = det_bytes(seed, chunk + 65536)
+
+    def piece(self, i):
+        start = i * self.chunk
+        n = min(self.chunk, self.size - start)
+        off = (i * 4099) % 65536
+        head = b"%016d" % i
+        return (head + self.base[off + len(head):off + n])[:n]
+
+    def pieces(self):
+        for i in range((self.size + self.chunk - 1) // self.chunk):
+            yield self.piece(i)
+
+    def read_at(self, offset, length):
+        out = bytearray()
+        while length > 0 and offset < self.size:
+            i, within = divmod(offset, self.chunk)
+            p = self.piece(i)[within:within + length]
+            out += p
+            offset += len(p)
+            length -= len(p)
+        return bytes(out)
+
+    def sha256(self):
+        h = hashlib.sha256()
+        for p in self.pieces():
+            h.update(p)
+        return h.hexdigest()
+
+
+def sha256_file(path, bufsize=MiB):
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(bufsize)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_bytes(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+# --------------------------------------------------------------- uploads
+def upload_stream_multipart(s3, bucket, key, pieces, part_size=16 * MiB):
+    """Multipart upload of an iterable of byte pieces, part_size bytes per
+    part (the last may be smaller); holds one part in memory. Returns the
+    sha256 of everything uploaded."""
+    h = hashlib.sha256()
+    up = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    uid = up["UploadId"]
+    parts, buf, number = [], bytearray(), 1
+    try:
+        def flush():
+            nonlocal buf, number
+            r = s3.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=number,
+                               Body=bytes(buf))
+            parts.append({"PartNumber": number, "ETag": r["ETag"]})
+            number += 1
+            buf = bytearray()
+
+        for p in pieces:
+            h.update(p)
+            buf += p
+            while len(buf) >= part_size:
+                rest = buf[part_size:]
+                buf = buf[:part_size]
+                flush()
+                buf = rest
+        if buf or not parts:
+            flush()
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=uid,
+                                     MultipartUpload={"Parts": parts})
+    except BaseException:
+        try:
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uid)
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    return h.hexdigest()
+
+
+class Signer:
+    """Minimal SigV4 header signer (UNSIGNED-PAYLOAD), cheap enough to sign
+    100k small PUTs without dominating the run."""
+
+    def __init__(self, access_key, secret_key, region="us-east-1"):
+        self.ak, self.sk, self.region = access_key, secret_key, region
+        self._day, self._key = None, None
+
+    def _signing_key(self, day):
+        if day != self._day:
+            k = hmac.new(("AWS4" + self.sk).encode(), day.encode(), hashlib.sha256).digest()
+            for part in (self.region, "s3", "aws4_request"):
+                k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+            self._day, self._key = day, k
+        return self._key
+
+    def headers(self, method, host, path, query=""):
+        amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        day = amz_date[:8]
+        canonical = "\n".join([
+            method, path, query,
+            f"host:{host}\nx-amz-content-sha256:{UNSIGNED}\nx-amz-date:{amz_date}\n",
+            "host;x-amz-content-sha256;x-amz-date", UNSIGNED])
+        scope = f"{day}/{self.region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                             hashlib.sha256(canonical.encode()).hexdigest()])
+        sig = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
+        return {"x-amz-date": amz_date, "x-amz-content-sha256": UNSIGNED,
+                "Authorization": (f"AWS4-HMAC-SHA256 Credential={self.ak}/{scope}, "
+                                  f"SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+                                  f"Signature={sig}")}
+
+
+class RawClient:
+    """One keep-alive connection to the gateway; reconnects when closed."""
+
+    def __init__(self, port, signer):
+        self.port, self.signer = port, signer
+        self.host = f"127.0.0.1:{port}"
+        self.conn = None
+
+    def request(self, method, path, body=b""):
+        qpath = urllib.parse.quote(path, safe="/-_.~")
+        hdrs = self.signer.headers(method, self.host, qpath)
+        hdrs["Content-Length"] = str(len(body))
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            try:
+                self.conn.request(method, qpath, body=body, headers=hdrs)
+                resp = self.conn.getresponse()
+                data = resp.read()
+                if (resp.getheader("connection") or "").lower() == "close":
+                    self.close()
+                return resp.status, data
+            except (http.client.HTTPException, ConnectionError, OSError):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def bulk_put(sim, repo, items, threads=12):
+    """PUTs many small objects fast: items is a list of (key, bytes) with
+    keys relative to the bucket (e.g. "main/dir/f1"). Raises on any
+    failure."""
+    signer = Signer(sim.access_key, sim.secret_key)
+    lock = threading.Lock()
+    it = iter(items)
+    errors = []
+
+    def work():
+        c = RawClient(sim.port, signer)
+        try:
+            while not errors:
+                with lock:
+                    nxt = next(it, None)
+                if nxt is None:
+                    return
+                key, body = nxt
+                status, data = c.request("PUT", f"/{repo}/{key}", body)
+                if status != 200:
+                    errors.append((key, status, data[:300]))
+        except Exception as e:  # noqa: BLE001
+            errors.append(("exception", repr(e)))
+        finally:
+            c.close()
+
+    ts = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise RuntimeError(f"bulk upload failed: {errors[:3]}")
+
+
+def put_many_boto(s3, repo, items, threads=8):
+    """PUTs (key, bytes) pairs through boto3 with a thread pool (boto3
+    clients are thread safe)."""
+    def one(kv):
+        s3.put_object(Bucket=repo, Key=kv[0], Body=kv[1])
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        for _ in ex.map(one, items):
+            pass
+
+
+# ---------------------------------------------------------------- misc
+def closed_port():
+    """A loopback TCP port nothing listens on (bound, then released)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout, interval=0.05, what="condition"):
+    """Polls pred() until it returns a truthy value or timeout passes;
+    returns the value or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def run(args, timeout=120, check=True, **kw):
+    """subprocess.run with captured text output and a timeout."""
+    r = subprocess.run(args, capture_output=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args!r} exited {r.returncode}\nstdout: {r.stdout[-2000:]!r}\n"
+                             f"stderr: {r.stderr[-2000:]!r}")
+    return r
