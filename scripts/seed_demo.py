@@ -30,7 +30,11 @@ def api(endpoint, method, path, body=None):
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             raw = r.read()
-            return r.status, json.loads(raw) if raw else None
+            # Most answers are JSON; creating a branch answers its commit ID as text.
+            try:
+                return r.status, json.loads(raw) if raw else None
+            except ValueError:
+                return r.status, raw.decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
 
@@ -64,9 +68,12 @@ def main():
                       config=boto_config())
     status, _ = api(args.endpoint, "GET", "/repositories/demo")
     state = ROOT / ".demo" / "commits.txt"
-    if status == 200:
+    if status == 200 and state.exists():
         print("demo repository exists")
         return
+    if status == 200:
+        # A seed interrupted half way: start it again from nothing.
+        api(args.endpoint, "DELETE", "/repositories/demo")
     api(args.endpoint, "POST", "/repositories",
         {"name": "demo", "storage_namespace": "local://demo", "default_branch": "main"})
     s3.put_object(Bucket="demo", Key="main/README.txt",

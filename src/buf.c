@@ -20,6 +20,7 @@ int lf_buf_reserve(struct lf_buf *b, size_t extra)
         return -ENOMEM;
     b->data = p;
     b->cap = cap;
+    b->data[b->len] = '\0'; /* a fresh buffer is an empty string too */
     return 0;
 }
 

@@ -256,8 +256,6 @@ static int dir_location(struct lf_fs *fs, struct lf_node *n, char **repo, char *
         break;
     default:
         rc = node_key(fs, n, true, &b);
-        if (!rc && n->kind == LF_REF)
-            rc = lf_buf_puts(&b, "/");
         if (!rc) {
             *repo = strdup(n->ref->repo);
             *prefix = lf_buf_steal(&b);
@@ -377,8 +375,6 @@ static int lookup_cold(struct lf_fs *fs, struct lf_node *parent, const char *nam
     memset(&page, 0, sizeof(page));
     lf_meta_lock(fs->meta);
     rc = node_key(fs, parent, true, &key);
-    if (!rc && parent->kind == LF_REF)
-        rc = lf_buf_puts(&key, "/");
     if (!rc && !(repo = strdup(parent->ref->repo)))
         rc = -ENOMEM;
     lf_meta_unlock(fs->meta);

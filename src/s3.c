@@ -223,8 +223,15 @@ static int perform(struct s3 *s, const struct call *c, struct lf_http_resp *resp
         atomic_fetch_add(&s->requests, 1);
         if (c->body)
             atomic_fetch_add(&s->bytes_out, c->body->len);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         rc = lf_http_perform(s->http, &hr, resp);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
         atomic_fetch_add(&s->bytes_in, resp->body_len);
+        lf_dbg("%s %s %s: HTTP %ld, %" PRIu64 " bytes, %.1f ms", c->op, c->method,
+               url.data + strlen(s->origin), resp->status,
+               (uint64_t)resp->body_len,
+               (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
 
         bool again;
         if (rc) {

@@ -6,6 +6,10 @@
 int main(void)
 {
     struct lf_buf b = LF_BUF_INIT;
+    /* Reserving alone already yields an empty string (callers print it). */
+    CHECK_INT(lf_buf_reserve(&b, 100), 0);
+    CHECK_STR(b.data, "");
+    lf_buf_free(&b);
     CHECK_INT(lf_buf_puts(&b, "ab"), 0);
     CHECK_INT(lf_buf_printf(&b, "-%d-", 42), 0);
     CHECK_STR(b.data, "ab-42-");
