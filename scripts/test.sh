@@ -12,4 +12,4 @@ echo "== unit tests (ctest)"
 
 echo "== integration tests (pytest)"
 # Debian's python sees the apt-installed pytest and boto3.
-/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/sim "$@"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/sim tests/integration "$@"

@@ -174,6 +174,54 @@ static int prepare_cache_dir(const char *dir)
     return 0;
 }
 
+static int run_fusermount(const char *flags, const char *mountpoint)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("fusermount3", "fusermount3", flags, mountpoint, (char *)NULL);
+        fprintf(stderr, "lakefuse: cannot run fusermount3: %s\n", strerror(errno));
+        _exit(127);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) < 0)
+        return 1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+
+/* Refuses a mount point that is already mounted (FUSE would stack a
+ * second mount over it), and clears one left behind by a killed daemon,
+ * which every access would answer with "Transport endpoint is not
+ * connected". */
+static int check_mountpoint(const char *mp)
+{
+    struct stat st, parent;
+    char up[4096];
+    if (stat(mp, &st) != 0 && errno == ENOTCONN) {
+        fprintf(stderr, "lakefuse: %s is a stale mount of a daemon that is gone; "
+                        "unmounting it first\n", mp);
+        if (run_fusermount("-uz", mp) != 0 || stat(mp, &st) != 0) {
+            fprintf(stderr, "lakefuse: cannot clear the stale mount on %s: run "
+                            "`fusermount3 -uz %s`\n", mp, mp);
+            return -EBUSY;
+        }
+    }
+    if (stat(mp, &st) != 0) {
+        fprintf(stderr, "lakefuse: mount point %s: %s\n", mp, strerror(errno));
+        return -errno;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lakefuse: mount point %s is not a directory\n", mp);
+        return -ENOTDIR;
+    }
+    snprintf(up, sizeof(up), "%s/..", mp);
+    if (stat(up, &parent) == 0 && (parent.st_dev != st.st_dev || parent.st_ino == st.st_ino)) {
+        fprintf(stderr, "lakefuse: %s is busy: something is already mounted there "
+                        "(unmount it first with `lakefuse unmount %s`)\n", mp, mp);
+        return -EBUSY;
+    }
+    return 0;
+}
+
 static void log_stats(struct lf_store *st)
 {
     struct lf_s3_stats s;
@@ -213,7 +261,8 @@ static int cmd_mount(int argc, char **argv)
     }
     if (cfg.insecure)
         lf_warn("--insecure: the server's TLS certificate is NOT verified");
-    if (prepare_cache_dir(cfg.cache_dir) || lf_http_global_init() != 0)
+    if (check_mountpoint(cfg.mountpoint) || prepare_cache_dir(cfg.cache_dir) ||
+        lf_http_global_init() != 0)
         goto out;
     if (preflight(&cfg, &root))
         goto out;
@@ -283,16 +332,7 @@ static int cmd_unmount(int argc, char **argv)
         fprintf(stderr, "usage: lakefuse unmount MOUNTPOINT\n");
         return 2;
     }
-    pid_t pid = fork();
-    if (pid == 0) {
-        execlp("fusermount3", "fusermount3", "-u", argv[1], (char *)NULL);
-        fprintf(stderr, "lakefuse: cannot run fusermount3: %s\n", strerror(errno));
-        _exit(127);
-    }
-    int st = 0;
-    if (pid < 0 || waitpid(pid, &st, 0) < 0)
-        return 1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+    return run_fusermount("-u", argv[1]);
 }
 
 int main(int argc, char **argv)

@@ -33,6 +33,7 @@ struct lf_reader {
     pthread_cond_t idle;
     uint64_t last_end;  /* end of the previous read */
     uint64_t ra_end;    /* prefetch issued up to here */
+    uint64_t trigger;   /* passing this opens the next window */
     size_t window;
     unsigned inflight;  /* fetch jobs running */
     struct lf_ra_stats st;
@@ -199,7 +200,13 @@ static uint64_t prefetch(struct lf_reader *r, uint64_t from, uint64_t to)
     return idx;
 }
 
-/* Decides the prefetch for a read at [off, end) and updates the window. */
+/* Decides the prefetch for a read at [off, end) and updates the window.
+ *
+ * As in the kernel's own readahead, the window doubles once per window
+ * the reader consumes, not once per read: a new window is opened when the
+ * reader passes the start of the previous one (the trigger), so the next
+ * GETs are in flight while it reads the current ones, and a reader that
+ * stops early has not pulled the whole maximum window for a few reads. */
 static void plan_readahead(struct lf_reader *r, uint64_t off, uint64_t end)
 {
     uint64_t from = 0, to = 0;
@@ -208,25 +215,38 @@ static void plan_readahead(struct lf_reader *r, uint64_t off, uint64_t end)
      * "sequential" tolerates reads that arrive a little out of order. */
     bool seq = off <= r->last_end + r->window &&
                off + r->o.request_size >= r->last_end && r->last_end > 0;
-    if (off == 0 && r->last_end == 0)
-        seq = true; /* reading from the start is the common sequential case */
-    if (seq) {
-        if (r->window < r->o.max_window)
-            r->window = r->window * 2 > r->o.max_window ? r->o.max_window : r->window * 2;
-        uint64_t target = end + r->window;
-        if (target > r->size)
-            target = r->size;
-        uint64_t start = r->ra_end > end ? r->ra_end : end;
-        /* Issue in whole requests: wait until at least half a request of
-         * new window is open, so GETs stay large. */
-        if (target > start && (target - start >= r->o.request_size / 2 || target == r->size)) {
+    bool first = off == 0 && r->last_end == 0;
+    if (seq || first) {
+        uint64_t start = 0, target = 0;
+        if (r->ra_end < end) {
+            /* Nothing ahead of the reader (first read, or it caught up):
+             * open a window right after this read. */
+            if (!first && r->window < r->o.max_window)
+                r->window *= 2;
+            start = end;
+        } else if (end > r->trigger) {
+            if (r->window < r->o.max_window)
+                r->window *= 2;
+            start = r->ra_end;
+        }
+        if (r->window > r->o.max_window)
+            r->window = r->o.max_window;
+        if (start) {
+            target = start + r->window;
+            if (target > r->size)
+                target = r->size;
+            r->trigger = start;
+        }
+        if (target > start) {
             from = start / r->bs;
             to = (target + r->bs - 1) / r->bs;
         }
     } else {
         r->window = r->o.initial_window;
         r->ra_end = 0;
+        r->trigger = 0;
     }
+    seq = seq || first;
     if (end > r->last_end || !seq)
         r->last_end = end;
     pthread_mutex_unlock(&r->lock);

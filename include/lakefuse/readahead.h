@@ -1,7 +1,7 @@
 /* readahead: reads of one open object through the block cache.
  *
  * Each open file gets a reader. Reads that continue where the last one
- * ended grow a prefetch window (initial size, doubled per sequential read,
+ * ended grow a prefetch window (initial size, doubled per window consumed,
  * up to a maximum) filled by ranged GETs of up to request_size bytes,
  * running in parallel on the work queue. Any other read fetches only the
  * blocks it touches and resets the window. When the cache's budget refuses

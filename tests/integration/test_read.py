@@ -657,6 +657,8 @@ def test_root_without_uri_lists_repositories(lakefs, repo, s3, mount):
 
 def test_repo_uri_lists_branches(lakefs, repo, s3, mount):
     put(s3, repo, "main/a.txt", b"a")
+    # lakeFS branches from the source's last commit, not its staged writes.
+    lakefs.commit(repo, "main", "a.txt")
     lakefs.create_branch(repo, "dev")
     lakefs.create_branch(repo, "feature-x")
     put(s3, repo, "dev/only-dev.txt", b"d")
