@@ -324,13 +324,16 @@ static void attr_from_resp(const struct lf_http_resp *r, struct lf_obj_attr *a)
         a->gid = (uint32_t)v;
         a->has |= LF_ATTR_GID;
     }
-    if (parse_mtime(lf_http_resp_meta(r, "mtime"), &a->mtime))
+    if (parse_mtime(lf_http_resp_meta(r, "mtime"), &a->mtime)) {
         a->has |= LF_ATTR_MTIME;
+        if (parse_u64(lf_http_resp_meta(r, "mtime-nsec"), &v) && v < 1000000000)
+            a->mtime.tv_nsec = (long)v;
+    }
 }
 
 /* Adds the x-amz-meta-* headers for meta; strings live in `store`. */
 struct meta_hdrs {
-    char mode[24], uid[24], gid[24], mtime[48];
+    char mode[24], uid[24], gid[24], mtime[48], nsec[16];
 };
 
 static void add_meta(struct call *c, const struct lf_put_meta *m, struct meta_hdrs *h)
@@ -350,18 +353,30 @@ static void add_meta(struct call *c, const struct lf_put_meta *m, struct meta_hd
         add_header(c, "x-amz-meta-gid", h->gid);
     }
     if (m->has & LF_ATTR_MTIME) {
+        /* Whole seconds in s3fs's header, so either tool reads the other's
+         * files; the nanoseconds beside it, so rsync's comparison holds. */
         snprintf(h->mtime, sizeof(h->mtime), "%lld", (long long)m->mtime.tv_sec);
         add_header(c, "x-amz-meta-mtime", h->mtime);
+        if (m->mtime.tv_nsec) {
+            snprintf(h->nsec, sizeof(h->nsec), "%ld", m->mtime.tv_nsec);
+            add_header(c, "x-amz-meta-mtime-nsec", h->nsec);
+        }
     }
     if (m->content_type)
         add_header(c, "content-type", m->content_type);
 }
 
-/* Content-MD5 of a body, read from memory or from the file region. */
-static int body_md5_b64(const struct lf_body *b, char out[LF_MD5_B64_SIZE])
+/* Content-MD5 of a body, read from memory or from the file region, and
+ * its hex form: lakeFS does not check Content-MD5, so the ETag it answers
+ * (the MD5 of what it stored) is compared with the hex digest instead. */
+static int body_md5(const struct lf_body *b, char out[LF_MD5_B64_SIZE],
+                    char hex[LF_MD5_HEX_SIZE])
 {
-    if (b->mem || b->len == 0)
-        return lf_md5_base64(b->mem ? b->mem : "", (size_t)b->len, out);
+    if (b->mem || b->len == 0) {
+        const void *p = b->mem ? b->mem : "";
+        int rc = lf_md5_base64(p, (size_t)b->len, out);
+        return rc ? rc : lf_md5_hex(p, (size_t)b->len, hex);
+    }
     struct lf_hash *h = lf_hash_new(LF_HASH_MD5);
     struct lf_hash_result res;
     struct lf_buf enc = LF_BUF_INIT;
@@ -380,12 +395,25 @@ static int body_md5_b64(const struct lf_body *b, char out[LF_MD5_B64_SIZE])
         rc = lf_hash_final(h, &res);
     if (!rc)
         rc = lf_base64_encode(&enc, res.md5, LF_MD5_LEN);
-    if (!rc)
+    if (!rc) {
         snprintf(out, LF_MD5_B64_SIZE, "%s", enc.data);
+        for (int i = 0; i < LF_MD5_LEN; i++)
+            snprintf(hex + 2 * i, 3, "%02x", res.md5[i]);
+    }
     lf_buf_free(&enc);
     lf_hash_free(h);
     free(buf);
     return rc;
+}
+
+/* A stored body whose ETag is not our MD5 was damaged on the way. */
+static int check_etag(const char *op, const char *key, const char *etag,
+                      const char *hex)
+{
+    if (!etag[0] || strcasecmp(etag, hex) == 0)
+        return 0;
+    lf_err("%s %s: the gateway stored different bytes (ETag %s, MD5 %s)", op, key, etag, hex);
+    return -EIO;
 }
 
 /* ---- operations -------------------------------------------------------- */
@@ -527,10 +555,10 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
     struct s3 *s = ctx;
     struct lf_http_resp r;
     struct meta_hdrs mh;
-    char md5[LF_MD5_B64_SIZE];
+    char md5[LF_MD5_B64_SIZE], hex[LF_MD5_HEX_SIZE], etag[LF_ETAG_MAX];
     struct call c = {.op = "PutObject", .method = "PUT", .bucket = bucket, .key = key,
                      .body = body, .retry_ok = cond == LF_PUT_ANY};
-    int rc = body_md5_b64(body, md5);
+    int rc = body_md5(body, md5, hex);
     if (rc)
         return rc;
     add_header(&c, "content-md5", md5);
@@ -541,8 +569,12 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
         add_header(&c, "if-none-match", "*");
     lf_http_resp_init(&r);
     rc = perform(s, &c, &r);
+    if (!rc) {
+        lf_etag_copy(etag, r.etag);
+        rc = check_etag("PutObject", key, etag, hex);
+    }
     if (!rc && etag_out)
-        lf_etag_copy(etag_out, r.etag);
+        memcpy(etag_out, etag, LF_ETAG_MAX);
     lf_http_resp_free(&r);
     return rc;
 }
@@ -620,10 +652,10 @@ static int s3_mpu_part(void *ctx, const char *bucket, const char *key, const cha
 {
     struct s3 *s = ctx;
     struct lf_http_resp r;
-    char num[16], md5[LF_MD5_B64_SIZE];
+    char num[16], md5[LF_MD5_B64_SIZE], hex[LF_MD5_HEX_SIZE];
     struct call c = {.op = "UploadPart", .method = "PUT", .bucket = bucket, .key = key,
                      .body = body, .retry_ok = true};
-    int rc = body_md5_b64(body, md5);
+    int rc = body_md5(body, md5, hex);
     if (rc)
         return rc;
     snprintf(num, sizeof(num), "%d", number);
@@ -632,8 +664,10 @@ static int s3_mpu_part(void *ctx, const char *bucket, const char *key, const cha
     add_header(&c, "content-md5", md5);
     lf_http_resp_init(&r);
     rc = perform(s, &c, &r);
-    if (!rc)
+    if (!rc) {
         lf_etag_copy(etag_out, r.etag);
+        rc = check_etag("UploadPart", key, etag_out, hex);
+    }
     lf_http_resp_free(&r);
     return rc;
 }

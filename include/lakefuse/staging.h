@@ -1,0 +1,103 @@
+/* staging: written data waiting for upload, one local file per object.
+ *
+ * A written file lives in a staging file under the cache directory (0600
+ * in a 0700 directory) until flush uploads it: one PutObject (with
+ * Content-MD5 and an ETag check) below the part size, a multipart upload
+ * above it. A sequential writer's full parts are uploaded while it is
+ * still writing, so the final flush waits only for the tail.
+ *
+ * Nothing is lost silently: a staged file stays dirty until an upload of
+ * its current content succeeded; a failed flush returns the error and the
+ * next flush tries again. Each dirty file has a small manifest beside it
+ * (bucket and key), so a later mount on the same cache directory can find
+ * what a killed daemon left behind.
+ *
+ * An existing object opened for writing is downloaded into staging only
+ * when the first write or truncate arrives (lf_sfile_has_data says
+ * whether reads must come from staging).
+ */
+#ifndef LAKEFUSE_STAGING_H
+#define LAKEFUSE_STAGING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lakefuse/store.h"
+#include "lakefuse/workq.h"
+
+struct lf_staging;
+struct lf_sfile;
+
+struct lf_staging_opts {
+    const char *dir;     /* created 0700 if missing */
+    uint64_t max_bytes;  /* staged bytes allowed; 0: a quarter of free space */
+    size_t part_size;    /* multipart part size, >= 5 MiB */
+    unsigned max_files;  /* staged files at once; 0: 1024 */
+};
+
+struct lf_staging_stats {
+    uint64_t used_bytes, max_bytes;
+    unsigned files, dirty;
+    uint64_t puts, parts, completes, aborts, failures;
+};
+
+/* The store and work queue must outlive the staging area. */
+struct lf_staging *lf_staging_new(struct lf_store *store, struct lf_workq *wq,
+                                  const struct lf_staging_opts *o);
+/* Frees the area; staged files that are still dirty stay on disk. */
+void lf_staging_free(struct lf_staging *s);
+void lf_staging_get_stats(struct lf_staging *s, struct lf_staging_stats *st);
+
+/* A staged file for bucket/key. base: the object as it is now (its bytes
+ * are fetched on the first write or truncate), or NULL for a new empty
+ * file, which is dirty at once (flush creates the object). Returns 0 with
+ * a reference in *out; -ENFILE when too many files are staged. */
+int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
+                 const struct lf_obj_attr *base, struct lf_sfile **out);
+void lf_sfile_ref(struct lf_sfile *f);
+/* Drops a reference. A dirty file stays staged until it is uploaded or
+ * discarded, whoever holds it. */
+void lf_sfile_unref(struct lf_sfile *f);
+
+/* Whether reads must be served from staging (written, truncated, new). */
+bool lf_sfile_has_data(struct lf_sfile *f);
+bool lf_sfile_dirty(struct lf_sfile *f);
+uint64_t lf_sfile_size(struct lf_sfile *f);
+
+/* Local-disk semantics: writes past the end leave zeros; -ENOSPC when the
+ * staging limit would be exceeded. */
+ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t off);
+ssize_t lf_sfile_read(struct lf_sfile *f, void *buf, size_t len, uint64_t off);
+int lf_sfile_truncate(struct lf_sfile *f, uint64_t size);
+/* POSIX metadata sent with the next upload (mode, uid, gid, mtime). A
+ * change of metadata alone marks the file dirty when mark_dirty. */
+void lf_sfile_set_meta(struct lf_sfile *f, const struct lf_put_meta *m, bool mark_dirty);
+
+/* Uploads the current content if dirty. 0 once it is stored (out, if
+ * given, gets the stored attributes); else a negative errno, the file
+ * staying dirty for the next try. */
+int lf_sfile_flush(struct lf_sfile *f, struct lf_obj_attr *out);
+/* Drops the staged content (the object was deleted); aborts uploads. */
+void lf_sfile_discard(struct lf_sfile *f);
+/* The pending upload goes to another key (rename of an open file). */
+int lf_sfile_rename(struct lf_sfile *f, const char *new_key);
+
+/* For every staged file of bucket whose key starts with prefix: flush
+ * (returns the first error), or move to new_prefix + rest. */
+int lf_staging_flush_prefix(struct lf_staging *s, const char *bucket, const char *prefix);
+int lf_staging_rename_prefix(struct lf_staging *s, const char *bucket, const char *prefix,
+                             const char *new_prefix);
+/* Flushes every dirty file (unmount); returns how many still failed. */
+unsigned lf_staging_flush_all(struct lf_staging *s);
+
+/* Staged files a killed daemon left in dir (their manifests). */
+struct lf_orphan {
+    char *bucket, *key, *data_path, *manifest_path;
+    uint64_t size;
+};
+int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n);
+void lf_orphans_free(struct lf_orphan *v, size_t n);
+
+#endif

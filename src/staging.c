@@ -1,0 +1,1128 @@
+/* staging: local files, part bookkeeping and uploads.
+ *
+ * Locking: f->lock guards a file's state and is never held across a
+ * request or disk I/O of size; f->flush_lock serialises the uploads of one
+ * file (flushes, renames, discards), so a flush sees one consistent plan.
+ * Writes may go on during a flush: every write bumps the file's
+ * generation, and a flush only marks the file clean when the generation it
+ * uploaded is still the current one.
+ *
+ * Parts: a sequential writer's parts are uploaded by jobs on the work
+ * queue as soon as the writer has moved past them. A later write into an
+ * uploaded part bumps that part's generation, so the final flush sends it
+ * again; part numbers make a re-sent part replace the old one.
+ */
+#include "lakefuse/staging.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "lakefuse/buf.h"
+#include "lakefuse/log.h"
+
+#define MAX_PARTS 10000
+#define MIN_PART (5u << 20)
+#define MANIFEST_MAGIC "lakefuse-staged 1\n"
+#define LOAD_CHUNK (8u << 20)
+
+struct part {
+    unsigned gen;      /* bumped by writes into the part */
+    unsigned sent_gen; /* the generation the stored part has */
+    bool done;         /* uploaded (etag valid) */
+    bool inflight;
+    char etag[LF_ETAG_MAX];
+};
+
+struct lf_staging {
+    struct lf_store *store;
+    struct lf_workq *wq;
+    char *dir;
+    uint64_t max_bytes;
+    size_t part_size;
+    unsigned max_files;
+
+    pthread_mutex_t lock; /* the fields below and the file list */
+    uint64_t used;
+    unsigned nfiles;
+    struct lf_sfile *files;
+    uint64_t puts, parts, completes, aborts, failures;
+};
+
+struct lf_sfile {
+    struct lf_staging *s;
+    struct lf_sfile *prev, *next; /* s->files */
+    unsigned refs;                /* under s->lock */
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;          /* inflight part jobs finished */
+    pthread_mutex_t flush_lock;
+
+    char *bucket, *key;
+    char *path, *manifest;        /* data file and its manifest */
+    int fd;
+    struct lf_obj_attr base;      /* the object we started from */
+    bool has_base;
+    bool loaded;                  /* the staging file holds the content */
+    bool dirty;
+    bool manifest_written;
+    unsigned gen;                 /* bumped by every change */
+    uint64_t size;
+    uint64_t charged;             /* bytes counted against s->used */
+    bool sequential;              /* every write so far at the end */
+    struct lf_put_meta meta;
+
+    char *upload_id;              /* an open multipart upload, or NULL */
+    size_t ps;                    /* its part size */
+    struct part *parts;
+    size_t nparts_cap;
+    unsigned inflight;
+    int job_err;                  /* first error of a background part */
+};
+
+/* ---- space accounting ----------------------------------------------------- */
+
+/* Grows the file's charge to `size`; -ENOSPC past the limit. f->lock held. */
+static int charge(struct lf_sfile *f, uint64_t size)
+{
+    if (size <= f->charged)
+        return 0;
+    struct lf_staging *s = f->s;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->used + (size - f->charged) > s->max_bytes) {
+        rc = -ENOSPC;
+    } else {
+        s->used += size - f->charged;
+        f->charged = size;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (rc)
+        lf_warn("staging full (%" PRIu64 " MiB): cannot grow %s/%s to %" PRIu64 " bytes",
+                s->max_bytes >> 20, f->bucket, f->key, size);
+    return rc;
+}
+
+static void uncharge(struct lf_sfile *f, uint64_t size)
+{
+    if (size >= f->charged)
+        return;
+    pthread_mutex_lock(&f->s->lock);
+    f->s->used -= f->charged - size;
+    pthread_mutex_unlock(&f->s->lock);
+    f->charged = size;
+}
+
+static void count(struct lf_staging *s, uint64_t *counter)
+{
+    pthread_mutex_lock(&s->lock);
+    (*counter)++;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- manifests ---------------------------------------------------------------- */
+
+/* Records bucket and key beside the data, atomically (temp + rename), so a
+ * later mount can upload what a killed daemon left. */
+static int write_manifest(struct lf_sfile *f)
+{
+    struct lf_buf b = LF_BUF_INIT, tmp = LF_BUF_INIT;
+    int rc = lf_buf_printf(&b, MANIFEST_MAGIC "%zu %s\n%zu %s\n", strlen(f->bucket), f->bucket,
+                           strlen(f->key), f->key);
+    if (!rc)
+        rc = lf_buf_printf(&tmp, "%s.tmp", f->manifest);
+    if (rc)
+        goto out;
+    int fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (write(fd, b.data, b.len) != (ssize_t)b.len)
+        rc = -EIO;
+    if (close(fd) != 0 && !rc)
+        rc = -errno;
+    if (!rc && rename(tmp.data, f->manifest) != 0)
+        rc = -errno;
+    if (rc) {
+        unlink(tmp.data);
+        lf_err("staging %s/%s: cannot write manifest %s: %s", f->bucket, f->key, f->manifest,
+               strerror(-rc));
+    }
+out:
+    lf_buf_free(&b);
+    lf_buf_free(&tmp);
+    return rc;
+}
+
+/* Marks the file changed. f->lock held. */
+static void touch(struct lf_sfile *f)
+{
+    f->gen++;
+    f->dirty = true;
+}
+
+/* ---- the area ------------------------------------------------------------------- */
+
+struct lf_staging *lf_staging_new(struct lf_store *store, struct lf_workq *wq,
+                                  const struct lf_staging_opts *o)
+{
+    struct lf_staging *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->store = store;
+    s->wq = wq;
+    s->dir = strdup(o->dir);
+    s->part_size = o->part_size >= MIN_PART ? o->part_size : MIN_PART;
+    s->max_files = o->max_files ? o->max_files : 1024;
+    s->max_bytes = o->max_bytes;
+    pthread_mutex_init(&s->lock, NULL);
+    if (!s->dir || (mkdir(s->dir, 0700) != 0 && errno != EEXIST)) {
+        lf_err("staging directory %s: %s", o->dir, s->dir ? strerror(errno) : "no memory");
+        lf_staging_free(s);
+        return NULL;
+    }
+    if (!s->max_bytes) {
+        struct statvfs v;
+        s->max_bytes = statvfs(s->dir, &v) == 0 ? (uint64_t)v.f_bavail * v.f_frsize / 4
+                                                : (uint64_t)1 << 30;
+        if (s->max_bytes < s->part_size * 4)
+            s->max_bytes = s->part_size * 4;
+    }
+    return s;
+}
+
+void lf_staging_free(struct lf_staging *s)
+{
+    if (!s)
+        return;
+    /* Files still referenced belong to their holders; the area goes away
+     * only at unmount, after every holder let go. */
+    pthread_mutex_destroy(&s->lock);
+    free(s->dir);
+    free(s);
+}
+
+void lf_staging_get_stats(struct lf_staging *s, struct lf_staging_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    pthread_mutex_lock(&s->lock);
+    st->used_bytes = s->used;
+    st->max_bytes = s->max_bytes;
+    st->files = s->nfiles;
+    for (struct lf_sfile *f = s->files; f; f = f->next)
+        st->dirty += f->dirty;
+    st->puts = s->puts;
+    st->parts = s->parts;
+    st->completes = s->completes;
+    st->aborts = s->aborts;
+    st->failures = s->failures;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- files ------------------------------------------------------------------------ */
+
+int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
+                 const struct lf_obj_attr *base, struct lf_sfile **out)
+{
+    struct lf_buf path = LF_BUF_INIT;
+    struct lf_sfile *f = NULL;
+    int rc;
+
+    *out = NULL;
+    pthread_mutex_lock(&s->lock);
+    rc = s->nfiles >= s->max_files ? -ENFILE : 0;
+    if (!rc)
+        s->nfiles++;
+    pthread_mutex_unlock(&s->lock);
+    if (rc) {
+        lf_warn("staging: %u files are being written already; refusing %s/%s", s->max_files,
+                bucket, key);
+        return rc;
+    }
+    if ((rc = lf_buf_printf(&path, "%s/f-XXXXXX", s->dir)))
+        goto fail;
+    f = calloc(1, sizeof(*f));
+    if (!f) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    f->fd = mkostemp(path.data, O_CLOEXEC);
+    if (f->fd < 0) {
+        rc = -errno;
+        lf_err("staging %s/%s: cannot create a file in %s: %s", bucket, key, s->dir,
+               strerror(errno));
+        goto fail;
+    }
+    fchmod(f->fd, 0600);
+    f->s = s;
+    f->refs = 1;
+    f->bucket = strdup(bucket);
+    f->key = strdup(key);
+    f->path = lf_buf_steal(&path);
+    if (f->path && asprintf(&f->manifest, "%s.m", f->path) < 0)
+        f->manifest = NULL;
+    if (!f->bucket || !f->key || !f->path || !f->manifest) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    pthread_mutex_init(&f->flush_lock, NULL);
+    f->sequential = true;
+    if (base) {
+        f->base = *base;
+        f->has_base = true;
+        f->size = base->size;
+    } else {
+        f->loaded = true;
+        f->dirty = true; /* a new file exists once flushed, even empty */
+        f->gen = 1;
+    }
+    pthread_mutex_lock(&s->lock);
+    f->next = s->files;
+    if (s->files)
+        s->files->prev = f;
+    s->files = f;
+    pthread_mutex_unlock(&s->lock);
+    *out = f;
+    return 0;
+fail:
+    if (f) {
+        if (f->fd > 0) {
+            close(f->fd);
+            unlink(f->path ? f->path : path.data);
+        }
+        free(f->bucket);
+        free(f->key);
+        free(f->path);
+        free(f->manifest);
+        free(f);
+    }
+    lf_buf_free(&path);
+    pthread_mutex_lock(&s->lock);
+    s->nfiles--;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void lf_sfile_ref(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->s->lock);
+    f->refs++;
+    pthread_mutex_unlock(&f->s->lock);
+}
+
+static void destroy(struct lf_sfile *f)
+{
+    struct lf_staging *s = f->s;
+    close(f->fd);
+    if (f->dirty) {
+        lf_err("staging: %s/%s was never uploaded; its data stays in %s", f->bucket, f->key,
+               f->path);
+    } else {
+        unlink(f->path);
+        unlink(f->manifest);
+    }
+    uncharge(f, 0);
+    pthread_mutex_lock(&s->lock);
+    s->nfiles--;
+    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->cond);
+    pthread_mutex_destroy(&f->flush_lock);
+    free(f->upload_id);
+    free(f->parts);
+    free(f->bucket);
+    free(f->key);
+    free(f->path);
+    free(f->manifest);
+    free(f);
+}
+
+void lf_sfile_unref(struct lf_sfile *f)
+{
+    if (!f)
+        return;
+    struct lf_staging *s = f->s;
+    pthread_mutex_lock(&s->lock);
+    bool last = --f->refs == 0;
+    if (last) {
+        if (f->prev)
+            f->prev->next = f->next;
+        else
+            s->files = f->next;
+        if (f->next)
+            f->next->prev = f->prev;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (last)
+        destroy(f);
+}
+
+bool lf_sfile_has_data(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    bool v = f->loaded;
+    pthread_mutex_unlock(&f->lock);
+    return v;
+}
+
+bool lf_sfile_dirty(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    bool v = f->dirty;
+    pthread_mutex_unlock(&f->lock);
+    return v;
+}
+
+uint64_t lf_sfile_size(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    uint64_t v = f->size;
+    pthread_mutex_unlock(&f->lock);
+    return v;
+}
+
+/* Brings the object's bytes into the staging file before the first
+ * change. Runs under flush_lock, so it never races an upload. */
+static int load(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    bool need = !f->loaded;
+    uint64_t size = f->base.size;
+    pthread_mutex_unlock(&f->lock);
+    if (!need)
+        return 0;
+    int rc = 0;
+    pthread_mutex_lock(&f->lock);
+    rc = charge(f, size);
+    pthread_mutex_unlock(&f->lock);
+    char *buf = rc ? NULL : malloc(size < LOAD_CHUNK ? (size ? size : 1) : LOAD_CHUNK);
+    if (!rc && !buf)
+        rc = -ENOMEM;
+    for (uint64_t off = 0; !rc && off < size;) {
+        size_t want = size - off < LOAD_CHUNK ? (size_t)(size - off) : LOAD_CHUNK, got = 0;
+        struct iovec iov = {buf, want};
+        rc = f->s->store->ops->get(f->s->store->ctx, f->bucket, f->key, off, &iov, 1,
+                                   f->base.etag, &got, NULL);
+        if (!rc && got != want)
+            rc = -ESTALE;
+        if (!rc && pwrite(f->fd, buf, want, (off_t)off) != (ssize_t)want)
+            rc = errno == ENOSPC ? -ENOSPC : -EIO;
+        off += want;
+    }
+    free(buf);
+    if (rc) {
+        lf_err("staging %s/%s: cannot fetch its current content to modify it: %s", f->bucket,
+               f->key, strerror(-rc));
+        return rc == -ESTALE || rc == -ERANGE ? -EIO : rc;
+    }
+    pthread_mutex_lock(&f->lock);
+    f->loaded = true;
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+/* Parts cover [k*ps, (k+1)*ps); marks those overlapping [a, b) changed.
+ * f->lock held. */
+static void parts_changed(struct lf_sfile *f, uint64_t a, uint64_t b)
+{
+    if (!f->upload_id || !f->ps || b <= a)
+        return;
+    for (uint64_t k = a / f->ps; k < f->nparts_cap && k * f->ps < b; k++)
+        f->parts[k].gen++;
+}
+
+static int ensure_manifest(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    bool need = !f->manifest_written;
+    f->manifest_written = true;
+    pthread_mutex_unlock(&f->lock);
+    return need ? write_manifest(f) : 0;
+}
+
+static void start_streaming_parts(struct lf_sfile *f);
+
+ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t off)
+{
+    int rc = 0;
+    if (!lf_sfile_has_data(f)) {
+        pthread_mutex_lock(&f->flush_lock);
+        rc = load(f);
+        pthread_mutex_unlock(&f->flush_lock);
+    }
+    if (rc)
+        return rc;
+    if ((rc = ensure_manifest(f)))
+        return rc;
+    if (len == 0)
+        return 0;
+    pthread_mutex_lock(&f->lock);
+    uint64_t end = off + len;
+    rc = charge(f, end);
+    if (!rc) {
+        if (off != f->size)
+            f->sequential = false;
+        parts_changed(f, off, end);
+        touch(f);
+        if (end > f->size)
+            f->size = end;
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (rc)
+        return rc;
+    ssize_t w = pwrite(f->fd, buf, len, (off_t)off);
+    if (w < 0) {
+        rc = errno == ENOSPC ? -ENOSPC : -EIO;
+        lf_err("staging %s/%s: write to %s failed: %s", f->bucket, f->key, f->path,
+               strerror(errno));
+        return rc;
+    }
+    start_streaming_parts(f);
+    return w;
+}
+
+ssize_t lf_sfile_read(struct lf_sfile *f, void *buf, size_t len, uint64_t off)
+{
+    pthread_mutex_lock(&f->lock);
+    uint64_t size = f->size;
+    pthread_mutex_unlock(&f->lock);
+    if (off >= size)
+        return 0;
+    if (len > size - off)
+        len = (size_t)(size - off);
+    ssize_t r = pread(f->fd, buf, len, (off_t)off);
+    if (r < 0)
+        return -EIO;
+    /* A sparse tail the file system has not allocated reads as zeros. */
+    if ((size_t)r < len)
+        memset((char *)buf + r, 0, len - (size_t)r);
+    return (ssize_t)len;
+}
+
+int lf_sfile_truncate(struct lf_sfile *f, uint64_t size)
+{
+    int rc = 0;
+    pthread_mutex_lock(&f->flush_lock);
+    pthread_mutex_lock(&f->lock);
+    bool skip_load = !f->loaded && size == 0;
+    if (skip_load)
+        f->loaded = true; /* O_TRUNC: nothing of the old content is needed */
+    pthread_mutex_unlock(&f->lock);
+    if (!skip_load)
+        rc = load(f);
+    pthread_mutex_unlock(&f->flush_lock);
+    if (!rc)
+        rc = ensure_manifest(f);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    uint64_t old = f->size;
+    if (size > old)
+        rc = charge(f, size);
+    if (!rc && ftruncate(f->fd, (off_t)size) != 0)
+        rc = -errno;
+    if (!rc) {
+        parts_changed(f, size < old ? size : old, size < old ? old : size);
+        f->size = size;
+        if (size < old)
+            f->sequential = false;
+        touch(f);
+        uncharge(f, size);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+void lf_sfile_set_meta(struct lf_sfile *f, const struct lf_put_meta *m, bool mark_dirty)
+{
+    pthread_mutex_lock(&f->lock);
+    unsigned has = f->meta.has | m->has;
+    if (m->has & LF_ATTR_MODE)
+        f->meta.mode = m->mode;
+    if (m->has & LF_ATTR_UID)
+        f->meta.uid = m->uid;
+    if (m->has & LF_ATTR_GID)
+        f->meta.gid = m->gid;
+    if (m->has & LF_ATTR_MTIME)
+        f->meta.mtime = m->mtime;
+    f->meta.has = has;
+    if (mark_dirty)
+        touch(f);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* ---- uploads -------------------------------------------------------------------------- */
+
+static int abort_upload(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    while (f->inflight)
+        pthread_cond_wait(&f->cond, &f->lock);
+    char *id = f->upload_id;
+    char *key = strdup(f->key);
+    f->upload_id = NULL;
+    free(f->parts);
+    f->parts = NULL;
+    f->nparts_cap = 0;
+    f->job_err = 0;
+    pthread_mutex_unlock(&f->lock);
+    int rc = 0;
+    if (id && key) {
+        rc = f->s->store->ops->mpu_abort(f->s->store->ctx, f->bucket, key, id);
+        count(f->s, &f->s->aborts);
+        if (rc && rc != -ENOENT)
+            lf_warn("AbortMultipartUpload %s/%s failed (%s): the gateway keeps its parts "
+                    "until it expires them", f->bucket, key, strerror(-rc));
+    }
+    free(id);
+    free(key);
+    return rc;
+}
+
+/* Opens the multipart upload with part size ps. Called with flush_lock. */
+static int begin_upload(struct lf_sfile *f, size_t ps)
+{
+    pthread_mutex_lock(&f->lock);
+    struct lf_put_meta meta = f->meta;
+    char *key = strdup(f->key);
+    pthread_mutex_unlock(&f->lock);
+    char *id = NULL;
+    int rc = key ? f->s->store->ops->mpu_create(f->s->store->ctx, f->bucket, key, &meta, &id)
+                 : -ENOMEM;
+    free(key);
+    if (rc) {
+        lf_err("CreateMultipartUpload %s/%s failed: %s", f->bucket, f->key, strerror(-rc));
+        return rc;
+    }
+    struct part *parts = calloc(MAX_PARTS, sizeof(*parts));
+    if (!parts) {
+        f->s->store->ops->mpu_abort(f->s->store->ctx, f->bucket, f->key, id);
+        free(id);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&f->lock);
+    f->upload_id = id;
+    f->ps = ps;
+    f->parts = parts;
+    f->nparts_cap = MAX_PARTS;
+    f->job_err = 0;
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+struct part_job {
+    struct lf_sfile *f;
+    size_t k;
+    uint64_t off, len;
+    unsigned gen;
+    char *upload_id, *key;
+    struct lf_latch *latch; /* a flush waiting for it, or NULL */
+    int *err;               /* where the flush wants the result */
+};
+
+static void part_job_run(void *arg)
+{
+    struct part_job *j = arg;
+    struct lf_sfile *f = j->f;
+    char etag[LF_ETAG_MAX] = "";
+    struct lf_body body = {.fd = f->fd, .off = (off_t)j->off, .len = j->len};
+    int rc = f->s->store->ops->mpu_part(f->s->store->ctx, f->bucket, j->key, j->upload_id,
+                                        (int)j->k + 1, &body, etag);
+    count(f->s, &f->s->parts);
+    pthread_mutex_lock(&f->lock);
+    struct part *p = f->parts && f->upload_id && strcmp(f->upload_id, j->upload_id) == 0
+                         ? &f->parts[j->k] : NULL;
+    if (p) {
+        p->inflight = false;
+        if (!rc) {
+            p->done = true;
+            p->sent_gen = j->gen;
+            memcpy(p->etag, etag, LF_ETAG_MAX);
+        } else if (!f->job_err) {
+            f->job_err = rc;
+        }
+    }
+    if (--f->inflight == 0)
+        pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+    if (rc)
+        lf_warn("UploadPart %d of %s/%s failed: %s", (int)j->k + 1, f->bucket, j->key,
+                strerror(-rc));
+    if (j->err && rc)
+        __atomic_compare_exchange_n(j->err, &(int){0}, rc, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST);
+    if (j->latch)
+        lf_latch_done(j->latch);
+    lf_sfile_unref(f);
+    free(j->upload_id);
+    free(j->key);
+    free(j);
+}
+
+/* Queues part k at its current generation. f->lock held. */
+static int queue_part(struct lf_sfile *f, size_t k, uint64_t len, struct lf_latch *latch,
+                      int *err)
+{
+    struct part_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->f = f;
+    j->k = k;
+    j->off = (uint64_t)k * f->ps;
+    j->len = len;
+    j->gen = f->parts[k].gen;
+    j->upload_id = strdup(f->upload_id);
+    j->key = strdup(f->key);
+    j->latch = latch;
+    j->err = err;
+    if (!j->upload_id || !j->key) {
+        free(j->upload_id);
+        free(j->key);
+        free(j);
+        return -ENOMEM;
+    }
+    f->parts[k].inflight = true;
+    f->inflight++;
+    pthread_mutex_lock(&f->s->lock);
+    f->refs++;
+    pthread_mutex_unlock(&f->s->lock);
+    if (lf_workq_submit(f->s->wq, part_job_run, j) != 0) {
+        pthread_mutex_unlock(&f->lock);
+        part_job_run(j);
+        pthread_mutex_lock(&f->lock);
+    }
+    return 0;
+}
+
+/* A sequential writer's full parts go up while it writes on. The upload
+ * is opened once the file holds two parts, so a file that ends up small
+ * is one PUT, never a multipart upload. */
+static void start_streaming_parts(struct lf_sfile *f)
+{
+    size_t ps = f->s->part_size;
+    pthread_mutex_lock(&f->lock);
+    bool want = f->sequential && f->size >= 2 * (uint64_t)ps && !f->job_err &&
+                f->size <= (uint64_t)ps * MAX_PARTS;
+    bool open = f->upload_id != NULL;
+    pthread_mutex_unlock(&f->lock);
+    if (!want)
+        return;
+    if (!open) {
+        /* flush_lock keeps a flush from planning while the upload opens;
+         * a writer that cannot take it now simply tries at its next write. */
+        if (pthread_mutex_trylock(&f->flush_lock) != 0)
+            return;
+        pthread_mutex_lock(&f->lock);
+        open = f->upload_id != NULL;
+        pthread_mutex_unlock(&f->lock);
+        int rc = open ? 0 : begin_upload(f, ps);
+        pthread_mutex_unlock(&f->flush_lock);
+        if (rc) {
+            pthread_mutex_lock(&f->lock);
+            f->sequential = false; /* the final flush will try again */
+            pthread_mutex_unlock(&f->lock);
+            return;
+        }
+    }
+    pthread_mutex_lock(&f->lock);
+    /* Parts strictly below the writer's position are complete. */
+    for (size_t k = 0; f->upload_id && (k + 1) * (uint64_t)f->ps <= f->size &&
+                       k < f->nparts_cap;
+         k++) {
+        struct part *p = &f->parts[k];
+        if (!p->inflight && !(p->done && p->sent_gen == p->gen) &&
+            (k + 1) * (uint64_t)f->ps < f->size)
+            if (queue_part(f, k, f->ps, NULL, NULL) != 0)
+                break;
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* The part size for a file of `size` bytes: the configured one, larger
+ * when needed to stay within 10,000 parts (rounded up to a MiB). */
+static size_t part_size_for(const struct lf_staging *s, uint64_t size)
+{
+    uint64_t ps = s->part_size;
+    if (size > ps * MAX_PARTS) {
+        ps = (size + MAX_PARTS - 1) / MAX_PARTS;
+        ps = (ps + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+    }
+    return (size_t)ps;
+}
+
+static int upload_single(struct lf_sfile *f, uint64_t size, const struct lf_put_meta *meta,
+                         const char *key, char etag[LF_ETAG_MAX])
+{
+    struct lf_body body = {.fd = f->fd, .off = 0, .len = size};
+    if (size == 0)
+        body.mem = "";
+    int rc = f->s->store->ops->put(f->s->store->ctx, f->bucket, key, &body, meta, LF_PUT_ANY,
+                                   etag);
+    count(f->s, &f->s->puts);
+    return rc;
+}
+
+static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
+                            char etag[LF_ETAG_MAX])
+{
+    size_t ps = part_size_for(f->s, size);
+    pthread_mutex_lock(&f->lock);
+    bool reuse = f->upload_id && f->ps == ps && !f->job_err && strcmp(key, f->key) == 0;
+    bool stale = f->upload_id && !reuse;
+    pthread_mutex_unlock(&f->lock);
+    if (stale)
+        abort_upload(f);
+    int rc = reuse ? 0 : begin_upload(f, ps);
+    if (rc)
+        return rc;
+
+    size_t n = (size_t)((size + ps - 1) / ps);
+    struct lf_latch *latch = lf_latch_new((unsigned)n + 1);
+    int err = 0;
+    if (!latch)
+        return -ENOMEM;
+    pthread_mutex_lock(&f->lock);
+    /* Let background parts land first, then send whatever is missing or
+     * changed since it was sent. */
+    while (f->inflight)
+        pthread_cond_wait(&f->cond, &f->lock);
+    for (size_t k = 0; k < n; k++) {
+        struct part *p = &f->parts[k];
+        uint64_t len = k + 1 < n ? ps : size - (uint64_t)k * ps;
+        if (p->done && p->sent_gen == p->gen && len == ps) {
+            lf_latch_done(latch);
+            continue;
+        }
+        p->done = false;
+        if (queue_part(f, k, len, latch, &err) != 0) {
+            err = -ENOMEM;
+            for (size_t r = k; r < n; r++)
+                lf_latch_done(latch);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    lf_latch_done(latch);
+    lf_latch_wait(latch);
+    lf_latch_free(latch);
+    rc = __atomic_load_n(&err, __ATOMIC_SEQ_CST);
+
+    struct lf_part *list = rc ? NULL : calloc(n, sizeof(*list));
+    char *id = NULL;
+    if (!rc && !list)
+        rc = -ENOMEM;
+    pthread_mutex_lock(&f->lock);
+    for (size_t k = 0; !rc && k < n; k++) {
+        if (!f->parts[k].done) {
+            rc = -EIO;
+            break;
+        }
+        list[k].number = (int)k + 1;
+        memcpy(list[k].etag, f->parts[k].etag, LF_ETAG_MAX);
+    }
+    if (!rc && !(id = strdup(f->upload_id)))
+        rc = -ENOMEM;
+    pthread_mutex_unlock(&f->lock);
+    if (!rc) {
+        rc = f->s->store->ops->mpu_complete(f->s->store->ctx, f->bucket, key, id, list, n, etag);
+        count(f->s, &f->s->completes);
+        if (rc)
+            lf_err("CompleteMultipartUpload %s/%s (%zu parts) failed: %s", f->bucket, key, n,
+                   strerror(-rc));
+    }
+    free(id);
+    free(list);
+    if (rc) {
+        abort_upload(f); /* a failed upload is aborted; the next flush starts over */
+    } else {
+        pthread_mutex_lock(&f->lock);
+        free(f->upload_id);
+        f->upload_id = NULL;
+        free(f->parts);
+        f->parts = NULL;
+        f->nparts_cap = 0;
+        pthread_mutex_unlock(&f->lock);
+    }
+    return rc;
+}
+
+int lf_sfile_flush(struct lf_sfile *f, struct lf_obj_attr *out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&f->flush_lock);
+    pthread_mutex_lock(&f->lock);
+    bool dirty = f->dirty;
+    unsigned gen = f->gen;
+    uint64_t size = f->size;
+    struct lf_put_meta meta = f->meta;
+    char *key = dirty ? strdup(f->key) : NULL;
+    pthread_mutex_unlock(&f->lock);
+    if (!dirty)
+        goto done;
+    if (!key) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    /* A file that was never loaded only changed its metadata: its bytes
+     * are still the object's, so fetch them to re-upload. */
+    if ((rc = load(f)))
+        goto done;
+    char etag[LF_ETAG_MAX] = "";
+    if (size < f->s->part_size) {
+        pthread_mutex_lock(&f->lock);
+        bool open = f->upload_id != NULL;
+        pthread_mutex_unlock(&f->lock);
+        if (open)
+            abort_upload(f);
+        rc = upload_single(f, size, &meta, key, etag);
+    } else {
+        rc = upload_multipart(f, size, key, etag);
+    }
+    if (rc) {
+        count(f->s, &f->s->failures);
+        lf_err("upload of %s/%s (%" PRIu64 " bytes) failed: %s; the data stays staged in %s "
+               "and the next flush or fsync retries", f->bucket, key, size, strerror(-rc),
+               f->path);
+        goto done;
+    }
+    pthread_mutex_lock(&f->lock);
+    if (f->gen == gen)
+        f->dirty = false; /* else written during the upload: stays dirty */
+    bool clean = !f->dirty;
+    f->base.size = size;
+    memcpy(f->base.etag, etag, LF_ETAG_MAX);
+    f->has_base = true;
+    if (clean)
+        f->manifest_written = false;
+    pthread_mutex_unlock(&f->lock);
+    if (clean)
+        unlink(f->manifest);
+done:
+    if (!rc && out) {
+        pthread_mutex_lock(&f->lock);
+        memset(out, 0, sizeof(*out));
+        out->size = f->base.size;
+        memcpy(out->etag, f->base.etag, LF_ETAG_MAX);
+        out->last_modified = time(NULL);
+        out->has = f->meta.has;
+        out->mode = f->meta.mode;
+        out->uid = f->meta.uid;
+        out->gid = f->meta.gid;
+        out->mtime = f->meta.mtime;
+        pthread_mutex_unlock(&f->lock);
+    }
+    free(key);
+    pthread_mutex_unlock(&f->flush_lock);
+    return rc;
+}
+
+void lf_sfile_discard(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->flush_lock);
+    abort_upload(f);
+    pthread_mutex_lock(&f->lock);
+    f->dirty = false;
+    f->gen++;
+    f->manifest_written = false;
+    pthread_mutex_unlock(&f->lock);
+    unlink(f->manifest);
+    pthread_mutex_unlock(&f->flush_lock);
+}
+
+int lf_sfile_rename(struct lf_sfile *f, const char *new_key)
+{
+    char *k = strdup(new_key);
+    if (!k)
+        return -ENOMEM;
+    pthread_mutex_lock(&f->flush_lock);
+    /* Parts already sent belong to the old key's upload. */
+    abort_upload(f);
+    pthread_mutex_lock(&f->lock);
+    free(f->key);
+    f->key = k;
+    bool rewrite = f->manifest_written;
+    pthread_mutex_unlock(&f->lock);
+    int rc = rewrite ? write_manifest(f) : 0;
+    pthread_mutex_unlock(&f->flush_lock);
+    return rc;
+}
+
+/* Every staged file of bucket under prefix, referenced, in an array. */
+static int collect(struct lf_staging *s, const char *bucket, const char *prefix,
+                   struct lf_sfile ***out, size_t *n)
+{
+    size_t cap = 0, plen = prefix ? strlen(prefix) : 0;
+    struct lf_sfile **v = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->lock);
+    for (struct lf_sfile *f = s->files; f; f = f->next)
+        cap++;
+    v = calloc(cap ? cap : 1, sizeof(*v));
+    for (struct lf_sfile *f = s->files; v && f; f = f->next) {
+        if (bucket && strcmp(f->bucket, bucket) != 0)
+            continue;
+        if (prefix && strncmp(f->key, prefix, plen) != 0)
+            continue;
+        f->refs++;
+        v[(*n)++] = f;
+    }
+    pthread_mutex_unlock(&s->lock);
+    *out = v;
+    return v ? 0 : -ENOMEM;
+}
+
+int lf_staging_flush_prefix(struct lf_staging *s, const char *bucket, const char *prefix)
+{
+    struct lf_sfile **v;
+    size_t n;
+    int rc = collect(s, bucket, prefix, &v, &n), first = 0;
+    for (size_t i = 0; i < n; i++) {
+        rc = lf_sfile_flush(v[i], NULL);
+        if (rc && !first)
+            first = rc;
+        lf_sfile_unref(v[i]);
+    }
+    free(v);
+    return first ? first : rc;
+}
+
+int lf_staging_rename_prefix(struct lf_staging *s, const char *bucket, const char *prefix,
+                             const char *new_prefix)
+{
+    struct lf_sfile **v;
+    size_t n, plen = strlen(prefix);
+    int rc = collect(s, bucket, prefix, &v, &n);
+    for (size_t i = 0; i < n; i++) {
+        char *nk = NULL;
+        pthread_mutex_lock(&v[i]->lock);
+        if (asprintf(&nk, "%s%s", new_prefix, v[i]->key + plen) < 0)
+            nk = NULL;
+        pthread_mutex_unlock(&v[i]->lock);
+        int r = nk ? lf_sfile_rename(v[i], nk) : -ENOMEM;
+        if (r && !rc)
+            rc = r;
+        free(nk);
+        lf_sfile_unref(v[i]);
+    }
+    free(v);
+    return rc;
+}
+
+unsigned lf_staging_flush_all(struct lf_staging *s)
+{
+    struct lf_sfile **v;
+    size_t n;
+    unsigned failed = 0;
+    if (collect(s, NULL, NULL, &v, &n) != 0)
+        return 1;
+    for (size_t i = 0; i < n; i++) {
+        if (lf_sfile_flush(v[i], NULL) != 0)
+            failed++;
+        lf_sfile_unref(v[i]);
+    }
+    free(v);
+    return failed;
+}
+
+/* ---- what a killed daemon left ---------------------------------------------------------- */
+
+/* "<len> <bytes>\n" */
+static char *read_field(FILE *fp)
+{
+    size_t len;
+    if (fscanf(fp, "%zu ", &len) != 1 || len > 4096)
+        return NULL;
+    char *v = malloc(len + 1);
+    if (v && (fread(v, 1, len, fp) != len || fgetc(fp) != '\n')) {
+        free(v);
+        return NULL;
+    }
+    if (v)
+        v[len] = '\0';
+    return v;
+}
+
+int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    size_t cap = 0;
+    struct dirent *e;
+    int rc = 0;
+    while (!rc && (e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l < 3 || strcmp(e->d_name + l - 2, ".m") != 0 || strncmp(e->d_name, "f-", 2) != 0)
+            continue;
+        struct lf_orphan o = {0};
+        char magic[sizeof(MANIFEST_MAGIC)] = "";
+        struct stat st;
+        if (asprintf(&o.manifest_path, "%s/%s", dir, e->d_name) < 0 ||
+            asprintf(&o.data_path, "%s/%.*s", dir, (int)(l - 2), e->d_name) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
+        FILE *fp = fopen(o.manifest_path, "re");
+        if (fp && fread(magic, 1, strlen(MANIFEST_MAGIC), fp) == strlen(MANIFEST_MAGIC) &&
+            strcmp(magic, MANIFEST_MAGIC) == 0) {
+            o.bucket = read_field(fp);
+            o.key = o.bucket ? read_field(fp) : NULL;
+        }
+        if (fp)
+            fclose(fp);
+        if (!o.bucket || !o.key || stat(o.data_path, &st) != 0) {
+            lf_warn("staging: ignoring unreadable manifest %s", o.manifest_path);
+            free(o.bucket);
+            free(o.key);
+            free(o.data_path);
+            free(o.manifest_path);
+            continue;
+        }
+        o.size = (uint64_t)st.st_size;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            struct lf_orphan *nv = realloc(*out, cap * sizeof(*nv));
+            if (!nv) {
+                rc = -ENOMEM;
+                free(o.bucket);
+                free(o.key);
+                free(o.data_path);
+                free(o.manifest_path);
+                break;
+            }
+            *out = nv;
+        }
+        (*out)[(*n)++] = o;
+    }
+    closedir(d);
+    if (rc) {
+        lf_orphans_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+void lf_orphans_free(struct lf_orphan *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].bucket);
+        free(v[i].key);
+        free(v[i].data_path);
+        free(v[i].manifest_path);
+    }
+    free(v);
+}

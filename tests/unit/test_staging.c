@@ -1,0 +1,276 @@
+/* staging against the in-memory store: bytes stored, requests made,
+ * failures kept staged, limits enforced. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "lakefuse/staging.h"
+
+#define MiB (1u << 20)
+#define PS (5 * MiB)
+
+static char dir[] = "/tmp/lf-staging-test-XXXXXX";
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)((i * 2654435761u + seed) >> 13);
+}
+
+static bool stored_equals(struct lf_mem_store *m, const char *key, const void *want, size_t n)
+{
+    size_t len = 0;
+    const void *got = lf_mem_store_data(m, "repo", key, &len);
+    return got && len == n && memcmp(got, want, n) == 0;
+}
+
+static struct lf_staging *area(struct lf_mem_store *m, struct lf_workq *wq, uint64_t max)
+{
+    struct lf_staging_opts o = {.dir = dir, .max_bytes = max, .part_size = PS, .max_files = 4};
+    return lf_staging_new(lf_mem_store_view(m), wq, &o);
+}
+
+static void test_small_new_file(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    struct lf_obj_attr a;
+    lf_mem_store_reset_calls(m);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/small.txt", NULL, &f), 0);
+    CHECK(lf_sfile_dirty(f));
+    CHECK_INT(lf_sfile_write(f, "hello ", 6, 0), 6);
+    CHECK_INT(lf_sfile_write(f, "world", 5, 6), 5);
+    char buf[32] = "";
+    CHECK_INT(lf_sfile_read(f, buf, sizeof(buf), 0), 11);
+    CHECK(memcmp(buf, "hello world", 11) == 0);
+    struct lf_put_meta pm = {.has = LF_ATTR_MODE, .mode = 0640};
+    lf_sfile_set_meta(f, &pm, false);
+    CHECK_INT(lf_sfile_flush(f, &a), 0);
+    CHECK(!lf_sfile_dirty(f));
+    CHECK(stored_equals(m, "main/small.txt", "hello world", 11));
+    CHECK_INT(a.size, 11);
+    CHECK(a.etag[0] != '\0');
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_PUT), 1);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_MPU_CREATE), 0);
+    /* A clean file flushes with no request. */
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_PUT), 1);
+
+    /* Sparse write past the end reads back zeros in the hole. */
+    CHECK_INT(lf_sfile_write(f, "!", 1, 20), 1);
+    CHECK_INT(lf_sfile_read(f, buf, sizeof(buf), 0), 21);
+    CHECK(buf[11] == 0 && buf[19] == 0 && buf[20] == '!');
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/small.txt", buf, 21));
+
+    /* An empty new file is created on flush. */
+    struct lf_sfile *e;
+    CHECK_INT(lf_sfile_new(s, "repo", "main/empty", NULL, &e), 0);
+    CHECK_INT(lf_sfile_flush(e, NULL), 0);
+    CHECK(stored_equals(m, "main/empty", "", 0));
+    lf_sfile_unref(e);
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
+static void test_modify_existing(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    CHECK_INT(lf_mem_store_put(m, "repo", "main/log", "line1\n", 6), 0);
+    struct lf_obj_attr base;
+    CHECK_INT(lf_mem_store_view(m)->ops->head(lf_mem_store_view(m)->ctx, "repo", "main/log",
+                                              &base),
+              0);
+    lf_mem_store_reset_calls(m);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/log", &base, &f), 0);
+    /* Opening fetches nothing; nothing changed, nothing to upload. */
+    CHECK(!lf_sfile_has_data(f));
+    CHECK(!lf_sfile_dirty(f));
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_GET), 0);
+    /* The first write brings the old content in (an append keeps it). */
+    CHECK_INT(lf_sfile_write(f, "line2\n", 6, 6), 6);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_GET), 1);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/log", "line1\nline2\n", 12));
+    /* Truncate down, then up: zeros after the cut. */
+    CHECK_INT(lf_sfile_truncate(f, 3), 0);
+    CHECK_INT(lf_sfile_truncate(f, 5), 0);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/log", "lin\0\0", 5));
+    lf_sfile_unref(f);
+
+    /* O_TRUNC of an existing object downloads nothing. */
+    lf_mem_store_reset_calls(m);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/log", &base, &f), 0);
+    CHECK_INT(lf_sfile_truncate(f, 0), 0);
+    CHECK_INT(lf_sfile_write(f, "new", 3, 0), 3);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_GET), 0);
+    CHECK(stored_equals(m, "main/log", "new", 3));
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
+static void test_multipart_streaming(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    size_t total = 4 * PS + 123457;
+    unsigned char *data = malloc(total);
+    fill(data, total, 7);
+    lf_mem_store_reset_calls(m);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/big.bin", NULL, &f), 0);
+    for (size_t off = 0; off < total; off += 128 * 1024) {
+        size_t n = total - off < 128 * 1024 ? total - off : 128 * 1024;
+        CHECK_INT(lf_sfile_write(f, data + off, n, off), (long long)n);
+    }
+    /* Parts went up while writing: the writer passed parts 1..3. */
+    usleep(200 * 1000);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_MPU_CREATE), 1);
+    CHECK(lf_mem_store_calls(m, LF_MEM_MPU_PART) >= 3);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_PUT), 0);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/big.bin", data, total));
+    /* Five parts in all: the streamed ones were not sent twice. */
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_MPU_PART), 5);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_MPU_COMPLETE), 1);
+    CHECK_INT(lf_mem_store_open_uploads(m), 0);
+
+    /* A random write into the middle re-sends everything in a new upload
+     * (the old one completed), and the bytes are right. */
+    lf_mem_store_reset_calls(m);
+    CHECK_INT(lf_sfile_write(f, "XYZ", 3, PS + 10), 3);
+    memcpy(data + PS + 10, "XYZ", 3);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/big.bin", data, total));
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_MPU_PART), 5);
+    lf_sfile_unref(f);
+    free(data);
+    lf_staging_free(s);
+}
+
+static void test_failure_stays_staged(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    CHECK_INT(lf_sfile_new(s, "repo", "main/keep", NULL, &f), 0);
+    CHECK_INT(lf_sfile_write(f, "precious", 8, 0), 8);
+    lf_mem_store_fail(m, LF_MEM_PUT, -EIO, 1);
+    CHECK_INT(lf_sfile_flush(f, NULL), -EIO);
+    CHECK(lf_sfile_dirty(f));
+    CHECK(lf_mem_store_data(m, "repo", "main/keep", &(size_t){0}) == NULL);
+
+    /* A killed daemon would leave the data and its manifest behind. */
+    struct lf_orphan *o;
+    size_t n;
+    CHECK_INT(lf_staging_find_orphans(dir, &o, &n), 0);
+    CHECK_INT(n, 1);
+    if (n == 1) {
+        CHECK_STR(o[0].bucket, "repo");
+        CHECK_STR(o[0].key, "main/keep");
+        CHECK_INT(o[0].size, 8);
+    }
+    lf_orphans_free(o, n);
+
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/keep", "precious", 8));
+    CHECK_INT(lf_staging_find_orphans(dir, &o, &n), 0);
+    CHECK_INT(n, 0);
+    lf_orphans_free(o, n);
+
+    /* A failed multipart upload is aborted and retried whole. */
+    size_t total = 2 * PS + 5;
+    unsigned char *data = malloc(total);
+    fill(data, total, 3);
+    struct lf_sfile *g;
+    CHECK_INT(lf_sfile_new(s, "repo", "main/mp", NULL, &g), 0);
+    CHECK_INT(lf_sfile_write(g, data, total, 1), (long long)total); /* not sequential */
+    lf_mem_store_fail(m, LF_MEM_MPU_COMPLETE, -EIO, 1);
+    CHECK_INT(lf_sfile_flush(g, NULL), -EIO);
+    CHECK_INT(lf_mem_store_open_uploads(m), 0);
+    CHECK_INT(lf_sfile_write(g, data, 1, 0), 1);
+    CHECK_INT(lf_sfile_flush(g, NULL), 0);
+    unsigned char *want = malloc(total + 1);
+    want[0] = data[0];
+    memcpy(want + 1, data, total);
+    CHECK(stored_equals(m, "main/mp", want, total + 1));
+    free(want);
+    free(data);
+    lf_sfile_unref(g);
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
+static void test_limits_and_rename(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 64 * 1024);
+    struct lf_sfile *f, *v[4];
+    char chunk[40000];
+    memset(chunk, 'a', sizeof(chunk));
+    CHECK_INT(lf_sfile_new(s, "repo", "main/a", NULL, &f), 0);
+    CHECK_INT(lf_sfile_write(f, chunk, sizeof(chunk), 0), (long long)sizeof(chunk));
+    CHECK_INT(lf_sfile_write(f, chunk, sizeof(chunk), sizeof(chunk)), -ENOSPC);
+    /* The staging limit is shared: a second file cannot take it either. */
+    CHECK_INT(lf_sfile_new(s, "repo", "main/b", NULL, &v[0]), 0);
+    CHECK_INT(lf_sfile_write(v[0], chunk, sizeof(chunk), 0), -ENOSPC);
+    CHECK_INT(lf_sfile_truncate(f, 0), 0);
+    CHECK_INT(lf_sfile_write(v[0], chunk, sizeof(chunk), 0), (long long)sizeof(chunk));
+    /* At most max_files (4) staged files. */
+    CHECK_INT(lf_sfile_new(s, "repo", "main/c", NULL, &v[1]), 0);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/d", NULL, &v[2]), 0);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/e", NULL, &v[3]), -ENFILE);
+
+    /* Renaming a directory moves pending uploads with it. */
+    CHECK_INT(lf_staging_rename_prefix(s, "repo", "main/", "dev/x/"), 0);
+    CHECK_INT(lf_staging_flush_prefix(s, "repo", "dev/x/"), 0);
+    CHECK(stored_equals(m, "dev/x/b", chunk, sizeof(chunk)));
+    CHECK(stored_equals(m, "dev/x/a", "", 0));
+    CHECK(lf_mem_store_data(m, "repo", "main/b", &(size_t){0}) == NULL);
+    /* Discarded data is never uploaded (c went up empty with the prefix). */
+    CHECK(stored_equals(m, "dev/x/c", "", 0));
+    CHECK_INT(lf_sfile_write(v[1], "zz", 2, 0), 2);
+    lf_sfile_discard(v[1]);
+    CHECK_INT(lf_staging_flush_all(s), 0);
+    CHECK(stored_equals(m, "dev/x/c", "", 0));
+    for (int i = 0; i < 3; i++)
+        lf_sfile_unref(v[i]);
+    lf_sfile_unref(f);
+    struct lf_staging_stats st;
+    lf_staging_get_stats(s, &st);
+    CHECK_INT(st.files, 0);
+    CHECK_INT(st.used_bytes, 0);
+    lf_staging_free(s);
+
+    /* Files are private. */
+    struct stat sb;
+    CHECK(stat(dir, &sb) == 0 && (sb.st_mode & 077) == 0);
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    chmod(dir, 0700);
+    struct lf_mem_store *m = lf_mem_store_new();
+    struct lf_workq *wq = lf_workq_new(4, "test-up");
+    lf_mem_store_add_bucket(m, "repo");
+    test_small_new_file(m, wq);
+    test_modify_existing(m, wq);
+    test_multipart_streaming(m, wq);
+    test_failure_stays_staged(m, wq);
+    test_limits_and_rename(m, wq);
+    lf_workq_free(wq);
+    lf_mem_store_free(m);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    return check_summary("test_staging");
+}
