@@ -31,6 +31,7 @@
 #include "lakefuse/log.h"
 #include "lakefuse/meta.h"
 #include "lakefuse/readahead.h"
+#include "lakefuse/staging.h"
 #include "lakefuse/uri.h"
 #include "lakefuse/workq.h"
 
@@ -43,6 +44,8 @@ struct lf_fs {
     struct lf_bcache *cache;
     struct lf_workq *data_wq; /* readahead GETs */
     struct lf_workq *meta_wq; /* the second request of cold lookups */
+    struct lf_workq *up_wq;   /* multipart part uploads */
+    struct lf_staging *staging;
     struct lf_meta *meta;
     struct lf_ra_opts ra;
     uid_t uid;
@@ -52,7 +55,18 @@ struct lf_fs {
 
 struct fileh {
     struct lf_node *node;
-    struct lf_reader *reader;
+    struct lf_reader *reader; /* the object as it was at open */
+    struct lf_sfile *sf;      /* staged content, when the node has one */
+    bool write;
+};
+
+/* A file's write state, hung on its node (node->priv) while it is staged.
+ * The node stays pinned while the staged content is not uploaded, so a
+ * failed upload can be retried by the next open's flush or fsync. */
+struct wstate {
+    struct lf_sfile *sf;
+    unsigned writers; /* open handles that may write */
+    bool pinned;
 };
 
 struct dirh {
@@ -102,6 +116,8 @@ static int reply_errno(int rc)
     }
 }
 
+static struct wstate *wstate_of(const struct lf_node *n);
+
 static double ttl_of(const struct lf_fs *fs, const struct lf_node *n)
 {
     if (!n->ref)
@@ -112,6 +128,8 @@ static double ttl_of(const struct lf_fs *fs, const struct lf_node *n)
 }
 
 static bool is_dir_kind(enum lf_kind k) { return k != LF_FILE; }
+
+static bool staged_size(const struct lf_node *n, uint64_t *size);
 
 static void fill_stat(const struct lf_fs *fs, const struct lf_node *n, struct stat *st)
 {
@@ -128,13 +146,15 @@ static void fill_stat(const struct lf_fs *fs, const struct lf_node *n, struct st
         st->st_mtim = fs->started;
     } else {
         const struct lf_obj_attr *a = &n->attr;
+        uint64_t size = a->size;
+        staged_size(n, &size);
         mode_t perm = (a->has & LF_ATTR_MODE) ? (a->mode & 07777) : 0644;
         if (ro)
             perm &= ~(mode_t)0222;
         st->st_mode = S_IFREG | perm;
         st->st_nlink = 1;
-        st->st_size = (off_t)a->size;
-        st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+        st->st_size = (off_t)size;
+        st->st_blocks = (blkcnt_t)((size + 511) / 512);
         if (a->has & LF_ATTR_UID)
             st->st_uid = a->uid;
         if (a->has & LF_ATTR_GID)
@@ -171,7 +191,7 @@ static void reply_negative(fuse_req_t req, double ttl)
  * a HEAD when a listing (which carries none) reports the same content. */
 static void set_file_attr(struct lf_fs *fs, struct lf_node *n, const struct lf_obj_attr *a)
 {
-    if (!(a->has) && (n->attr.has) && strcmp(n->attr.etag, a->etag) == 0) {
+    if (!(a->has) && (n->attr.has) && lf_etag_same(n->attr.etag, a->etag)) {
         /* keep n->attr: same bytes, richer metadata */
     } else {
         n->attr = *a;
@@ -450,6 +470,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name)
             fuse_reply_err(req, p ? ENOTDIR : ENOENT);
             return;
         }
+        /* A file being written exists here before the gateway has it. */
+        struct lf_node *own = lf_meta_child(fs->meta, p, name);
+        if (own && own->kind == LF_FILE && wstate_of(own) && lf_sfile_has_data(wstate_of(own)->sf)) {
+            make_entry(fs, own, &e);
+            lf_meta_unlock(fs->meta);
+            fuse_reply_entry(req, &e);
+            return;
+        }
         /* On the second pass the listing was just loaded: use it even
          * with a zero TTL. */
         bool usable = listing_fresh(p) || (pass == 1 && p->listing && p->listing->complete);
@@ -616,67 +644,787 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_attr(req, &st, ttl);
 }
 
-/* Every change is refused until the write path exists; under commits,
- * tags and --read-only mounts it is refused for good. */
-static int refuse_change(struct lf_fs *fs, fuse_ino_t ino)
+/* ---- changes -------------------------------------------------------------- */
+
+static struct wstate *wstate_of(const struct lf_node *n) { return n->priv; }
+
+static void release_node(struct lf_node *n)
 {
+    struct wstate *w = n->priv;
+    n->priv = NULL;
+    if (w) {
+        lf_sfile_unref(w->sf);
+        free(w);
+    }
+}
+
+/* Whether reads of the node come from staging, and its staged size. Lock held. */
+static bool staged_size(const struct lf_node *n, uint64_t *size)
+{
+    struct wstate *w = wstate_of(n);
+    if (!w || !lf_sfile_has_data(w->sf))
+        return false;
+    *size = lf_sfile_size(w->sf);
+    return true;
+}
+
+/* Where a change may happen: a branch of a writable mount. Lock held. */
+static int check_writable(const struct lf_node *n)
+{
+    if (!n)
+        return -ENOENT;
+    if (n->kind == LF_ROOT || n->kind == LF_REPO)
+        return -EPERM; /* repositories and branches are made with lakeFS */
+    return n->ref && n->ref->writable ? 0 : -EROFS;
+}
+
+struct change {
+    struct lf_node *parent; /* pinned */
+    char *repo;
+    struct lf_buf key;      /* "<ref>/dir/name" */
+};
+
+/* Looks up a writable parent directory and builds the child's key. */
+static int change_begin(struct lf_fs *fs, fuse_ino_t parent_ino, const char *name,
+                        struct change *c)
+{
+    memset(c, 0, sizeof(*c));
+    if (strlen(name) > LF_NAME_MAX)
+        return -ENAMETOOLONG;
     lf_meta_lock(fs->meta);
-    struct lf_node *n = lf_meta_get(fs->meta, ino);
-    int err = !n ? ENOENT : EROFS;
+    struct lf_node *p = lf_meta_get(fs->meta, parent_ino);
+    int rc = check_writable(p);
+    if (!rc && p->kind == LF_FILE)
+        rc = -ENOTDIR;
+    if (!rc)
+        rc = node_key(fs, p, true, &c->key);
+    if (!rc && !(c->repo = strdup(p->ref->repo)))
+        rc = -ENOMEM;
+    if (!rc) {
+        lf_meta_pin(p);
+        c->parent = p;
+    }
     lf_meta_unlock(fs->meta);
-    return err;
+    if (!rc)
+        rc = lf_buf_puts(&c->key, name);
+    return rc;
 }
 
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-                       struct fuse_file_info *fi)
+static void change_end(struct lf_fs *fs, struct change *c)
 {
-    fuse_reply_err(req, refuse_change(fs_of(req), ino));
+    if (c->parent) {
+        lf_meta_lock(fs->meta);
+        lf_meta_unpin(fs->meta, c->parent);
+        lf_meta_unlock(fs->meta);
+    }
+    free(c->repo);
+    lf_buf_free(&c->key);
 }
 
-static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+/* Keeps the parent's cached listing true after our own change. Lock held. */
+static void listing_note(struct lf_node *parent, const char *name, bool is_dir,
+                         const struct lf_obj_attr *attr, bool removed)
 {
-    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+    if (!parent->listing)
+        return;
+    int rc = removed ? lf_listing_remove(&parent->listing, name, is_dir)
+                     : lf_listing_upsert(&parent->listing, name, is_dir, attr);
+    if (rc) {
+        /* Cannot keep it true: forget it, the next access lists again. */
+        lf_listing_put(parent->listing);
+        parent->listing = NULL;
+    }
 }
 
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                     dev_t rdev)
+static struct lf_put_meta meta_of(const struct lf_fs *fs, const struct lf_node *n)
 {
-    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+    struct lf_put_meta m = {.has = LF_ATTR_MODE | LF_ATTR_UID | LF_ATTR_GID | LF_ATTR_MTIME};
+    const struct lf_obj_attr *a = &n->attr;
+    m.mode = (a->has & LF_ATTR_MODE) ? a->mode : (S_IFREG | 0644);
+    m.uid = (a->has & LF_ATTR_UID) ? a->uid : fs->uid;
+    m.gid = (a->has & LF_ATTR_GID) ? a->gid : fs->gid;
+    if (a->has & LF_ATTR_MTIME)
+        m.mtime = a->mtime;
+    else
+        m.mtime.tv_sec = a->last_modified;
+    return m;
 }
 
-static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void now_realtime(struct timespec *ts) { clock_gettime(CLOCK_REALTIME, ts); }
+
+/* Gives the node a staged file (for writing), based on the object as it
+ * is now. Returns the state with the lock NOT held. */
+static int wstate_get(struct lf_fs *fs, struct lf_node *n, struct wstate **out)
 {
-    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+    struct lf_buf key = LF_BUF_INIT;
+    char *repo = NULL;
+    lf_meta_lock(fs->meta);
+    struct wstate *w = wstate_of(n);
+    lf_meta_unlock(fs->meta);
+    if (w) {
+        *out = w;
+        return 0;
+    }
+    int rc = refresh_file(fs, n);
+    lf_meta_lock(fs->meta);
+    struct lf_obj_attr base = n->attr;
+    struct lf_put_meta meta = meta_of(fs, n);
+    if (!rc)
+        rc = node_key(fs, n, false, &key);
+    if (!rc && !(repo = strdup(n->ref->repo)))
+        rc = -ENOMEM;
+    lf_meta_unlock(fs->meta);
+    struct lf_sfile *sf = NULL;
+    if (!rc)
+        rc = lf_sfile_new(fs->staging, repo, key.data, &base, &sf);
+    if (!rc) {
+        lf_sfile_set_meta(sf, &meta, false);
+        lf_meta_lock(fs->meta);
+        w = wstate_of(n);
+        if (w) { /* another thread was quicker */
+            lf_meta_unlock(fs->meta);
+            lf_sfile_unref(sf);
+        } else if (!(w = calloc(1, sizeof(*w)))) {
+            lf_meta_unlock(fs->meta);
+            lf_sfile_unref(sf);
+            rc = -ENOMEM;
+        } else {
+            w->sf = sf;
+            n->priv = w;
+            lf_meta_unlock(fs->meta);
+        }
+    }
+    free(repo);
+    lf_buf_free(&key);
+    *out = w;
+    return rc;
 }
 
-static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* Keeps the node alive while its staged content is not uploaded. Lock held. */
+static void wstate_settle(struct lf_fs *fs, struct lf_node *n)
 {
-    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+    struct wstate *w = wstate_of(n);
+    if (!w)
+        return;
+    bool dirty = lf_sfile_dirty(w->sf);
+    if (dirty && !w->pinned) {
+        w->pinned = true;
+        lf_meta_pin(n);
+    }
+    if (!dirty && w->writers == 0) {
+        /* Uploaded and closed: the object is the truth again, and the
+         * staging space goes back. Readers hold their own reference. */
+        bool pinned = w->pinned;
+        release_node(n);
+        if (pinned)
+            lf_meta_unpin(fs->meta, n);
+    } else if (!dirty && w->pinned) {
+        w->pinned = false;
+        lf_meta_unpin(fs->meta, n);
+    }
 }
 
-static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
-                      fuse_ino_t newparent, const char *newname, unsigned int flags)
+/* Uploads a node's staged content; on success its attributes and its
+ * parent's listing show what is stored. */
+static int flush_node(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
 {
-    fuse_reply_err(req, refuse_change(fs_of(req), parent));
-}
-
-static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
-{
-    fuse_reply_err(req, refuse_change(fs_of(req), parent));
-}
-
-static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
-{
-    fuse_reply_err(req, refuse_change(fs_of(req), newparent));
+    struct lf_obj_attr a;
+    int rc = lf_sfile_flush(sf, &a);
+    lf_meta_lock(fs->meta);
+    if (!rc) {
+        n->attr = a;
+        n->attr_expiry = now() + ttl_of(fs, n);
+        /* The page cache holds what was written: keep it at the next open. */
+        snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", a.etag);
+        if (n->parent && lf_meta_child(fs->meta, n->parent, n->name) == n)
+            listing_note(n->parent, n->name, false, &a, false);
+    }
+    wstate_settle(fs, n);
+    lf_meta_unlock(fs->meta);
+    return rc;
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi)
 {
-    fuse_reply_err(req, refuse_change(fs_of(req), parent));
+    struct lf_fs *fs = fs_of(req);
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    struct fuse_entry_param e;
+    struct change c;
+    struct lf_sfile *sf = NULL;
+    struct fileh *fh = calloc(1, sizeof(*fh));
+    struct wstate *w = calloc(1, sizeof(*w));
+    int rc = fh && w ? change_begin(fs, parent, name, &c) : -ENOMEM;
+    if (!rc)
+        rc = lf_sfile_new(fs->staging, c.repo, c.key.data, NULL, &sf);
+    if (rc)
+        goto out;
+    struct lf_put_meta meta = {.has = LF_ATTR_MODE | LF_ATTR_UID | LF_ATTR_GID | LF_ATTR_MTIME,
+                               .mode = S_IFREG | (mode & 07777), .uid = ctx->uid,
+                               .gid = ctx->gid};
+    now_realtime(&meta.mtime);
+    lf_sfile_set_meta(sf, &meta, false);
+
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_child_get(fs->meta, c.parent, name, LF_FILE, c.parent->ref);
+    if (!n) {
+        lf_meta_unlock(fs->meta);
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (wstate_of(n)) {
+        /* A staged file of that name (unlinked, or replaced): drop it. */
+        lf_sfile_discard(wstate_of(n)->sf);
+        if (wstate_of(n)->pinned)
+            lf_meta_unpin(fs->meta, n);
+        release_node(n);
+    }
+    memset(&n->attr, 0, sizeof(n->attr));
+    n->attr.has = meta.has;
+    n->attr.mode = meta.mode;
+    n->attr.uid = meta.uid;
+    n->attr.gid = meta.gid;
+    n->attr.mtime = meta.mtime;
+    n->attr.last_modified = meta.mtime.tv_sec;
+    n->attr_expiry = now() + ttl_of(fs, n);
+    n->cached_etag[0] = '\0';
+    w->sf = sf;
+    w->writers = 1;
+    n->priv = w;
+    w = NULL;
+    lf_sfile_ref(sf);
+    fh->sf = sf;
+    sf = NULL;
+    fh->node = n;
+    fh->write = true;
+    lf_meta_pin(n);
+    wstate_settle(fs, n);
+    listing_note(c.parent, name, false, &n->attr, false);
+    make_entry(fs, n, &e);
+    lf_meta_unlock(fs->meta);
+    fi->fh = (uintptr_t)fh;
+    fh = NULL;
+    if (fuse_reply_create(req, &e, fi) != 0)
+        lf_warn("create of %s: the caller went away", c.key.data);
+out:
+    if (rc)
+        fuse_reply_err(req, reply_errno(rc));
+    lf_sfile_unref(sf);
+    free(w);
+    free(fh);
+    change_end(fs, &c);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                     dev_t rdev)
+{
+    struct lf_fs *fs = fs_of(req);
+    if (!S_ISREG(mode)) {
+        fuse_reply_err(req, EPERM); /* object storage holds regular files only */
+        return;
+    }
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    struct fuse_entry_param e;
+    struct change c;
+    struct lf_obj_attr a = {0};
+    struct lf_body empty = {.mem = "", .len = 0};
+    struct lf_put_meta meta = {.has = LF_ATTR_MODE | LF_ATTR_UID | LF_ATTR_GID | LF_ATTR_MTIME,
+                               .mode = S_IFREG | (mode & 07777), .uid = ctx->uid,
+                               .gid = ctx->gid};
+    now_realtime(&meta.mtime);
+    int rc = change_begin(fs, parent, name, &c);
+    if (!rc)
+        rc = fs->store->ops->put(fs->store->ctx, c.repo, c.key.data, &empty, &meta, LF_PUT_ANY,
+                                 a.etag);
+    if (!rc) {
+        a.has = meta.has;
+        a.mode = meta.mode;
+        a.uid = meta.uid;
+        a.gid = meta.gid;
+        a.mtime = meta.mtime;
+        a.last_modified = meta.mtime.tv_sec;
+        lf_meta_lock(fs->meta);
+        struct lf_node *n = lf_meta_child_get(fs->meta, c.parent, name, LF_FILE,
+                                              c.parent->ref);
+        if (n) {
+            set_file_attr(fs, n, &a);
+            listing_note(c.parent, name, false, &a, false);
+            make_entry(fs, n, &e);
+        }
+        lf_meta_unlock(fs->meta);
+        rc = n ? 0 : -ENOMEM;
+    }
+    if (rc)
+        fuse_reply_err(req, reply_errno(rc));
+    else
+        fuse_reply_entry(req, &e);
+    change_end(fs, &c);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct fuse_entry_param e;
+    struct change c;
+    struct lf_body empty = {.mem = "", .len = 0};
+    char etag[LF_ETAG_MAX];
+    int rc = change_begin(fs, parent, name, &c);
+    /* A zero-byte "name/" marker, as s3fs and goofys write, so an empty
+     * directory exists for every client. */
+    if (!rc)
+        rc = lf_buf_puts(&c.key, "/");
+    if (!rc)
+        rc = fs->store->ops->put(fs->store->ctx, c.repo, c.key.data, &empty, NULL, LF_PUT_ANY,
+                                 etag);
+    if (!rc) {
+        lf_meta_lock(fs->meta);
+        struct lf_node *n = lf_meta_child_get(fs->meta, c.parent, name, LF_DIR, c.parent->ref);
+        struct lf_listing *l = n ? lf_listing_new() : NULL;
+        if (l) {
+            /* It is empty: nothing to list until something is added. */
+            l->complete = true;
+            l->expiry = now() + ttl_of(fs, n);
+            lf_listing_put(n->listing);
+            n->listing = l;
+            listing_note(c.parent, name, true, NULL, false);
+            make_entry(fs, n, &e);
+        }
+        lf_meta_unlock(fs->meta);
+        rc = l ? 0 : -ENOMEM;
+    }
+    if (rc)
+        fuse_reply_err(req, reply_errno(rc));
+    else
+        fuse_reply_entry(req, &e);
+    change_end(fs, &c);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct change c;
+    int rc = change_begin(fs, parent, name, &c);
+    if (!rc) {
+        lf_meta_lock(fs->meta);
+        struct lf_node *n = lf_meta_child(fs->meta, c.parent, name);
+        if (n && n->kind != LF_FILE)
+            rc = -EISDIR;
+        if (!rc && n && wstate_of(n)) {
+            /* Nothing staged for a deleted file may be uploaded later. */
+            lf_sfile_discard(wstate_of(n)->sf);
+            wstate_settle(fs, n);
+        }
+        lf_meta_unlock(fs->meta);
+    }
+    if (!rc)
+        rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data);
+    if (!rc) {
+        lf_meta_lock(fs->meta);
+        struct lf_node *n = lf_meta_child(fs->meta, c.parent, name);
+        if (n)
+            lf_meta_detach(fs->meta, n);
+        listing_note(c.parent, name, false, NULL, true);
+        lf_meta_unlock(fs->meta);
+    }
+    fuse_reply_err(req, rc ? reply_errno(rc) : 0);
+    change_end(fs, &c);
+}
+
+/* Is there anything under prefix but its own marker? */
+static int dir_is_empty(struct lf_fs *fs, const char *repo, const char *prefix)
+{
+    struct lf_list_page page;
+    int rc = fs->store->ops->list(fs->store->ctx, repo, prefix, "/", NULL, 2, &page);
+    if (rc)
+        return rc;
+    size_t plen = strlen(prefix);
+    bool empty = page.nprefixes == 0;
+    for (size_t i = 0; i < page.nentries; i++)
+        if (strlen(page.entries[i].key) != plen)
+            empty = false;
+    lf_list_page_free(&page);
+    return empty ? 0 : -ENOTEMPTY;
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct change c;
+    int rc = change_begin(fs, parent, name, &c);
+    if (!rc)
+        rc = lf_buf_puts(&c.key, "/");
+    if (!rc)
+        rc = dir_is_empty(fs, c.repo, c.key.data);
+    if (!rc)
+        rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data);
+    if (!rc) {
+        lf_meta_lock(fs->meta);
+        struct lf_node *n = lf_meta_child(fs->meta, c.parent, name);
+        if (n)
+            lf_meta_detach(fs->meta, n);
+        listing_note(c.parent, name, true, NULL, true);
+        lf_meta_unlock(fs->meta);
+    }
+    fuse_reply_err(req, rc ? reply_errno(rc) : 0);
+    change_end(fs, &c);
+}
+
+/* What is at parent/name: 0 with *kind, or -ENOENT. */
+static int probe_name(struct lf_fs *fs, struct lf_node *parent, const char *name,
+                      enum lf_kind *kind, struct lf_obj_attr *attr)
+{
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_child(fs->meta, parent, name);
+    if (n && wstate_of(n) && lf_sfile_has_data(wstate_of(n)->sf)) {
+        *kind = LF_FILE;
+        *attr = n->attr;
+        lf_meta_unlock(fs->meta);
+        return 0;
+    }
+    if (listing_fresh(parent)) {
+        const struct lf_dent *d = lf_listing_find(parent->listing, name);
+        if (d) {
+            *kind = d->is_dir ? LF_DIR : LF_FILE;
+            *attr = d->attr;
+        }
+        lf_meta_unlock(fs->meta);
+        return d ? 0 : -ENOENT;
+    }
+    lf_meta_unlock(fs->meta);
+    return lookup_cold(fs, parent, name, kind, attr);
+}
+
+/* Copies every object under src (a "dir/" prefix) to dst, then deletes
+ * the sources: a failure half way leaves the source whole. */
+static int rename_tree(struct lf_fs *fs, const char *repo, const char *src, const char *dst)
+{
+    struct lf_list_page page;
+    char *token = NULL;
+    char **keys = NULL;
+    size_t n = 0, cap = 0, copied = 0, deleted = 0, slen = strlen(src);
+    struct lf_buf to = LF_BUF_INIT;
+    int rc = 0;
+    do {
+        rc = fs->store->ops->list(fs->store->ctx, repo, src, NULL, token, 1000, &page);
+        free(token);
+        token = NULL;
+        if (rc)
+            break;
+        for (size_t i = 0; !rc && i < page.nentries; i++) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 64;
+                char **nk = realloc(keys, cap * sizeof(*nk));
+                if (!nk) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                keys = nk;
+            }
+            keys[n] = page.entries[i].key;
+            page.entries[i].key = strdup(""); /* ownership moved */
+            n++;
+        }
+        if (page.truncated) {
+            token = page.next_token;
+            page.next_token = NULL;
+        }
+        lf_list_page_free(&page);
+    } while (!rc && token);
+    free(token);
+    for (size_t i = 0; !rc && i < n; i++) {
+        char etag[LF_ETAG_MAX];
+        lf_buf_reset(&to);
+        rc = lf_buf_printf(&to, "%s%s", dst, keys[i] + slen);
+        if (!rc)
+            rc = fs->store->ops->copy(fs->store->ctx, repo, keys[i], to.data, NULL, etag);
+        if (!rc)
+            copied++;
+    }
+    for (size_t i = 0; !rc && i < n; i++) {
+        rc = fs->store->ops->remove(fs->store->ctx, repo, keys[i]);
+        if (!rc)
+            deleted++;
+    }
+    if (rc)
+        lf_err("rename of %s/%s to %s stopped after copying %zu and deleting %zu of %zu "
+               "objects: %s", repo, src, dst, copied, deleted, n, strerror(-rc));
+    else
+        lf_info("renamed %s/%s to %s (%zu objects)", repo, src, dst, n);
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+    lf_buf_free(&to);
+    return rc == -ENOENT ? -EIO : rc;
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+                      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct change from, to;
+    enum lf_kind kind = LF_FILE, tkind = LF_FILE;
+    struct lf_obj_attr attr = {0}, tattr;
+    struct lf_sfile *sf = NULL;
+    int rc;
+
+    memset(&to, 0, sizeof(to));
+    if (flags & RENAME_EXCHANGE) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    rc = change_begin(fs, parent, name, &from);
+    if (!rc)
+        rc = change_begin(fs, newparent, newname, &to);
+    if (!rc && strcmp(from.repo, to.repo) != 0)
+        rc = -EXDEV;
+    if (!rc)
+        rc = probe_name(fs, from.parent, name, &kind, &attr);
+    if (rc)
+        goto out;
+    int trc = probe_name(fs, to.parent, newname, &tkind, &tattr);
+    if (trc && trc != -ENOENT) {
+        rc = trc;
+        goto out;
+    }
+    if (trc == 0) {
+        if (flags & RENAME_NOREPLACE)
+            rc = -EEXIST;
+        else if (kind == LF_FILE && tkind == LF_DIR)
+            rc = -EISDIR;
+        else if (kind == LF_DIR && tkind == LF_FILE)
+            rc = -ENOTDIR;
+        else if (kind == LF_DIR) {
+            struct lf_buf p = LF_BUF_INIT;
+            rc = lf_buf_printf(&p, "%s/", to.key.data);
+            if (!rc)
+                rc = dir_is_empty(fs, to.repo, p.data);
+            if (!rc) /* an empty target directory is replaced */
+                rc = fs->store->ops->remove(fs->store->ctx, to.repo, p.data);
+            lf_buf_free(&p);
+        }
+        if (rc)
+            goto out;
+    }
+
+    if (kind == LF_FILE) {
+        lf_meta_lock(fs->meta);
+        struct lf_node *n = lf_meta_child(fs->meta, from.parent, name);
+        struct lf_node *t = lf_meta_child(fs->meta, to.parent, newname);
+        if (t && t != n && wstate_of(t)) {
+            lf_sfile_discard(wstate_of(t)->sf); /* replaced: never upload it */
+            wstate_settle(fs, t);
+        }
+        if (n && wstate_of(n) && lf_sfile_dirty(wstate_of(n)->sf)) {
+            sf = wstate_of(n)->sf;
+            lf_sfile_ref(sf);
+        }
+        lf_meta_unlock(fs->meta);
+        if (sf) {
+            /* The pending upload goes to the new name; what the old name
+             * held on the branch goes away. */
+            rc = lf_sfile_rename(sf, to.key.data);
+            if (!rc)
+                rc = fs->store->ops->remove(fs->store->ctx, from.repo, from.key.data);
+        } else {
+            char etag[LF_ETAG_MAX];
+            rc = fs->store->ops->copy(fs->store->ctx, from.repo, from.key.data, to.key.data,
+                                      NULL, etag);
+            if (!rc)
+                rc = fs->store->ops->remove(fs->store->ctx, from.repo, from.key.data);
+        }
+    } else {
+        struct lf_buf sp = LF_BUF_INIT, dp = LF_BUF_INIT;
+        rc = lf_buf_printf(&sp, "%s/", from.key.data);
+        if (!rc)
+            rc = lf_buf_printf(&dp, "%s/", to.key.data);
+        if (!rc)
+            rc = lf_staging_rename_prefix(fs->staging, from.repo, sp.data, dp.data);
+        if (!rc)
+            rc = rename_tree(fs, from.repo, sp.data, dp.data);
+        lf_buf_free(&sp);
+        lf_buf_free(&dp);
+    }
+    if (rc)
+        goto out;
+
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_child(fs->meta, from.parent, name);
+    if (n) {
+        if (lf_meta_move(fs->meta, n, to.parent, newname) != 0)
+            lf_meta_detach(fs->meta, n);
+        if (kind == LF_FILE)
+            attr = n->attr;
+    } else {
+        struct lf_node *t = lf_meta_child(fs->meta, to.parent, newname);
+        if (t)
+            lf_meta_detach(fs->meta, t);
+    }
+    listing_note(from.parent, name, kind != LF_FILE, NULL, true);
+    if (trc == 0 && tkind != kind)
+        listing_note(to.parent, newname, tkind != LF_FILE, NULL, true);
+    listing_note(to.parent, newname, kind != LF_FILE, kind == LF_FILE ? &attr : NULL, false);
+    lf_meta_unlock(fs->meta);
+out:
+    lf_sfile_unref(sf);
+    fuse_reply_err(req, rc ? reply_errno(rc) : 0);
+    change_end(fs, &from);
+    change_end(fs, &to);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    struct lf_fs *fs = fs_of(req);
+    lf_meta_lock(fs->meta);
+    int rc = check_writable(lf_meta_get(fs->meta, parent));
+    lf_meta_unlock(fs->meta);
+    fuse_reply_err(req, rc ? -rc : EPERM); /* objects cannot be links */
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    struct lf_fs *fs = fs_of(req);
+    lf_meta_lock(fs->meta);
+    int rc = check_writable(lf_meta_get(fs->meta, newparent));
+    lf_meta_unlock(fs->meta);
+    fuse_reply_err(req, rc ? -rc : EPERM);
+}
+
+/* chmod, chown, utimens of a file that is not being written: the object
+ * is copied onto itself with the new metadata (what S3 offers). Nothing
+ * is sent when nothing changes. */
+static int set_object_meta(struct lf_fs *fs, struct lf_node *n, const struct lf_put_meta *m)
+{
+    struct lf_buf key = LF_BUF_INIT;
+    char etag[LF_ETAG_MAX];
+    int rc = refresh_file(fs, n);
+    lf_meta_lock(fs->meta);
+    struct lf_put_meta cur = meta_of(fs, n);
+    bool same = (n->attr.has & (LF_ATTR_MODE | LF_ATTR_UID | LF_ATTR_GID | LF_ATTR_MTIME)) ==
+                    (LF_ATTR_MODE | LF_ATTR_UID | LF_ATTR_GID | LF_ATTR_MTIME) &&
+                cur.mode == m->mode && cur.uid == m->uid && cur.gid == m->gid &&
+                cur.mtime.tv_sec == m->mtime.tv_sec && cur.mtime.tv_nsec == m->mtime.tv_nsec;
+    char *repo = rc || same ? NULL : strdup(n->ref->repo);
+    if (!rc && !same)
+        rc = repo ? node_key(fs, n, false, &key) : -ENOMEM;
+    lf_meta_unlock(fs->meta);
+    if (!rc && !same)
+        rc = fs->store->ops->copy(fs->store->ctx, repo, key.data, key.data, m, etag);
+    if (!rc && !same) {
+        lf_meta_lock(fs->meta);
+        n->attr.has |= m->has;
+        n->attr.mode = m->mode;
+        n->attr.uid = m->uid;
+        n->attr.gid = m->gid;
+        n->attr.mtime = m->mtime;
+        if (etag[0])
+            snprintf(n->attr.etag, sizeof(n->attr.etag), "%s", etag);
+        n->attr_expiry = now() + ttl_of(fs, n);
+        lf_meta_unlock(fs->meta);
+    }
+    free(repo);
+    lf_buf_free(&key);
+    return rc;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct stat st;
+    int rc;
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_get(fs->meta, ino);
+    rc = check_writable(n);
+    if (!rc)
+        lf_meta_pin(n);
+    lf_meta_unlock(fs->meta);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    if (n->kind != LF_FILE) {
+        /* Directories are prefixes: nothing to keep their mode or times
+         * in. Accept, so cp -a, rsync -a and tar x succeed. */
+        if (to_set & FUSE_SET_ATTR_SIZE)
+            rc = -EISDIR;
+        goto reply;
+    }
+    struct wstate *w = NULL;
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        if ((rc = wstate_get(fs, n, &w)) || (rc = lf_sfile_truncate(w->sf, (uint64_t)attr->st_size)))
+            goto reply;
+    }
+    unsigned mt = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+                  FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW;
+    if (to_set & mt) {
+        lf_meta_lock(fs->meta);
+        struct lf_put_meta m = meta_of(fs, n);
+        w = wstate_of(n);
+        lf_meta_unlock(fs->meta);
+        if (to_set & FUSE_SET_ATTR_MODE)
+            m.mode = (m.mode & ~07777u) | (attr->st_mode & 07777);
+        if (to_set & FUSE_SET_ATTR_UID)
+            m.uid = attr->st_uid;
+        if (to_set & FUSE_SET_ATTR_GID)
+            m.gid = attr->st_gid;
+        if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+            now_realtime(&m.mtime);
+        else if (to_set & FUSE_SET_ATTR_MTIME)
+            m.mtime = attr->st_mtim;
+        if (w && (lf_sfile_dirty(w->sf) || w->writers)) {
+            /* Rides along with the pending upload. */
+            lf_sfile_set_meta(w->sf, &m, true);
+            lf_meta_lock(fs->meta);
+            n->attr.has |= m.has;
+            n->attr.mode = m.mode;
+            n->attr.uid = m.uid;
+            n->attr.gid = m.gid;
+            n->attr.mtime = m.mtime;
+            lf_meta_unlock(fs->meta);
+        } else {
+            rc = set_object_meta(fs, n, &m);
+        }
+    }
+    /* truncate(2) or chmod of a file nobody has open for writing: no
+     * close will come, so store it now. */
+    lf_meta_lock(fs->meta);
+    w = wstate_of(n);
+    bool now_flush = !rc && w && w->writers == 0 && lf_sfile_dirty(w->sf);
+    struct lf_sfile *sf = now_flush ? w->sf : NULL;
+    if (sf)
+        lf_sfile_ref(sf);
+    lf_meta_unlock(fs->meta);
+    if (sf) {
+        rc = flush_node(fs, n, sf);
+        lf_sfile_unref(sf);
+    }
+reply:
+    lf_meta_lock(fs->meta);
+    fill_stat(fs, n, &st);
+    double ttl = ttl_of(fs, n);
+    lf_meta_unpin(fs->meta, n);
+    lf_meta_unlock(fs->meta);
+    if (rc)
+        fuse_reply_err(req, reply_errno(rc));
+    else
+        fuse_reply_attr(req, &st, ttl);
 }
 
 /* ---- files ------------------------------------------------------------------ */
+
+static void fileh_free(struct lf_fs *fs, struct fileh *fh)
+{
+    lf_reader_free(fh->reader);
+    lf_sfile_unref(fh->sf);
+    lf_meta_lock(fs->meta);
+    struct wstate *w = wstate_of(fh->node);
+    if (fh->write && w && w->writers > 0)
+        w->writers--;
+    wstate_settle(fs, fh->node);
+    lf_meta_unpin(fs->meta, fh->node);
+    lf_meta_unlock(fs->meta);
+    free(fh);
+}
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -685,60 +1433,81 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct fileh *fh = NULL;
     char *repo = NULL;
     int rc = 0;
+    bool write = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
 
     lf_meta_lock(fs->meta);
     struct lf_node *n = lf_meta_get(fs->meta, ino);
     if (n)
         lf_meta_pin(n);
+    if (n && write)
+        rc = check_writable(n);
     lf_meta_unlock(fs->meta);
     if (!n) {
         fuse_reply_err(req, ENOENT);
         return;
     }
-    if (n->kind != LF_FILE) {
+    if (!rc && n->kind != LF_FILE)
         rc = -EISDIR;
-        goto out;
-    }
-    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-        rc = -EROFS;
-        goto out;
-    }
-    if ((rc = refresh_file(fs, n)))
-        goto out;
-    fh = calloc(1, sizeof(*fh));
-    lf_meta_lock(fs->meta);
-    struct lf_obj_attr a = n->attr;
-    rc = fh ? node_key(fs, n, false, &key) : -ENOMEM;
-    if (!rc && !(repo = strdup(n->ref->repo)))
-        rc = -ENOMEM;
-    /* Keep the kernel's cached pages when they hold these very bytes. */
-    fi->keep_cache = n->ref->immutable || strcmp(n->cached_etag, a.etag) == 0;
-    snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", a.etag);
-    lf_meta_unlock(fs->meta);
     if (rc)
         goto out;
-    fh->node = n;
-    fh->reader = lf_reader_new(fs->cache, fs->store, fs->data_wq, repo, key.data, a.etag,
-                               a.size, &fs->ra);
-    if (!fh->reader) {
+    if (!(fh = calloc(1, sizeof(*fh)))) {
         rc = -ENOMEM;
         goto out;
     }
-    fi->fh = (uintptr_t)fh;
-    if (fuse_reply_open(req, fi) != 0) {
-        /* The opener is gone (interrupted): no release will come. */
-        lf_reader_free(fh->reader);
-        free(fh);
+    fh->node = n;
+    fh->write = write;
+    if (write) {
+        struct wstate *w;
+        if ((rc = wstate_get(fs, n, &w)))
+            goto out;
         lf_meta_lock(fs->meta);
-        lf_meta_unpin(fs->meta, n);
+        w->writers++;
+        lf_sfile_ref(w->sf);
+        fh->sf = w->sf;
+        lf_meta_unlock(fs->meta);
+        if ((fi->flags & O_TRUNC) && (rc = lf_sfile_truncate(w->sf, 0)))
+            goto out;
+    } else {
+        lf_meta_lock(fs->meta);
+        struct wstate *w = wstate_of(n);
+        if (w) { /* read what is being written, not the old object */
+            lf_sfile_ref(w->sf);
+            fh->sf = w->sf;
+        }
         lf_meta_unlock(fs->meta);
     }
+    if (!fh->sf || !lf_sfile_has_data(fh->sf)) {
+        if ((rc = refresh_file(fs, n)))
+            goto out;
+        lf_meta_lock(fs->meta);
+        struct lf_obj_attr a = n->attr;
+        rc = node_key(fs, n, false, &key);
+        if (!rc && !(repo = strdup(n->ref->repo)))
+            rc = -ENOMEM;
+        /* Keep the kernel's cached pages when they hold these very bytes. */
+        fi->keep_cache = n->ref->immutable || (a.etag[0] && lf_etag_same(n->cached_etag, a.etag));
+        snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", a.etag);
+        lf_meta_unlock(fs->meta);
+        if (!rc)
+            fh->reader = lf_reader_new(fs->cache, fs->store, fs->data_wq, repo, key.data, a.etag,
+                                       a.size, &fs->ra);
+        if (!rc && !fh->reader)
+            rc = -ENOMEM;
+        if (rc)
+            goto out;
+    }
+    fi->fh = (uintptr_t)fh;
+    if (fuse_reply_open(req, fi) != 0)
+        fileh_free(fs, fh); /* the opener is gone: no release will come */
     fh = NULL;
     n = NULL;
 out:
     free(repo);
     lf_buf_free(&key);
-    free(fh);
+    if (fh) {
+        fileh_free(fs, fh); /* unpins n */
+        n = NULL;
+    }
     if (n) {
         lf_meta_lock(fs->meta);
         lf_meta_unpin(fs->meta, n);
@@ -758,7 +1527,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    ssize_t n = lf_reader_read(fh->reader, buf, size, (uint64_t)off, &ctl);
+    ssize_t n;
+    if (fh->sf && lf_sfile_has_data(fh->sf))
+        n = lf_sfile_read(fh->sf, buf, size, (uint64_t)off);
+    else if (fh->reader)
+        n = lf_reader_read(fh->reader, buf, size, (uint64_t)off, &ctl);
+    else
+        n = -EIO; /* opened on staged data that was since discarded */
     if (n < 0)
         fuse_reply_err(req, reply_errno((int)n));
     else
@@ -766,26 +1541,67 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     free(buf);
 }
 
-static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
 {
     struct lf_fs *fs = fs_of(req);
     struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
-    lf_reader_free(fh->reader);
-    lf_meta_lock(fs->meta);
-    lf_meta_unpin(fs->meta, fh->node);
-    lf_meta_unlock(fs->meta);
-    free(fh);
+    if (!fh->write || !fh->sf) {
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    ssize_t n = lf_sfile_write(fh->sf, buf, size, (uint64_t)off);
+    if (n >= 0) {
+        /* A write changes the modification time, as on a local disk. */
+        struct lf_put_meta m = {.has = LF_ATTR_MTIME};
+        now_realtime(&m.mtime);
+        lf_sfile_set_meta(fh->sf, &m, false);
+        lf_meta_lock(fs->meta);
+        fh->node->attr.mtime = m.mtime;
+        fh->node->attr.has |= LF_ATTR_MTIME;
+        wstate_settle(fs, fh->node);
+        lf_meta_unlock(fs->meta);
+    }
+    if (n < 0)
+        fuse_reply_err(req, reply_errno((int)n));
+    else
+        fuse_reply_write(req, (size_t)n);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fileh_free(fs_of(req), (struct fileh *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
+}
+
+/* close() and fsync() learn whether the data is on the branch. */
+static int sync_handle(struct lf_fs *fs, struct fileh *fh)
+{
+    lf_meta_lock(fs->meta);
+    struct wstate *w = wstate_of(fh->node);
+    struct lf_sfile *sf = w ? w->sf : NULL;
+    if (sf)
+        lf_sfile_ref(sf);
+    lf_meta_unlock(fs->meta);
+    if (!sf)
+        return 0;
+    int rc = flush_node(fs, fh->node, sf);
+    lf_sfile_unref(sf);
+    return rc;
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    fuse_reply_err(req, 0);
+    struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
+    int rc = fh->write ? sync_handle(fs_of(req), fh) : 0;
+    fuse_reply_err(req, rc ? reply_errno(rc) : 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    fuse_reply_err(req, 0);
+    struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
+    int rc = sync_handle(fs_of(req), fh);
+    fuse_reply_err(req, rc ? reply_errno(rc) : 0);
 }
 
 /* ---- directories ------------------------------------------------------------ */
@@ -996,13 +1812,29 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
                                    FUSE_CAP_ASYNC_READ | FUSE_CAP_CACHE_SYMLINKS);
     conn->max_readahead = conn->max_readahead < 1024 * 1024 ? conn->max_readahead : 1024 * 1024;
     conn->max_background = 64;
+    /* Big writes: 1 MiB per request instead of 128 KiB. */
+    conn->max_write = 1024 * 1024;
     lf_info("FUSE session ready (max_read %u, max_readahead %u)", conn->max_read,
             conn->max_readahead);
     (void)fs;
 }
 
+/* Unmount: what is still staged goes up before the daemon exits. */
+static void op_destroy(void *userdata)
+{
+    struct lf_fs *fs = userdata;
+    if (!fs->staging)
+        return;
+    unsigned failed = lf_staging_flush_all(fs->staging);
+    if (failed)
+        lf_err("unmount: %u staged file(s) could not be uploaded; they stay in %s/staging "
+               "and the next mount on this cache directory uploads them", failed,
+               fs->cfg->cache_dir);
+}
+
 static const struct fuse_lowlevel_ops OPS = {
     .init = op_init,
+    .destroy = op_destroy,
     .lookup = op_lookup,
     .forget = op_forget,
     .forget_multi = op_forget_multi,
@@ -1018,6 +1850,7 @@ static const struct fuse_lowlevel_ops OPS = {
     .create = op_create,
     .open = op_open,
     .read = op_read,
+    .write = op_write,
     .flush = op_flush,
     .release = op_release,
     .fsync = op_fsync,
@@ -1058,6 +1891,8 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
     }
     if (kind != LF_REF || ref)
         fs->meta = lf_meta_new(kind, name, ref);
+    if (fs->meta)
+        lf_meta_set_release(fs->meta, release_node);
     lf_refinfo_put(ref);
     if (!fs->cache || !fs->meta) {
         lf_fs_free(fs);
@@ -1070,7 +1905,17 @@ int lf_fs_start(struct lf_fs *fs)
 {
     fs->data_wq = lf_workq_new(fs->cfg->max_requests, "lf-data");
     fs->meta_wq = lf_workq_new(4, "lf-meta");
-    return fs->data_wq && fs->meta_wq ? 0 : -ENOMEM;
+    fs->up_wq = lf_workq_new(4, "lf-upload");
+    if (!fs->data_wq || !fs->meta_wq || !fs->up_wq)
+        return -ENOMEM;
+    struct lf_buf dir = LF_BUF_INIT;
+    if (lf_buf_printf(&dir, "%s/staging", fs->cfg->cache_dir))
+        return -ENOMEM;
+    struct lf_staging_opts so = {.dir = dir.data, .max_bytes = fs->cfg->staging_max,
+                                 .part_size = fs->cfg->part_size};
+    fs->staging = lf_staging_new(fs->store, fs->up_wq, &so);
+    lf_buf_free(&dir);
+    return fs->staging ? 0 : -EIO;
 }
 
 void lf_fs_free(struct lf_fs *fs)
@@ -1079,7 +1924,9 @@ void lf_fs_free(struct lf_fs *fs)
         return;
     lf_workq_free(fs->data_wq);
     lf_workq_free(fs->meta_wq);
+    lf_meta_free(fs->meta); /* drops the nodes' staged files */
+    lf_workq_free(fs->up_wq);
+    lf_staging_free(fs->staging);
     lf_bcache_free(fs->cache);
-    lf_meta_free(fs->meta);
     free(fs);
 }

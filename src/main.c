@@ -11,6 +11,7 @@
  * the fork.
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,8 +156,9 @@ out:
     return rc;
 }
 
-static int prepare_cache_dir(const char *dir)
+static int prepare_cache_dir(struct lf_config *cfg)
 {
+    const char *dir = cfg->cache_dir;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "lakefuse: cannot create cache directory %s: %s\n", dir, strerror(errno));
         return -errno;
@@ -170,6 +172,21 @@ static int prepare_cache_dir(const char *dir)
         fprintf(stderr, "lakefuse: cache directory %s is open to other users and cannot be "
                         "made private: %s\n", dir, strerror(errno));
         return -EACCES;
+    }
+    /* The daemon runs from "/": keep the directory's absolute name. */
+    char *abs = realpath(dir, NULL);
+    if (!abs) {
+        fprintf(stderr, "lakefuse: cache directory %s: %s\n", dir, strerror(errno));
+        return -errno;
+    }
+    free(cfg->cache_dir);
+    cfg->cache_dir = abs;
+    char staging[PATH_MAX + 16];
+    snprintf(staging, sizeof(staging), "%s/staging", abs);
+    if (mkdir(staging, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lakefuse: cannot create staging directory %s: %s\n", staging,
+                strerror(errno));
+        return -errno;
     }
     return 0;
 }
@@ -261,7 +278,7 @@ static int cmd_mount(int argc, char **argv)
     }
     if (cfg.insecure)
         lf_warn("--insecure: the server's TLS certificate is NOT verified");
-    if (check_mountpoint(cfg.mountpoint) || prepare_cache_dir(cfg.cache_dir) ||
+    if (check_mountpoint(cfg.mountpoint) || prepare_cache_dir(&cfg) ||
         lf_http_global_init() != 0)
         goto out;
     if (preflight(&cfg, &root))

@@ -17,6 +17,7 @@ struct lf_meta {
     size_t nbuckets, count;
     uint64_t next_ino;
     struct lf_node *root;
+    void (*release)(struct lf_node *n);
 };
 
 static uint64_t hash_name(uint64_t parent, const char *name)
@@ -127,8 +128,10 @@ static struct lf_node *node_alloc(struct lf_meta *m, struct lf_node *parent,
     return n;
 }
 
-static void node_free(struct lf_node *n)
+static void node_free(struct lf_meta *m, struct lf_node *n)
 {
+    if (n->priv && m->release)
+        m->release(n);
     lf_listing_put(n->listing);
     lf_refinfo_put(n->ref);
     free(n->name);
@@ -167,7 +170,7 @@ void lf_meta_free(struct lf_meta *m)
         struct lf_node *n = m->by_ino[i];
         while (n) {
             struct lf_node *next = n->next_ino;
-            node_free(n);
+            node_free(m, n);
             n = next;
         }
     }
@@ -222,7 +225,7 @@ static void maybe_free(struct lf_meta *m, struct lf_node *n)
         struct lf_node *parent = n->parent;
         unlink_name(m, n);
         unlink_ino(m, n);
-        node_free(n);
+        node_free(m, n);
         if (!parent)
             break;
         parent->pins--;
@@ -246,6 +249,33 @@ void lf_meta_unpin(struct lf_meta *m, struct lf_node *n)
 }
 
 void lf_meta_detach(struct lf_meta *m, struct lf_node *n) { unlink_name(m, n); }
+
+void lf_meta_set_release(struct lf_meta *m, void (*fn)(struct lf_node *n)) { m->release = fn; }
+
+int lf_meta_move(struct lf_meta *m, struct lf_node *n, struct lf_node *newparent,
+                 const char *newname)
+{
+    char *name = strdup(newname);
+    if (!name)
+        return -ENOMEM;
+    struct lf_node *old = lf_meta_child(m, newparent, newname);
+    if (old && old != n)
+        unlink_name(m, old);
+    unlink_name(m, n);
+    struct lf_node *oldparent = n->parent;
+    free(n->name);
+    n->name = name;
+    n->parent = newparent;
+    newparent->pins++;
+    n->name_hash = hash_name(newparent->ino, name);
+    size_t j = slot(m, n->name_hash);
+    n->next_name = m->by_name[j];
+    m->by_name[j] = n;
+    if (oldparent->pins > 0)
+        oldparent->pins--;
+    maybe_free(m, oldparent);
+    return 0;
+}
 
 int lf_meta_path(const struct lf_node *n, struct lf_buf *out)
 {

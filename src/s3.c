@@ -519,7 +519,7 @@ static int s3_get(void *ctx, const char *bucket, const char *key, uint64_t off,
         uint64_t a = 0, b = 0, total = 0;
         char tag[LF_ETAG_MAX];
         lf_etag_copy(tag, r.etag);
-        if (etag && *etag && strcmp(tag, etag) != 0) {
+        if (etag && *etag && !lf_etag_same(tag, etag)) {
             rc = -ESTALE;
             break;
         }

@@ -30,3 +30,14 @@ void lf_etag_copy(char dst[LF_ETAG_MAX], const char *src)
     memcpy(dst, src, n);
     dst[n] = '\0';
 }
+
+/* lakeFS answers a completed multipart upload with "<hex>-<parts>" but
+ * reports the object's ETag as "<hex>" afterwards (S3 keeps the suffix):
+ * both name the same content. */
+bool lf_etag_same(const char *a, const char *b)
+{
+    size_t la = strcspn(a, "-"), lb = strcspn(b, "-");
+    if (strcmp(a, b) == 0)
+        return true;
+    return la == lb && la > 0 && strncmp(a, b, la) == 0 && (a[la] == '\0' || b[lb] == '\0');
+}

@@ -324,7 +324,7 @@ static int mem_get(void *ctx, const char *bucket, const char *key, uint64_t off,
         rc = -ENOENT;
         goto out;
     }
-    if (etag && *etag && strcmp(etag, o->attr.etag) != 0) {
+    if (etag && *etag && !lf_etag_same(etag, o->attr.etag)) {
         rc = -ESTALE;
         goto out;
     }

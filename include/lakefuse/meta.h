@@ -65,6 +65,7 @@ struct lf_node {
     char cached_etag[LF_ETAG_MAX];
 
     struct lf_listing *listing; /* directories: cached entries, or NULL */
+    void *priv;                 /* the filesystem's (staged writes) */
 
     struct lf_node *next_ino, *next_name; /* hash chains */
     uint64_t name_hash;
@@ -98,6 +99,12 @@ void lf_meta_unpin(struct lf_meta *m, struct lf_node *n);
  * valid. */
 void lf_meta_detach(struct lf_meta *m, struct lf_node *n);
 size_t lf_meta_count(struct lf_meta *m);
+/* Called when a node with priv set is freed (also by lf_meta_free). */
+void lf_meta_set_release(struct lf_meta *m, void (*fn)(struct lf_node *n));
+/* Rename: n becomes newparent/newname; a node already there is detached.
+ * Descendants follow, since paths are computed through parents. */
+int lf_meta_move(struct lf_meta *m, struct lf_node *n, struct lf_node *newparent,
+                 const char *newname);
 
 /* The node's path below its ref ("" for the ref itself, "a/b" below). */
 int lf_meta_path(const struct lf_node *n, struct lf_buf *out);

@@ -138,6 +138,9 @@ static inline void lf_store_free(struct lf_store *s)
         s->ops->destroy(s->ctx);
 }
 
+/* Whether two ETags name the same content (see store.c on "-N"). */
+bool lf_etag_same(const char *a, const char *b);
+
 /* Copies a store attribute's ETag, dropping surrounding quotes. */
 void lf_etag_copy(char dst[LF_ETAG_MAX], const char *src);
 
