@@ -58,6 +58,8 @@ static const struct opt OPTS[] = {
     {"retries", 0, K_UINT, F(retries), "N", "5", "retries of a failed idempotent request"},
     {"staging-max", 0, K_MIB, F(staging_max), "MIB", "25% of the cache directory's free space",
      "bytes of written data waiting for upload"},
+    {"keep-staged", 0, K_FLAG, F(keep_staged), NULL, "off",
+     "leave files a killed daemon staged in the cache directory instead of uploading them"},
     {"part-size", 0, K_MIB, F(part_size), "MIB", "8", "multipart upload part size (grows for huge files)"},
     {"ca-bundle", 0, K_STR, F(ca_bundle), "FILE", "system store", "CA certificates for HTTPS"},
     {"insecure", 0, K_FLAG, F(insecure), NULL, "off", "do not verify the server's certificate"},

@@ -1913,7 +1913,19 @@ int lf_fs_start(struct lf_fs *fs)
         return -ENOMEM;
     struct lf_staging_opts so = {.dir = dir.data, .max_bytes = fs->cfg->staging_max,
                                  .part_size = fs->cfg->part_size};
+    /* What a killed daemon left staged is found before this run stages
+     * anything in the same directory. */
+    struct lf_orphan *orphans = NULL;
+    size_t norphans = 0;
+    int rc = lf_staging_find_orphans(dir.data, &orphans, &norphans);
     fs->staging = lf_staging_new(fs->store, fs->up_wq, &so);
+    if (!rc && fs->staging && norphans) {
+        lf_warn("found %zu file(s) staged by an earlier run that did not upload them; %s",
+                norphans, fs->cfg->keep_staged ? "leaving them (--keep-staged)" : "uploading");
+        for (size_t i = 0; i < norphans; i++)
+            lf_staging_recover(fs->staging, &orphans[i], !fs->cfg->keep_staged);
+    }
+    lf_orphans_free(orphans, norphans);
     lf_buf_free(&dir);
     return fs->staging ? 0 : -EIO;
 }

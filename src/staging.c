@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "lakefuse/buf.h"
+#include "lakefuse/hash.h"
 #include "lakefuse/log.h"
 
 #define MAX_PARTS 10000
@@ -135,8 +136,11 @@ static void count(struct lf_staging *s, uint64_t *counter)
 static int write_manifest(struct lf_sfile *f)
 {
     struct lf_buf b = LF_BUF_INIT, tmp = LF_BUF_INIT;
-    int rc = lf_buf_printf(&b, MANIFEST_MAGIC "%zu %s\n%zu %s\n", strlen(f->bucket), f->bucket,
-                           strlen(f->key), f->key);
+    /* The base ETag lets recovery tell our stale bytes from a newer
+     * object someone else wrote since. */
+    const char *base = f->has_base ? f->base.etag : "";
+    int rc = lf_buf_printf(&b, MANIFEST_MAGIC "%zu %s\n%zu %s\n%zu %s\n", strlen(f->bucket),
+                           f->bucket, strlen(f->key), f->key, strlen(base), base);
     if (!rc)
         rc = lf_buf_printf(&tmp, "%s.tmp", f->manifest);
     if (rc)
@@ -1041,7 +1045,7 @@ unsigned lf_staging_flush_all(struct lf_staging *s)
 static char *read_field(FILE *fp)
 {
     size_t len;
-    if (fscanf(fp, "%zu ", &len) != 1 || len > 4096)
+    if (fscanf(fp, "%zu", &len) != 1 || len > 4096 || fgetc(fp) != ' ')
         return NULL;
     char *v = malloc(len + 1);
     if (v && (fread(v, 1, len, fp) != len || fgetc(fp) != '\n')) {
@@ -1080,11 +1084,13 @@ int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n)
             strcmp(magic, MANIFEST_MAGIC) == 0) {
             o.bucket = read_field(fp);
             o.key = o.bucket ? read_field(fp) : NULL;
+            o.base_etag = o.key ? read_field(fp) : NULL;
         }
         if (fp)
             fclose(fp);
-        if (!o.bucket || !o.key || stat(o.data_path, &st) != 0) {
+        if (!o.bucket || !o.key || !o.base_etag || stat(o.data_path, &st) != 0) {
             lf_warn("staging: ignoring unreadable manifest %s", o.manifest_path);
+            free(o.base_etag);
             free(o.bucket);
             free(o.key);
             free(o.data_path);
@@ -1097,6 +1103,7 @@ int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n)
             struct lf_orphan *nv = realloc(*out, cap * sizeof(*nv));
             if (!nv) {
                 rc = -ENOMEM;
+                free(o.base_etag);
                 free(o.bucket);
                 free(o.key);
                 free(o.data_path);
@@ -1119,10 +1126,110 @@ int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n)
 void lf_orphans_free(struct lf_orphan *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        free(v[i].base_etag);
         free(v[i].bucket);
         free(v[i].key);
         free(v[i].data_path);
         free(v[i].manifest_path);
     }
     free(v);
+}
+
+/* MD5 (hex) of a whole file, to recognise content already uploaded. */
+static int file_md5_hex(int fd, uint64_t size, char hex[LF_ETAG_MAX])
+{
+    struct lf_hash *h = lf_hash_new(LF_HASH_MD5);
+    struct lf_hash_result res;
+    char *buf = malloc(LOAD_CHUNK);
+    int rc = h && buf ? 0 : -ENOMEM;
+    for (uint64_t off = 0; !rc && off < size;) {
+        ssize_t got = pread(fd, buf, LOAD_CHUNK, (off_t)off);
+        if (got <= 0)
+            rc = -EIO;
+        else
+            rc = lf_hash_update(h, buf, (size_t)got), off += (uint64_t)got;
+    }
+    if (!rc)
+        rc = lf_hash_final(h, &res);
+    for (int i = 0; !rc && i < LF_MD5_LEN; i++)
+        snprintf(hex + 2 * i, 3, "%02x", res.md5[i]);
+    free(buf);
+    lf_hash_free(h);
+    return rc;
+}
+
+int lf_staging_recover(struct lf_staging *s, const struct lf_orphan *o, bool upload)
+{
+    struct lf_obj_attr cur;
+    char md5[LF_ETAG_MAX] = "";
+    int fd = open(o->data_path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = o->size < s->part_size ? file_md5_hex(fd, o->size, md5) : 0;
+    int hrc = rc ? rc : s->store->ops->head(s->store->ctx, o->bucket, o->key, &cur);
+    if (hrc && hrc != -ENOENT) {
+        close(fd);
+        lf_err("staged %s/%s (%s): cannot check the branch (%s); left for the next mount",
+               o->bucket, o->key, o->data_path, strerror(-hrc));
+        return hrc;
+    }
+    bool there = hrc == 0 && md5[0] && lf_etag_same(cur.etag, md5);
+    bool unchanged = (hrc == -ENOENT && !o->base_etag[0]) ||
+                     (hrc == 0 && o->base_etag[0] && lf_etag_same(cur.etag, o->base_etag));
+    if (there) {
+        close(fd);
+        lf_info("staged %s/%s was uploaded before the daemon stopped; removing %s", o->bucket,
+                o->key, o->data_path);
+        unlink(o->manifest_path);
+        unlink(o->data_path);
+        return 0;
+    }
+    if (!unchanged || !upload) {
+        close(fd);
+        if (!unchanged)
+            lf_warn("staged %s/%s: the object changed on the branch since it was staged; not "
+                    "overwriting it. The staged bytes stay in %s", o->bucket, o->key,
+                    o->data_path);
+        else
+            lf_warn("staged %s/%s (%" PRIu64 " bytes) left in %s, as asked", o->bucket, o->key,
+                    o->size, o->data_path);
+        return unchanged ? 0 : -EEXIST;
+    }
+
+    /* Adopt the file as a dirty staged file and flush it like any other. */
+    struct lf_sfile *f = calloc(1, sizeof(*f));
+    if (!f) {
+        close(fd);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->nfiles++;
+    pthread_mutex_unlock(&s->lock);
+    f->s = s;
+    f->refs = 1;
+    f->fd = fd;
+    f->bucket = strdup(o->bucket);
+    f->key = strdup(o->key);
+    f->path = strdup(o->data_path);
+    f->manifest = strdup(o->manifest_path);
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    pthread_mutex_init(&f->flush_lock, NULL);
+    f->loaded = f->dirty = f->manifest_written = true;
+    f->gen = 1;
+    f->size = o->size;
+    rc = f->bucket && f->key && f->path && f->manifest ? charge(f, o->size) : -ENOMEM;
+    if (!rc)
+        rc = lf_sfile_flush(f, NULL);
+    if (!rc)
+        lf_info("uploaded %s/%s (%" PRIu64 " bytes) staged by an earlier run", o->bucket, o->key,
+                o->size);
+    pthread_mutex_lock(&s->lock);
+    f->next = s->files;
+    if (s->files)
+        s->files->prev = f;
+    s->files = f;
+    pthread_mutex_unlock(&s->lock);
+    lf_sfile_unref(f); /* clean: removed; dirty: kept on disk, logged */
+    return rc;
 }

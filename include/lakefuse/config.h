@@ -41,6 +41,7 @@ struct lf_config {
 
     size_t staging_max;     /* bytes of staged writes; 0 = automatic */
     size_t part_size;       /* multipart part size, bytes */
+    bool keep_staged;       /* do not upload what an earlier run left staged */
 
     /* Arguments for libfuse (program name, -o options). */
     int fuse_argc;

@@ -94,10 +94,14 @@ unsigned lf_staging_flush_all(struct lf_staging *s);
 
 /* Staged files a killed daemon left in dir (their manifests). */
 struct lf_orphan {
-    char *bucket, *key, *data_path, *manifest_path;
+    char *bucket, *key, *base_etag, *data_path, *manifest_path;
     uint64_t size;
 };
 int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n);
 void lf_orphans_free(struct lf_orphan *v, size_t n);
+/* Uploads an orphan (or, upload false, leaves it and says so). Content
+ * already on the branch is just removed; an object that changed on the
+ * branch since staging is never overwritten (-EEXIST, file kept). */
+int lf_staging_recover(struct lf_staging *s, const struct lf_orphan *o, bool upload);
 
 #endif
