@@ -669,10 +669,12 @@ static bool staged_size(const struct lf_node *n, uint64_t *size)
 }
 
 /* Where a change may happen: a branch of a writable mount. Lock held. */
-static int check_writable(const struct lf_node *n)
+static int check_writable(const struct lf_fs *fs, const struct lf_node *n)
 {
     if (!n)
         return -ENOENT;
+    if (fs->cfg->read_only)
+        return -EROFS;
     if (n->kind == LF_ROOT || n->kind == LF_REPO)
         return -EPERM; /* repositories and branches are made with lakeFS */
     return n->ref && n->ref->writable ? 0 : -EROFS;
@@ -693,7 +695,7 @@ static int change_begin(struct lf_fs *fs, fuse_ino_t parent_ino, const char *nam
         return -ENAMETOOLONG;
     lf_meta_lock(fs->meta);
     struct lf_node *p = lf_meta_get(fs->meta, parent_ino);
-    int rc = check_writable(p);
+    int rc = check_writable(fs, p);
     if (!rc && p->kind == LF_FILE)
         rc = -ENOTDIR;
     if (!rc)
@@ -1275,7 +1277,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 {
     struct lf_fs *fs = fs_of(req);
     lf_meta_lock(fs->meta);
-    int rc = check_writable(lf_meta_get(fs->meta, parent));
+    int rc = check_writable(fs, lf_meta_get(fs->meta, parent));
     lf_meta_unlock(fs->meta);
     fuse_reply_err(req, rc ? -rc : EPERM); /* objects cannot be links */
 }
@@ -1284,7 +1286,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 {
     struct lf_fs *fs = fs_of(req);
     lf_meta_lock(fs->meta);
-    int rc = check_writable(lf_meta_get(fs->meta, newparent));
+    int rc = check_writable(fs, lf_meta_get(fs->meta, newparent));
     lf_meta_unlock(fs->meta);
     fuse_reply_err(req, rc ? -rc : EPERM);
 }
@@ -1334,7 +1336,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     int rc;
     lf_meta_lock(fs->meta);
     struct lf_node *n = lf_meta_get(fs->meta, ino);
-    rc = check_writable(n);
+    rc = check_writable(fs, n);
     if (!rc)
         lf_meta_pin(n);
     lf_meta_unlock(fs->meta);
@@ -1440,7 +1442,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (n)
         lf_meta_pin(n);
     if (n && write)
-        rc = check_writable(n);
+        rc = check_writable(fs, n);
     lf_meta_unlock(fs->meta);
     if (!n) {
         fuse_reply_err(req, ENOENT);
