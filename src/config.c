@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <sys/stat.h>
 
 #include "lakefuse/log.h"
 #include "lakefuse/uri.h"
@@ -61,6 +62,8 @@ static const struct opt OPTS[] = {
     {"keep-staged", 0, K_FLAG, F(keep_staged), NULL, "off",
      "leave files a killed daemon staged in the cache directory instead of uploading them"},
     {"part-size", 0, K_MIB, F(part_size), "MIB", "8", "multipart upload part size (grows for huge files)"},
+    {"config", 0, K_STR, F(config_file), "FILE", "~/.lakectl.yaml",
+     "lakectl configuration to take credentials and endpoint from when the environment has none"},
     {"ca-bundle", 0, K_STR, F(ca_bundle), "FILE", "system store", "CA certificates for HTTPS"},
     {"insecure", 0, K_FLAG, F(insecure), NULL, "off", "do not verify the server's certificate"},
     {"option", 'o', K_FUSE, 0, "OPT[,OPT]", "", "FUSE mount options, e.g. allow_other"},
@@ -79,8 +82,8 @@ void lf_config_usage(FILE *out)
             "(main~1, main@) opens by name and is read-only; commit IDs are cached\n"
             "for the life of the mount.\n\n"
             "Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or\n"
-            "LAKECTL_CREDENTIALS_ACCESS_KEY_ID and LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY\n"
-            "(never on the command line).\n\nOptions:\n");
+            "LAKECTL_CREDENTIALS_ACCESS_KEY_ID and LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY,\n"
+            "else lakectl's configuration file (never on the command line).\n\nOptions:\n");
     for (size_t i = 0; i < NOPTS; i++) {
         const struct opt *o = &OPTS[i];
         char head[64];
@@ -203,7 +206,72 @@ static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *
     return 0;
 }
 
-/* Credentials and endpoint from the environment, the AWS names first. */
+/* lakectl's own file (~/.lakectl.yaml): the few keys lakefuse needs,
+ *
+ *     credentials:
+ *       access_key_id: ...
+ *       secret_access_key: ...
+ *     server:
+ *       endpoint_url: ...
+ *
+ * read line by line (two levels, scalars only) rather than with a YAML
+ * library. A file others can read gets a warning: it holds a secret. */
+static int from_lakectl_file(struct lf_config *c, const char *path, bool explicit, FILE *err)
+{
+    FILE *fp = fopen(path, "re");
+    if (!fp) {
+        if (!explicit && errno == ENOENT)
+            return 0;
+        fprintf(err, "lakefuse: cannot read %s: %s\n", path, strerror(errno));
+        return -errno;
+    }
+    struct stat st;
+    if (fstat(fileno(fp), &st) == 0 && (st.st_mode & 077))
+        fprintf(err, "lakefuse: warning: %s holds credentials and is readable by other users "
+                     "(mode %04o); run chmod 600 %s\n", path, (unsigned)(st.st_mode & 07777),
+                path);
+    char line[1024], section[64] = "";
+    int rc = 0;
+    while (!rc && fgets(line, sizeof(line), fp)) {
+        char *p = line, *colon, *v;
+        line[strcspn(line, "\r\n")] = '\0';
+        bool indented = *p == ' ' || *p == '\t';
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '#' || !*p || !(colon = strchr(p, ':')))
+            continue;
+        *colon = '\0';
+        v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t vl = strlen(v);
+        while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+            v[--vl] = '\0';
+        if (vl >= 2 && (v[0] == '"' || v[0] == '\'') && v[vl - 1] == v[0]) {
+            v[vl - 1] = '\0';
+            v++;
+        }
+        if (!indented) {
+            snprintf(section, sizeof(section), "%.63s", p);
+            continue;
+        }
+        char **dst = NULL;
+        if (strcmp(section, "credentials") == 0 && strcmp(p, "access_key_id") == 0)
+            dst = &c->access_key;
+        else if (strcmp(section, "credentials") == 0 && strcmp(p, "secret_access_key") == 0)
+            dst = &c->secret_key;
+        else if (strcmp(section, "server") == 0 && strcmp(p, "endpoint_url") == 0)
+            dst = &c->endpoint;
+        if (dst && !*dst && *v)
+            rc = set_string(dst, v);
+    }
+    OPENSSL_cleanse(line, sizeof(line));
+    fclose(fp);
+    return rc;
+}
+
+/* Credentials and endpoint from the environment, the AWS names first,
+ * then lakectl's configuration file. */
 static int from_env(struct lf_config *c, FILE *err)
 {
     const char *ak = getenv("AWS_ACCESS_KEY_ID");
@@ -212,14 +280,25 @@ static int from_env(struct lf_config *c, FILE *err)
         ak = getenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID");
     if (!sk || !*sk)
         sk = getenv("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY");
-    if (!ak || !*ak || !sk || !*sk) {
+    if (ak && *ak && sk && *sk &&
+        (set_string(&c->access_key, ak) || set_string(&c->secret_key, sk)))
+        return -ENOMEM;
+    if (!c->access_key || !c->secret_key || (!c->endpoint && !getenv("LAKECTL_SERVER_ENDPOINT_URL"))) {
+        const char *home = getenv("HOME");
+        char def[4096];
+        snprintf(def, sizeof(def), "%s/.lakectl.yaml", home ? home : "");
+        int rc = from_lakectl_file(c, c->config_file ? c->config_file : def,
+                                   c->config_file != NULL, err);
+        if (rc)
+            return rc;
+    }
+    if (!c->access_key || !c->secret_key) {
         fprintf(err, "lakefuse: no credentials: set AWS_ACCESS_KEY_ID and "
                      "AWS_SECRET_ACCESS_KEY (or LAKECTL_CREDENTIALS_ACCESS_KEY_ID and "
-                     "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY)\n");
+                     "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY), or put them in lakectl's "
+                     "~/.lakectl.yaml\n");
         return -EINVAL;
     }
-    if (set_string(&c->access_key, ak) || set_string(&c->secret_key, sk))
-        return -ENOMEM;
     if (!c->endpoint) {
         const char *ep = getenv("LAKECTL_SERVER_ENDPOINT_URL");
         if (!ep || !*ep) {
@@ -360,7 +439,7 @@ void lf_config_free(struct lf_config *c)
         free(c->secret_key);
     }
     char **strs[] = {&c->endpoint, &c->access_key, &c->region, &c->repo, &c->ref,
-                     &c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle};
+                     &c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle, &c->config_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (int i = 0; i < c->fuse_argc; i++)

@@ -23,6 +23,7 @@ struct lf_config {
     char *cache_dir;
     char *log_file;
     char *ca_bundle;
+    char *config_file;  /* lakectl's YAML; NULL: ~/.lakectl.yaml */
     bool insecure;
     bool foreground;
     bool read_only;
