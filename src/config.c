@@ -148,6 +148,16 @@ static int push_fuse_arg(struct lf_config *c, const char *a)
     return 0;
 }
 
+/* Whether a comma-separated option list holds tok. */
+static bool has_token(const char *list, const char *tok)
+{
+    size_t n = strlen(tok);
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (strncmp(p, tok, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
 static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *err)
 {
     char *base = (char *)c;
@@ -413,6 +423,18 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
         return rc;
     if ((rc = from_env(c, err)) || (rc = normalise_endpoint(c, err)))
         return rc;
+    /* Other users let in must meet the files' permissions: the kernel
+     * checks them only with default_permissions. */
+    bool others = false;
+    for (int i = 1; i + 1 < c->fuse_argc; i++)
+        if (strcmp(c->fuse_argv[i], "-o") == 0 && has_token(c->fuse_argv[i + 1], "allow_other"))
+            others = true;
+    char fsname[LF_REPO_NAME_MAX + LF_REF_MAX + 32];
+    snprintf(fsname, sizeof(fsname), "fsname=lakefs://%s%s%s,subtype=lakefuse",
+             c->repo ? c->repo : "", c->ref ? "/" : "", c->ref ? c->ref : "");
+    if ((others && (push_fuse_arg(c, "-o") || push_fuse_arg(c, "default_permissions"))) ||
+        push_fuse_arg(c, "-o") || push_fuse_arg(c, fsname))
+        return -ENOMEM;
     if (!c->region && (rc = set_string(&c->region, "us-east-1")))
         return rc;
     if (!c->cache_dir && (rc = default_cache_dir(c)))
