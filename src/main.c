@@ -292,6 +292,7 @@ static int cmd_mount(int argc, char **argv)
     }
     struct fuse_args args = FUSE_ARGS_INIT(cfg.fuse_argc, cfg.fuse_argv);
     se = fuse_session_new(&args, lf_fs_ops(), sizeof(*lf_fs_ops()), fs);
+    fuse_opt_free_args(&args); /* libfuse may have added to them */
     if (!se) {
         fprintf(stderr, "lakefuse: bad FUSE options\n");
         goto out;
