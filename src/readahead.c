@@ -263,29 +263,16 @@ static void plan_readahead(struct lf_reader *r, uint64_t off, uint64_t end)
     }
 }
 
-ssize_t lf_reader_read(struct lf_reader *r, void *dst, size_t len, uint64_t off,
-                       const struct lf_read_ctl *ctl)
+/* Pins the blocks covering [off, off + len) once they are READY, fetching
+ * what is missing; fills held[] (at most MAX_RUN + 1). len has been
+ * clipped to the object and spans at most MAX_RUN blocks. */
+static int pin_range(struct lf_reader *r, uint64_t off, size_t len,
+                     const struct lf_read_ctl *ctl, struct lf_block **held, unsigned *nheld)
 {
-    if (off >= r->size || len == 0)
-        return 0;
-    if (len > r->size - off)
-        len = (size_t)(r->size - off);
     uint64_t end = off + len;
     uint64_t first = off / r->bs, last = (end - 1) / r->bs;
-    struct lf_block *held[MAX_RUN + 2];
-    unsigned nheld = 0;
-    ssize_t ret = 0;
     int rc = 0;
-
-    if (last - first + 1 > MAX_RUN) {
-        /* Larger than any FUSE read: split. */
-        size_t half = (size_t)(MAX_RUN / 2) * r->bs;
-        ssize_t a = lf_reader_read(r, dst, half, off, ctl);
-        if (a < (ssize_t)half)
-            return a;
-        ssize_t b = lf_reader_read(r, (char *)dst + half, len - half, off + half, ctl);
-        return b < 0 ? b : a + b;
-    }
+    *nheld = 0;
 
     plan_readahead(r, off, end);
 
@@ -300,7 +287,7 @@ ssize_t lf_reader_read(struct lf_reader *r, void *dst, size_t len, uint64_t off,
         rc = lf_bcache_acquire(r->cache, &k, LF_BC_DEMAND, &b, &created);
         if (rc)
             break;
-        held[nheld++] = b;
+        held[(*nheld)++] = b;
         if (created) {
             if (run.n == 0)
                 run.first = idx;
@@ -317,31 +304,99 @@ ssize_t lf_reader_read(struct lf_reader *r, void *dst, size_t len, uint64_t off,
         /* Blocks we created but never fetched must not stay PENDING. */
         for (unsigned i = 0; i < run.n; i++)
             lf_bcache_complete(r->cache, run.blocks[i], 0, rc);
-        goto out;
+        return rc;
     }
-
-    for (unsigned i = 0; i < nheld; i++) {
-        rc = lf_bcache_wait(r->cache, held[i], ctl);
-        if (rc)
-            goto out;
+    for (unsigned i = 0; i < *nheld; i++) {
+        if ((rc = lf_bcache_wait(r->cache, held[i], ctl)))
+            return rc;
         uint64_t bstart = (first + i) * r->bs;
-        uint64_t from = off > bstart ? off - bstart : 0;
         uint64_t to = end - bstart < r->bs ? end - bstart : r->bs;
-        size_t blen = lf_block_len(held[i]);
-        if (to > blen) {
-            rc = -EIO; /* a short block in the middle: cannot happen */
-            goto out;
-        }
-        memcpy((char *)dst + (bstart + from - off), (char *)lf_block_data(held[i]) + from,
-               (size_t)(to - from));
+        if (to > lf_block_len(held[i]))
+            return -EIO; /* a short block in the middle: cannot happen */
     }
-    ret = (ssize_t)len;
-out:
+    return 0;
+}
+
+/* Unpins; a block read to its end is one a sequential reader is done with. */
+static void unpin_range(struct lf_reader *r, uint64_t off, size_t len, struct lf_block **held,
+                        unsigned nheld)
+{
+    uint64_t first = off / r->bs, end = off + len;
     for (unsigned i = 0; i < nheld; i++) {
         uint64_t bend = (first + i + 1) * r->bs;
         lf_bcache_release(r->cache, held[i], bend <= end);
     }
-    return rc ? rc : ret;
+}
+
+/* Clips a read to the object; 0 when nothing is left to read. */
+static size_t clip(const struct lf_reader *r, size_t len, uint64_t off)
+{
+    if (off >= r->size)
+        return 0;
+    return len > r->size - off ? (size_t)(r->size - off) : len;
+}
+
+ssize_t lf_reader_read(struct lf_reader *r, void *dst, size_t len, uint64_t off,
+                       const struct lf_read_ctl *ctl)
+{
+    if ((len = clip(r, len, off)) == 0)
+        return 0;
+    if ((len + r->bs - 1) / r->bs + 1 > MAX_RUN) {
+        /* Larger than any FUSE read: split. */
+        size_t half = (size_t)(MAX_RUN / 2) * r->bs;
+        ssize_t a = lf_reader_read(r, dst, half, off, ctl);
+        if (a < (ssize_t)half)
+            return a;
+        ssize_t b = lf_reader_read(r, (char *)dst + half, len - half, off + half, ctl);
+        return b < 0 ? b : a + b;
+    }
+    struct lf_block *held[MAX_RUN + 2];
+    unsigned nheld;
+    int rc = pin_range(r, off, len, ctl, held, &nheld);
+    if (!rc) {
+        uint64_t first = off / r->bs, end = off + len;
+        for (unsigned i = 0; i < nheld; i++) {
+            uint64_t bstart = (first + i) * r->bs;
+            uint64_t from = off > bstart ? off - bstart : 0;
+            uint64_t to = end - bstart < r->bs ? end - bstart : r->bs;
+            memcpy((char *)dst + (bstart + from - off), (char *)lf_block_data(held[i]) + from,
+                   (size_t)(to - from));
+        }
+    }
+    unpin_range(r, off, len, held, nheld);
+    return rc ? rc : (ssize_t)len;
+}
+
+int lf_reader_pin(struct lf_reader *r, size_t len, uint64_t off, const struct lf_read_ctl *ctl,
+                  struct lf_pinned *p)
+{
+    memset(p, 0, sizeof(*p));
+    if ((len = clip(r, len, off)) == 0)
+        return 0;
+    if ((len + r->bs - 1) / r->bs + 1 > LF_PIN_MAX)
+        return -EINVAL;
+    p->off = off;
+    p->len = len;
+    int rc = pin_range(r, off, len, ctl, p->blocks, &p->nblocks);
+    if (rc) {
+        lf_reader_unpin(r, p);
+        return rc;
+    }
+    uint64_t first = off / r->bs, end = off + len;
+    for (unsigned i = 0; i < p->nblocks; i++) {
+        uint64_t bstart = (first + i) * r->bs;
+        uint64_t from = off > bstart ? off - bstart : 0;
+        uint64_t to = end - bstart < r->bs ? end - bstart : r->bs;
+        p->iov[i].iov_base = (char *)lf_block_data(p->blocks[i]) + from;
+        p->iov[i].iov_len = (size_t)(to - from);
+    }
+    return 0;
+}
+
+void lf_reader_unpin(struct lf_reader *r, struct lf_pinned *p)
+{
+    unpin_range(r, p->off, p->len, p->blocks, p->nblocks);
+    p->nblocks = 0;
 }
 
 void lf_reader_get_stats(struct lf_reader *r, struct lf_ra_stats *st)

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "lakefuse/bcache.h"
 #include "lakefuse/store.h"
@@ -46,6 +47,22 @@ void lf_reader_free(struct lf_reader *r);
 /* Returns bytes read (short only at end of object) or a negative errno. */
 ssize_t lf_reader_read(struct lf_reader *r, void *dst, size_t len, uint64_t off,
                        const struct lf_read_ctl *ctl);
+/* Zero-copy reads: the cache blocks covering a read, pinned, as an iovec
+ * (for fuse_reply_iov). Reads span at most LF_PIN_MAX - 1 blocks
+ * (-EINVAL otherwise). iovcnt is 0 at the end of the object. Unpin after
+ * the reply, also after an error. */
+#define LF_PIN_MAX 8
+struct lf_pinned {
+    struct iovec iov[LF_PIN_MAX];
+    struct lf_block *blocks[LF_PIN_MAX];
+    unsigned nblocks;
+    uint64_t off;
+    size_t len;
+};
+int lf_reader_pin(struct lf_reader *r, size_t len, uint64_t off, const struct lf_read_ctl *ctl,
+                  struct lf_pinned *p);
+void lf_reader_unpin(struct lf_reader *r, struct lf_pinned *p);
+
 void lf_reader_get_stats(struct lf_reader *r, struct lf_ra_stats *st);
 
 #endif
