@@ -1849,6 +1849,25 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     (void)fs;
 }
 
+/* `lakefuse unmount` asks for every staged file to be uploaded before it
+ * unmounts, through this attribute of any directory, and learns whether
+ * that worked. */
+#define FLUSH_XATTR "user.lakefuse.flush"
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    struct lf_fs *fs = fs_of(req);
+    if (strcmp(name, FLUSH_XATTR) != 0) {
+        fuse_reply_err(req, ENOTSUP);
+        return;
+    }
+    unsigned failed = fs->staging ? lf_staging_flush_all(fs->staging) : 0;
+    if (failed)
+        lf_err("flush before unmount: %u staged file(s) could not be uploaded", failed);
+    fuse_reply_err(req, failed ? EIO : 0);
+}
+
 /* Unmount: what is still staged goes up before the daemon exits. */
 static void op_destroy(void *userdata)
 {
@@ -1889,6 +1908,7 @@ static const struct fuse_lowlevel_ops OPS = {
     .readdirplus = op_readdirplus,
     .releasedir = op_releasedir,
     .statfs = op_statfs,
+    .setxattr = op_setxattr,
 };
 
 const struct fuse_lowlevel_ops *lf_fs_ops(void) { return &OPS; }

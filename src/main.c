@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "lakefuse/config.h"
@@ -350,7 +351,15 @@ static int cmd_unmount(int argc, char **argv)
         fprintf(stderr, "usage: lakefuse unmount MOUNTPOINT\n");
         return 2;
     }
-    return run_fusermount("-u", argv[1]);
+    /* Uploads first, while the daemon can still report on them. */
+    int rc = 0;
+    if (setxattr(argv[1], "user.lakefuse.flush", "1", 1, 0) != 0 && errno == EIO) {
+        fprintf(stderr, "lakefuse: some written files could not be uploaded; they stay staged "
+                        "in the cache directory and the next mount uploads them (see the log)\n");
+        rc = 1;
+    }
+    int u = run_fusermount("-u", argv[1]);
+    return u ? u : rc;
 }
 
 int main(int argc, char **argv)

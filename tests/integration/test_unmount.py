@@ -1,0 +1,53 @@
+"""`lakefuse unmount` uploads what is staged before unmounting, says so when
+it cannot, and the next mount on the same cache directory finishes the job."""
+import errno
+import os
+import subprocess
+
+from lf_helpers import BINARY, is_mounted
+
+
+def unmount(path):
+    return subprocess.run([str(BINARY), "unmount", str(path)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_unmount_reports_uploads_that_failed_and_next_mount_finishes(lakefs, repo, s3, mount):
+    m = mount(f"lakefs://{repo}", "--retries", "0", "--timeout", "5", "--branch-ttl", "600")
+    cache = m.cmd[m.cmd.index("--cache-dir") + 1]
+    # Listed now, so creating a name needs no request: only the upload fails.
+    assert os.listdir(m.path / "main") == []
+    lakefs.set_faults(fail_rate=1.0)
+    try:
+        with open(m.path / "main" / "late.txt", "wb") as f:
+            f.write(b"written while the gateway failed\n")
+            try:
+                f.close()
+                closed = 0
+            except OSError as e:
+                closed = e.errno
+        assert closed == errno.EIO, "close() must report the failed upload"
+        res = unmount(m.path)
+    finally:
+        lakefs.set_faults(fail_rate=0.0)
+    assert res.returncode != 0 and "could not be uploaded" in res.stderr, res
+    assert not is_mounted(m.path)
+    staged = [n for n in os.listdir(os.path.join(cache, "staging")) if not n.endswith(".m")]
+    assert staged, "the written data must stay staged"
+    m.proc.wait(timeout=60)
+
+    # A new mount on the same cache directory uploads it.
+    m2 = mount(f"lakefs://{repo}", "--cache-dir", cache)
+    got = s3.get_object(Bucket=repo, Key="main/late.txt")["Body"].read()
+    assert got == b"written while the gateway failed\n"
+    assert "staged by an earlier run" in m2.log()
+    assert os.listdir(os.path.join(cache, "staging")) == []
+
+
+def test_unmount_with_nothing_pending_succeeds(lakefs, repo, s3, mount):
+    m = mount(f"lakefs://{repo}")
+    (m.path / "main" / "ok.txt").write_bytes(b"fine")
+    res = unmount(m.path)
+    assert res.returncode == 0, res
+    assert not is_mounted(m.path)
+    assert s3.get_object(Bucket=repo, Key="main/ok.txt")["Body"].read() == b"fine"
