@@ -153,8 +153,14 @@ static int answer_error(const struct call *c, const struct lf_http_resp *r, char
     int err = lf_s3_code_errno(code);
     if (r->status == 400 && err == -EIO)
         err = -EINVAL;
-    if (!(c->method[0] == 'H' && r->status == 404))
+    /* A missing key is an everyday answer (lookups); a retryable one is
+     * logged by the retry loop; anything else is a failure worth a line. */
+    bool unknown_ref = r->status == 400 && strcmp(c->op, "ListObjectsV2") == 0;
+    if (r->status == 404 || unknown_ref || retryable_status(r->status, code))
         lf_dbg("%s %s/%s: HTTP %ld %s%s%s", c->op, c->bucket ? c->bucket : "",
+               c->key ? c->key : "", r->status, code, message[0] ? ": " : "", message);
+    else
+        lf_err("%s %s/%s: HTTP %ld %s%s%s", c->op, c->bucket ? c->bucket : "",
                c->key ? c->key : "", r->status, code, message[0] ? ": " : "", message);
     return err;
 }
