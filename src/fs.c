@@ -1541,8 +1541,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         int rc = lf_reader_pin(fh->reader, size, (uint64_t)off, &ctl, &p);
         if (rc == 0) {
             count_read(fh, p.len);
+            /* fh may be released once the reply is out: touch only p. */
             fuse_reply_iov(req, p.iov, (int)p.nblocks);
-            lf_reader_unpin(fh->reader, &p);
+            lf_reader_unpin(&p);
             return;
         }
         if (rc != -EINVAL) {

@@ -318,13 +318,13 @@ static int pin_range(struct lf_reader *r, uint64_t off, size_t len,
 }
 
 /* Unpins; a block read to its end is one a sequential reader is done with. */
-static void unpin_range(struct lf_reader *r, uint64_t off, size_t len, struct lf_block **held,
-                        unsigned nheld)
+static void unpin_range(struct lf_bcache *cache, size_t bs, uint64_t off, size_t len,
+                        struct lf_block **held, unsigned nheld)
 {
-    uint64_t first = off / r->bs, end = off + len;
+    uint64_t first = off / bs, end = off + len;
     for (unsigned i = 0; i < nheld; i++) {
-        uint64_t bend = (first + i + 1) * r->bs;
-        lf_bcache_release(r->cache, held[i], bend <= end);
+        uint64_t bend = (first + i + 1) * bs;
+        lf_bcache_release(cache, held[i], bend <= end);
     }
 }
 
@@ -363,7 +363,7 @@ ssize_t lf_reader_read(struct lf_reader *r, void *dst, size_t len, uint64_t off,
                    (size_t)(to - from));
         }
     }
-    unpin_range(r, off, len, held, nheld);
+    unpin_range(r->cache, r->bs, off, len, held, nheld);
     return rc ? rc : (ssize_t)len;
 }
 
@@ -371,6 +371,8 @@ int lf_reader_pin(struct lf_reader *r, size_t len, uint64_t off, const struct lf
                   struct lf_pinned *p)
 {
     memset(p, 0, sizeof(*p));
+    p->cache = r->cache;
+    p->bs = r->bs;
     if ((len = clip(r, len, off)) == 0)
         return 0;
     if ((len + r->bs - 1) / r->bs + 1 > LF_PIN_MAX)
@@ -379,7 +381,7 @@ int lf_reader_pin(struct lf_reader *r, size_t len, uint64_t off, const struct lf
     p->len = len;
     int rc = pin_range(r, off, len, ctl, p->blocks, &p->nblocks);
     if (rc) {
-        lf_reader_unpin(r, p);
+        lf_reader_unpin(p);
         return rc;
     }
     uint64_t first = off / r->bs, end = off + len;
@@ -393,9 +395,9 @@ int lf_reader_pin(struct lf_reader *r, size_t len, uint64_t off, const struct lf
     return 0;
 }
 
-void lf_reader_unpin(struct lf_reader *r, struct lf_pinned *p)
+void lf_reader_unpin(struct lf_pinned *p)
 {
-    unpin_range(r, p->off, p->len, p->blocks, p->nblocks);
+    unpin_range(p->cache, p->bs, p->off, p->len, p->blocks, p->nblocks);
     p->nblocks = 0;
 }
 

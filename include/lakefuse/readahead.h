@@ -50,7 +50,8 @@ ssize_t lf_reader_read(struct lf_reader *r, void *dst, size_t len, uint64_t off,
 /* Zero-copy reads: the cache blocks covering a read, pinned, as an iovec
  * (for fuse_reply_iov). Reads span at most LF_PIN_MAX - 1 blocks
  * (-EINVAL otherwise). iovcnt is 0 at the end of the object. Unpin after
- * the reply, also after an error. */
+ * the reply, also after an error: unpinning needs only the cache, since
+ * the file (and its reader) may be closed as soon as the reply is out. */
 #define LF_PIN_MAX 8
 struct lf_pinned {
     struct iovec iov[LF_PIN_MAX];
@@ -58,10 +59,12 @@ struct lf_pinned {
     unsigned nblocks;
     uint64_t off;
     size_t len;
+    struct lf_bcache *cache;
+    size_t bs;
 };
 int lf_reader_pin(struct lf_reader *r, size_t len, uint64_t off, const struct lf_read_ctl *ctl,
                   struct lf_pinned *p);
-void lf_reader_unpin(struct lf_reader *r, struct lf_pinned *p);
+void lf_reader_unpin(struct lf_pinned *p);
 
 void lf_reader_get_stats(struct lf_reader *r, struct lf_ra_stats *st);
 

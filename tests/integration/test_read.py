@@ -6,6 +6,7 @@ bytes and sha256, errno values, and the gateway's request counters.
 
 Run: /usr/bin/python3 -m pytest -q tests/integration/test_read.py
 """
+import concurrent.futures
 import errno
 import hashlib
 import os
@@ -707,3 +708,35 @@ def read_file_range(path, off, n):
             return f.read(n)
     except OSError:
         return None
+
+
+def test_parallel_readers_get_right_bytes(lakefs, repo, s3, mount):
+    """8 readers at once, each closing as soon as its last reply is out:
+    the close must never race the read that answered it."""
+    size = 24 * MiB + 12345
+    want = {}
+    for i in range(8):
+        data = BigStream(seed=100 + i, size=size)
+        upload_stream_multipart(s3, repo, f"main/par/p{i}.bin", data.pieces(),
+                                part_size=8 * MiB)
+        h = hashlib.sha256()
+        for piece in data.pieces():
+            h.update(piece)
+        want[i] = h.hexdigest()
+    m = mount(uri(repo))
+
+    def read(i, bs):
+        h = hashlib.sha256()
+        with open(m.path / "main" / "par" / f"p{i}.bin", "rb", buffering=0) as f:
+            while True:
+                b = f.read(bs)
+                if not b:
+                    break
+                h.update(b)
+        return h.hexdigest()
+
+    for bs in (128 * 1024, MiB):
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            got = dict(zip(range(8), ex.map(lambda i: read(i, bs), range(8))))
+        assert got == want
+    assert m.alive()
