@@ -181,6 +181,14 @@ static void make_entry(struct lf_fs *fs, struct lf_node *n, struct fuse_entry_pa
     fill_stat(fs, n, &e->attr);
 }
 
+static void reply_entry_or_err(fuse_req_t req, int rc, const struct fuse_entry_param *e)
+{
+    if (rc)
+        fuse_reply_err(req, reply_errno(rc));
+    else
+        fuse_reply_entry(req, e);
+}
+
 static void reply_negative(fuse_req_t req, double ttl)
 {
     struct fuse_entry_param e;
@@ -958,10 +966,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         lf_meta_unlock(fs->meta);
         rc = n ? 0 : -ENOMEM;
     }
-    if (rc)
-        fuse_reply_err(req, reply_errno(rc));
-    else
-        fuse_reply_entry(req, &e);
+    reply_entry_or_err(req, rc, &e);
     change_end(fs, &c);
 }
 
@@ -996,11 +1001,20 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         lf_meta_unlock(fs->meta);
         rc = l ? 0 : -ENOMEM;
     }
-    if (rc)
-        fuse_reply_err(req, reply_errno(rc));
-    else
-        fuse_reply_entry(req, &e);
+    reply_entry_or_err(req, rc, &e);
     change_end(fs, &c);
+}
+
+/* After a delete on the gateway: the name is gone from the inode table
+ * (open handles keep their node) and from the parent's cached listing. */
+static void forget_name(struct lf_fs *fs, struct lf_node *parent, const char *name, bool is_dir)
+{
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = lf_meta_child(fs->meta, parent, name);
+    if (n)
+        lf_meta_detach(fs->meta, n);
+    listing_note(parent, name, is_dir, NULL, true);
+    lf_meta_unlock(fs->meta);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1022,14 +1036,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     }
     if (!rc)
         rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data);
-    if (!rc) {
-        lf_meta_lock(fs->meta);
-        struct lf_node *n = lf_meta_child(fs->meta, c.parent, name);
-        if (n)
-            lf_meta_detach(fs->meta, n);
-        listing_note(c.parent, name, false, NULL, true);
-        lf_meta_unlock(fs->meta);
-    }
+    if (!rc)
+        forget_name(fs, c.parent, name, false);
     fuse_reply_err(req, rc ? reply_errno(rc) : 0);
     change_end(fs, &c);
 }
@@ -1061,14 +1069,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         rc = dir_is_empty(fs, c.repo, c.key.data);
     if (!rc)
         rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data);
-    if (!rc) {
-        lf_meta_lock(fs->meta);
-        struct lf_node *n = lf_meta_child(fs->meta, c.parent, name);
-        if (n)
-            lf_meta_detach(fs->meta, n);
-        listing_note(c.parent, name, true, NULL, true);
-        lf_meta_unlock(fs->meta);
-    }
+    if (!rc)
+        forget_name(fs, c.parent, name, true);
     fuse_reply_err(req, rc ? reply_errno(rc) : 0);
     change_end(fs, &c);
 }

@@ -234,6 +234,24 @@ void lf_staging_get_stats(struct lf_staging *s, struct lf_staging_stats *st)
 
 /* ---- files ------------------------------------------------------------------------ */
 
+/* Adds a file to the area's list (flush_all and renames walk it). */
+static void link_file(struct lf_staging *s, struct lf_sfile *f)
+{
+    pthread_mutex_lock(&s->lock);
+    f->next = s->files;
+    if (s->files)
+        s->files->prev = f;
+    s->files = f;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void init_locks(struct lf_sfile *f)
+{
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    pthread_mutex_init(&f->flush_lock, NULL);
+}
+
 int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
                  const struct lf_obj_attr *base, struct lf_sfile **out)
 {
@@ -278,9 +296,7 @@ int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
         rc = -ENOMEM;
         goto fail;
     }
-    pthread_mutex_init(&f->lock, NULL);
-    pthread_cond_init(&f->cond, NULL);
-    pthread_mutex_init(&f->flush_lock, NULL);
+    init_locks(f);
     f->sequential = true;
     if (base) {
         f->base = *base;
@@ -291,12 +307,7 @@ int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
         f->dirty = true; /* a new file exists once flushed, even empty */
         f->gen = 1;
     }
-    pthread_mutex_lock(&s->lock);
-    f->next = s->files;
-    if (s->files)
-        s->files->prev = f;
-    s->files = f;
-    pthread_mutex_unlock(&s->lock);
+    link_file(s, f);
     *out = f;
     return 0;
 fail:
@@ -1212,9 +1223,7 @@ int lf_staging_recover(struct lf_staging *s, const struct lf_orphan *o, bool upl
     f->key = strdup(o->key);
     f->path = strdup(o->data_path);
     f->manifest = strdup(o->manifest_path);
-    pthread_mutex_init(&f->lock, NULL);
-    pthread_cond_init(&f->cond, NULL);
-    pthread_mutex_init(&f->flush_lock, NULL);
+    init_locks(f);
     f->loaded = f->dirty = f->manifest_written = true;
     f->gen = 1;
     f->size = o->size;
@@ -1224,12 +1233,7 @@ int lf_staging_recover(struct lf_staging *s, const struct lf_orphan *o, bool upl
     if (!rc)
         lf_info("uploaded %s/%s (%" PRIu64 " bytes) staged by an earlier run", o->bucket, o->key,
                 o->size);
-    pthread_mutex_lock(&s->lock);
-    f->next = s->files;
-    if (s->files)
-        s->files->prev = f;
-    s->files = f;
-    pthread_mutex_unlock(&s->lock);
+    link_file(s, f);
     lf_sfile_unref(f); /* clean: removed; dirty: kept on disk, logged */
     return rc;
 }
