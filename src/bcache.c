@@ -28,6 +28,7 @@ struct lf_block {
     int state, err;
     unsigned pins;
     bool linked;
+    bool ahead; /* prefetched and not read yet: a reader is counting on it */
     size_t len;
     char *data;
 };
@@ -153,13 +154,15 @@ void lf_bcache_free(struct lf_bcache *c)
 size_t lf_bcache_block_size(const struct lf_bcache *c) { return c->block_size; }
 
 /* Evicts least recently used unpinned READY blocks until `need` more bytes
- * fit under `limit`. */
-static void make_room(struct lf_bcache *c, size_t need, size_t limit)
+ * fit under `limit`. Blocks prefetched for a reader that has not reached
+ * them yet are spared unless spare_ahead is false: evicting them to make
+ * room for another reader's prefetch only makes both fetch twice. */
+static void make_room(struct lf_bcache *c, size_t need, size_t limit, bool spare_ahead)
 {
     struct lf_block *b = c->lru.prev;
     while (c->used + need > limit && b != &c->lru) {
         struct lf_block *prev = b->prev;
-        if (b->pins == 0 && b->state == READY) {
+        if (b->pins == 0 && b->state == READY && !(spare_ahead && b->ahead)) {
             lru_unlink(b);
             table_unlink(c, b);
             block_destroy(c, b);
@@ -194,6 +197,8 @@ int lf_bcache_acquire(struct lf_bcache *c, const struct lf_bkey *key,
         if (b->hash == h && b->index == key->index && b->objsize == key->objsize &&
             strcmp(b->etag, key->etag) == 0) {
             b->pins++;
+            if (mode != LF_BC_PREFETCH)
+                b->ahead = false;
             lru_unlink(b);
             lru_push_front(c, b);
             c->st.hits++;
@@ -207,7 +212,9 @@ int lf_bcache_acquire(struct lf_bcache *c, const struct lf_bkey *key,
         goto out;
     }
     size_t limit = c->budget + (mode == LF_BC_DEMAND ? DEMAND_SLACK : 0);
-    make_room(c, c->block_size, limit);
+    make_room(c, c->block_size, limit, true);
+    if (c->used + c->block_size > limit && mode == LF_BC_DEMAND)
+        make_room(c, c->block_size, limit, false); /* a reader waits: take anything */
     if (c->used + c->block_size > limit) {
         if (mode == LF_BC_PREFETCH)
             c->st.prefetch_refused++;
@@ -230,6 +237,7 @@ int lf_bcache_acquire(struct lf_bcache *c, const struct lf_bkey *key,
     b->index = key->index;
     b->hash = h;
     b->state = PENDING;
+    b->ahead = mode == LF_BC_PREFETCH;
     b->pins = 1;
     b->linked = true;
     b->hnext = c->table[h & (c->nbuckets - 1)];
@@ -295,12 +303,13 @@ void lf_bcache_release(struct lf_bcache *c, struct lf_block *b, bool consumed)
         if (!b->linked) {
             block_destroy(c, b);
         } else if (consumed && b->state == READY) {
+            b->ahead = false;
             lru_unlink(b);
             lru_push_back(c, b);
         }
         /* Demand reads may have overshot: give the slack back now. */
         if (c->used > c->budget)
-            make_room(c, 0, c->budget);
+            make_room(c, 0, c->budget, true);
     }
     pthread_mutex_unlock(&c->lock);
 }
