@@ -42,6 +42,11 @@ struct lf_bcache {
     struct lf_block lru; /* sentinel */
     void **spare;        /* recycled buffers */
     size_t nspare, capspare;
+    /* Every buffer comes from one reserved arena, touched only as it is
+     * handed out: RSS grows with use, and the kernel can back it with huge
+     * pages (fewer faults on a cold mount's first gigabytes). */
+    char *arena;
+    size_t arena_size, arena_used;
     struct lf_bcache_stats st;
 };
 
@@ -91,7 +96,16 @@ struct lf_bcache *lf_bcache_new(size_t budget_bytes, size_t block_size)
     c->table = calloc(c->nbuckets, sizeof(*c->table));
     c->capspare = c->budget / block_size + DEMAND_SLACK / block_size + 1;
     c->spare = calloc(c->capspare, sizeof(*c->spare));
-    if (!c->table || !c->spare) {
+    c->arena_size = c->capspare * block_size;
+    c->arena = mmap(NULL, c->arena_size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (c->arena == MAP_FAILED)
+        c->arena = NULL;
+    else
+        madvise(c->arena, c->arena_size, MADV_HUGEPAGE);
+    if (!c->table || !c->spare || !c->arena) {
+        if (c->arena)
+            munmap(c->arena, c->arena_size);
         free(c->table);
         free(c->spare);
         free(c);
@@ -105,10 +119,7 @@ struct lf_bcache *lf_bcache_new(size_t budget_bytes, size_t block_size)
 
 static void buffer_release(struct lf_bcache *c, char *data)
 {
-    if (c->nspare < c->capspare)
-        c->spare[c->nspare++] = data;
-    else
-        munmap(data, c->block_size);
+    c->spare[c->nspare++] = data; /* room for every arena block */
     c->used -= c->block_size;
 }
 
@@ -137,13 +148,11 @@ void lf_bcache_free(struct lf_bcache *c)
         struct lf_block *b = c->table[i];
         while (b) {
             struct lf_block *n = b->hnext;
-            munmap(b->data, c->block_size);
             free(b);
             b = n;
         }
     }
-    for (size_t i = 0; i < c->nspare; i++)
-        munmap(c->spare[i], c->block_size);
+    munmap(c->arena, c->arena_size);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->changed);
     free(c->spare);
@@ -174,15 +183,15 @@ static void make_room(struct lf_bcache *c, size_t need, size_t limit, bool spare
 
 static char *buffer_get(struct lf_bcache *c)
 {
+    char *p = NULL;
     if (c->nspare > 0) {
-        c->used += c->block_size;
-        return c->spare[--c->nspare];
+        p = c->spare[--c->nspare];
+    } else if (c->arena_used + c->block_size <= c->arena_size) {
+        p = c->arena + c->arena_used;
+        c->arena_used += c->block_size;
     }
-    void *p = mmap(NULL, c->block_size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    c->used += c->block_size;
+    if (p)
+        c->used += c->block_size;
     return p;
 }
 
