@@ -514,8 +514,20 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name)
         }
         enum lf_kind pk = p->kind;
         bool fresh = usable;
+        /* A small directory listed before: one LIST renews all of it and
+         * answers this name and the next ones, where a probe would cost a
+         * HEAD and a LIST for this name alone (cp into a directory). */
+        bool relist = pass == 0 && !usable && (pk == LF_REF || pk == LF_DIR) && p->listing &&
+                      p->listing->complete && p->listing->n < 1000;
         char *repo = p->kind == LF_REPO ? strdup(p->name) : NULL;
         lf_meta_unlock(fs->meta);
+        if (relist) {
+            rc = load_listing(fs, p);
+            if (rc == 0)
+                continue;
+            if (rc != -ENOENT)
+                break;
+        }
 
         if (pk == LF_ROOT || (pk == LF_REPO && !fresh)) {
             /* Repositories and branches: one listing answers every name. */
@@ -1958,7 +1970,8 @@ int lf_fs_start(struct lf_fs *fs)
 {
     fs->data_wq = lf_workq_new(fs->cfg->max_requests, "lf-data");
     fs->meta_wq = lf_workq_new(4, "lf-meta");
-    fs->up_wq = lf_workq_new(4, "lf-upload");
+    /* Parts in flight: enough to keep a high-latency link busy. */
+    fs->up_wq = lf_workq_new(8, "lf-upload");
     if (!fs->data_wq || !fs->meta_wq || !fs->up_wq)
         return -ENOMEM;
     struct lf_buf dir = LF_BUF_INIT;
