@@ -17,6 +17,9 @@
 #include "lakefuse/fs.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -1846,6 +1849,40 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     fuse_reply_statfs(req, &st);
 }
 
+/* The kernel sends reads synchronously (so Ctrl-C reaches them); a larger
+ * readahead on the mount's own backing device makes those reads 1 MiB
+ * instead of 128 KiB. Best effort: needs write access to sysfs. It runs
+ * once the kernel has our INIT answer (which would undo it), and finds the
+ * device in mountinfo rather than with a stat of the mount point. */
+static void *tune_readahead(void *arg)
+{
+    const char *mountpoint = arg;
+    usleep(200 * 1000); /* the INIT answer goes out when op_init returns */
+    char *real = realpath(mountpoint, NULL), line[4096], dev[32] = "";
+    FILE *fp = real ? fopen("/proc/self/mountinfo", "re") : NULL;
+    while (fp && fgets(line, sizeof(line), fp)) {
+        char mdev[32], mnt[2048], fstype[64];
+        const char *sep = strstr(line, " - "); /* after the optional fields */
+        if (sep && sscanf(line, "%*s %*s %31s %*s %2047s", mdev, mnt) == 2 &&
+            sscanf(sep + 3, "%63s", fstype) == 1 && strcmp(mnt, real) == 0 &&
+            strncmp(fstype, "fuse", 4) == 0)
+            snprintf(dev, sizeof(dev), "%s", mdev); /* the last one is ours */
+    }
+    if (fp)
+        fclose(fp);
+    free(real);
+    if (!dev[0])
+        return NULL;
+    char path[128];
+    snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "4096", 4) != 4)
+        lf_dbg("kernel readahead of the mount left as is (%s: %s)", path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     struct lf_fs *fs = userdata;
@@ -1854,13 +1891,21 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want &= ~FUSE_CAP_SPLICE_WRITE;
     conn->want |= conn->capable & (FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
-                                   FUSE_CAP_ASYNC_READ | FUSE_CAP_CACHE_SYMLINKS);
+                                   FUSE_CAP_CACHE_SYMLINKS);
+    /* Synchronous reads: the kernel then sends reads in the reader's own
+     * context, so Ctrl-C reaches a read stuck on a slow gateway (async
+     * readahead requests cannot be interrupted). Parallelism comes from
+     * our own readahead, not from the kernel's. */
+    conn->want &= ~FUSE_CAP_ASYNC_READ;
     conn->max_readahead = conn->max_readahead < 1024 * 1024 ? conn->max_readahead : 1024 * 1024;
     conn->max_background = 64;
     /* Big writes: 1 MiB per request instead of 128 KiB. */
     conn->max_write = 1024 * 1024;
     lf_info("FUSE session ready (max_read %u, max_readahead %u)", conn->max_read,
             conn->max_readahead);
+    pthread_t t;
+    if (pthread_create(&t, NULL, tune_readahead, fs->cfg->mountpoint) == 0)
+        pthread_detach(t);
     (void)fs;
 }
 

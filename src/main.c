@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -213,8 +214,11 @@ static int run_fusermount(const char *flags, const char *mountpoint)
 static int check_mountpoint(const char *mp)
 {
     struct stat st, parent;
+    struct statfs sf;
     char up[4096];
-    if (stat(mp, &st) != 0 && errno == ENOTCONN) {
+    /* statfs always reaches a FUSE daemon (stat may be answered from the
+     * kernel's attribute cache), so it tells a dead mount apart. */
+    if (statfs(mp, &sf) != 0 && errno == ENOTCONN) {
         fprintf(stderr, "lakefuse: %s is a stale mount of a daemon that is gone; "
                         "unmounting it first\n", mp);
         if (run_fusermount("-uz", mp) != 0 || stat(mp, &st) != 0) {

@@ -36,6 +36,7 @@ struct lf_reader {
     uint64_t trigger;   /* passing this opens the next window */
     size_t window;
     unsigned inflight;  /* fetch jobs running */
+    bool closing;       /* freed: prefetches still running stop early */
     struct lf_ra_stats st;
 };
 
@@ -82,11 +83,23 @@ static int fetch_run(struct fetch *f, const struct lf_read_ctl *ctl)
     return rc;
 }
 
+/* A prefetch nobody will read any more (the file was closed) is not
+ * worth waiting for: closing and unmounting stay quick on a slow gateway. */
+static int reader_closing(void *arg)
+{
+    struct lf_reader *r = arg;
+    pthread_mutex_lock(&r->lock);
+    bool v = r->closing;
+    pthread_mutex_unlock(&r->lock);
+    return v;
+}
+
 static void fetch_job(void *arg)
 {
     struct fetch *f = arg;
     struct lf_reader *r = f->r;
-    fetch_run(f, NULL);
+    struct lf_read_ctl ctl = {.cancelled = reader_closing, .arg = r};
+    fetch_run(f, &ctl);
     for (unsigned i = 0; i < f->n; i++)
         lf_bcache_release(r->cache, f->blocks[i], false);
     free(f);
@@ -136,6 +149,7 @@ void lf_reader_free(struct lf_reader *r)
     if (!r)
         return;
     pthread_mutex_lock(&r->lock);
+    r->closing = true;
     while (r->inflight > 0)
         pthread_cond_wait(&r->idle, &r->lock);
     pthread_mutex_unlock(&r->lock);
@@ -266,8 +280,44 @@ static void plan_readahead(struct lf_reader *r, uint64_t off, uint64_t end)
 /* Pins the blocks covering [off, off + len) once they are READY, fetching
  * what is missing; fills held[] (at most MAX_RUN + 1). len has been
  * clipped to the object and spans at most MAX_RUN blocks. */
+/* Unpins; a block read to its end is one a sequential reader is done with. */
+static void unpin_range(struct lf_bcache *cache, size_t bs, uint64_t off, size_t len,
+                        struct lf_block **held, unsigned nheld)
+{
+    uint64_t first = off / bs, end = off + len;
+    for (unsigned i = 0; i < nheld; i++) {
+        uint64_t bend = (first + i + 1) * bs;
+        lf_bcache_release(cache, held[i], bend <= end);
+    }
+}
+
+static int pin_range_once(struct lf_reader *r, uint64_t off, size_t len,
+                          const struct lf_read_ctl *ctl, struct lf_block **held,
+                          unsigned *nheld);
+
+static bool cancelled(const struct lf_read_ctl *ctl)
+{
+    return ctl && ctl->cancelled && ctl->cancelled(ctl->arg);
+}
+
+/* A block can fail with -EINTR because another reader of the same content
+ * gave up on the prefetch it had started (its file was closed): that is
+ * not our interruption, so fetch again. */
 static int pin_range(struct lf_reader *r, uint64_t off, size_t len,
                      const struct lf_read_ctl *ctl, struct lf_block **held, unsigned *nheld)
+{
+    int rc = -EINTR;
+    for (int attempt = 0; attempt < 3 && rc == -EINTR && !cancelled(ctl); attempt++) {
+        if (attempt > 0)
+            unpin_range(r->cache, r->bs, off, len, held, *nheld);
+        rc = pin_range_once(r, off, len, ctl, held, nheld);
+    }
+    return rc;
+}
+
+static int pin_range_once(struct lf_reader *r, uint64_t off, size_t len,
+                          const struct lf_read_ctl *ctl, struct lf_block **held,
+                          unsigned *nheld)
 {
     uint64_t end = off + len;
     uint64_t first = off / r->bs, last = (end - 1) / r->bs;
@@ -315,17 +365,6 @@ static int pin_range(struct lf_reader *r, uint64_t off, size_t len,
             return -EIO; /* a short block in the middle: cannot happen */
     }
     return 0;
-}
-
-/* Unpins; a block read to its end is one a sequential reader is done with. */
-static void unpin_range(struct lf_bcache *cache, size_t bs, uint64_t off, size_t len,
-                        struct lf_block **held, unsigned nheld)
-{
-    uint64_t first = off / bs, end = off + len;
-    for (unsigned i = 0; i < nheld; i++) {
-        uint64_t bend = (first + i + 1) * bs;
-        lf_bcache_release(cache, held[i], bend <= end);
-    }
 }
 
 /* Clips a read to the object; 0 when nothing is left to read. */

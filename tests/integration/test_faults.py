@@ -1,0 +1,458 @@
+"""Reliability and security of lakefuse against a misbehaving gateway: failed
+requests, a gateway killed and restarted, a killed daemon, a slow gateway,
+hostile answers, and secrets that must never leak.
+
+Run: /usr/bin/python3 -m pytest -q tests/integration/test_faults.py
+"""
+import errno
+import hashlib
+import http.server
+import os
+import random
+import re
+import signal
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import importlib.util
+from lf_helpers import (BINARY, MiB, BigStream, det_bytes, is_mounted, pid_alive,
+                        sha256_bytes, upload_stream_multipart, wait_until)
+
+GiB = 1 << 30
+
+
+def _sim_class():
+    """tests/conftest.py's Sim (the name conftest is this directory's)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "conftest.py")
+    spec = importlib.util.spec_from_file_location("lakefs_conftest", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Sim
+
+
+def uri(repo, ref=None):
+    return f"lakefs://{repo}" + (f"/{ref}" if ref else "")
+
+
+def get(s3, repo, key):
+    return s3.get_object(Bucket=repo, Key=key)["Body"].read()
+
+
+def stream_sha(stream):
+    h = hashlib.sha256()
+    for p in stream.pieces():
+        h.update(p)
+    return h.hexdigest()
+
+
+def file_sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        for b in iter(lambda: f.read(MiB), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def retries_logged(log):
+    m = re.findall(r"requests (\d+), retries (\d+), failed operations (\d+)", log)
+    return tuple(map(int, m[-1])) if m else None
+
+
+# ------------------------------------------------------------ faults
+@pytest.mark.slow
+def test_reads_are_exact_with_ten_percent_of_requests_failing(lakefs, repo, s3, mount):
+    size = 512 * MiB
+    data = BigStream(seed=31, size=size)
+    upload_stream_multipart(s3, repo, "main/big.bin", data.pieces(), part_size=64 * MiB)
+    want = stream_sha(data)
+    m = mount(uri(repo), "--retries", "10")
+    lakefs.set_faults(fail_rate=0.1)
+    before = lakefs.stats().get("faults", 0)
+    try:
+        assert file_sha(m.path / "main" / "big.bin") == want
+        rnd = random.Random(3)
+        with open(m.path / "main" / "big.bin", "rb", buffering=0) as f:
+            for _ in range(2000):
+                off = rnd.randrange(size - 70000)
+                n = rnd.randrange(1, 70000)
+                assert os.pread(f.fileno(), n, off) == data.read_at(off, n), (off, n)
+    finally:
+        lakefs.set_faults(fail_rate=0.0)
+    injected = lakefs.stats().get("faults", 0) - before
+    assert injected > 0, "the gateway injected no fault: the test proved nothing"
+    print(f"\nreads under 10% faults: {injected} faults injected by the gateway")
+
+
+@pytest.mark.slow
+def test_writes_land_exactly_with_ten_percent_of_requests_failing(lakefs, repo, s3, mount,
+                                                                  tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {f"f{i:03d}.bin": det_bytes(i, random.Random(i).randrange(0, 300000))
+             for i in range(200)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    m = mount(uri(repo), "--retries", "10")
+    os.mkdir(m.path / "main" / "dst")
+    lakefs.set_faults(fail_rate=0.1)
+    before = lakefs.stats().get("faults", 0)
+    big = BigStream(seed=9, size=GiB)
+    try:
+        subprocess.run(["cp", "-r", f"{src}/.", str(m.path / "main" / "dst")], check=True,
+                       timeout=900)
+        with open(m.path / "main" / "big.bin", "wb") as f:
+            for piece in big.pieces():
+                f.write(piece)
+    finally:
+        lakefs.set_faults(fail_rate=0.0)
+    injected = lakefs.stats().get("faults", 0) - before
+    for name, data in files.items():
+        assert get(s3, repo, f"main/dst/{name}") == data, name
+    h = hashlib.sha256()
+    body = s3.get_object(Bucket=repo, Key="main/big.bin")["Body"]
+    for chunk in iter(lambda: body.read(8 * MiB), b""):
+        h.update(chunk)
+    assert h.hexdigest() == stream_sha(big)
+    assert injected > 0
+    print(f"\nwrites under 10% faults: {injected} faults injected by the gateway")
+
+
+def test_gateway_killed_and_restarted_under_load_recovers_without_remount(lakefs, repo, s3,
+                                                                         mount):
+    data = det_bytes(4, 20 * MiB)
+    s3.put_object(Bucket=repo, Key="main/r.bin", Body=data)
+    m = mount(uri(repo), "--retries", "8")
+    stop = threading.Event()
+    errors, reads = [], [0]
+
+    def reader():
+        while not stop.is_set():
+            try:
+                with open(m.path / "main" / "r.bin", "rb") as f:
+                    if f.read() != data:
+                        errors.append("wrong bytes")
+                reads[0] += 1
+            except OSError as e:
+                errors.append(e.errno)
+            os.system(f"echo 3 > /proc/sys/vm/drop_caches 2>/dev/null")
+
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(1)
+    lakefs.restart(kill9=True)
+    time.sleep(2)
+    stop.set()
+    t.join(120)
+    assert "wrong bytes" not in errors
+    # after the restart everything works on the same mount
+    (m.path / "main" / "after.txt").write_bytes(b"after restart")
+    assert get(s3, repo, "main/after.txt") == b"after restart"
+    assert (m.path / "main" / "r.bin").read_bytes() == data
+    assert m.alive()
+
+
+def test_killed_daemon_leaves_staged_files_that_the_next_mount_uploads(lakefs, repo, s3, mount):
+    m = mount(uri(repo), "--retries", "0", "--timeout", "5", "--branch-ttl", "600")
+    cache = m.cmd[m.cmd.index("--cache-dir") + 1]
+    s3.put_object(Bucket=repo, Key="main/old.txt", Body=b"version 1")
+    assert sorted(os.listdir(m.path / "main")) == ["old.txt"]
+    lakefs.set_faults(fail_rate=1.0)
+    try:
+        for name, body in (("new.txt", b"never uploaded"), ("old.txt", b"version 2")):
+            fd = os.open(m.path / "main" / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, body)
+            try:
+                os.close(fd)
+            except OSError as e:
+                assert e.errno == errno.EIO
+        m.expect_nonzero_exit = True
+        os.kill(m.pid or m.proc.pid, signal.SIGKILL)
+        wait_until(lambda: not m.alive(), 20, what="the daemon to die")
+    finally:
+        lakefs.set_faults(fail_rate=0.0)
+    # The old mount point answers "Transport endpoint is not connected"
+    # until the next mount clears it with a message.
+    res = subprocess.run([str(BINARY), "mount", "--endpoint", lakefs.endpoint, "--cache-dir",
+                          cache, "--log-file", cache + "/second.log", uri(repo), str(m.path)],
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, AWS_ACCESS_KEY_ID=lakefs.access_key,
+                                  AWS_SECRET_ACCESS_KEY=lakefs.secret_key))
+    try:
+        assert res.returncode == 0, res.stderr
+        assert "stale mount" in res.stderr
+        assert "Transport endpoint" not in res.stderr
+        def uploaded():
+            try:
+                return get(s3, repo, "main/new.txt") == b"never uploaded"
+            except s3.exceptions.NoSuchKey:
+                return False
+        wait_until(uploaded, 30, what="the recovered upload")
+        assert get(s3, repo, "main/old.txt") == b"version 2"
+        log = open(cache + "/second.log").read()
+        assert "staged by an earlier run" in log
+        assert (m.path / "main" / "new.txt").read_bytes() == b"never uploaded"
+    finally:
+        subprocess.run(["fusermount3", "-u", str(m.path)], check=False)
+
+
+def test_slow_gateway_ls_and_cat_finish_and_ctrl_c_interrupts(lakefs, repo, s3, mount):
+    s3.put_object(Bucket=repo, Key="main/a.txt", Body=b"slow but sure")
+    m = mount(uri(repo), "--timeout", "60")
+    lakefs.set_faults(latency_ms=2000)
+    try:
+        t0 = time.monotonic()
+        assert subprocess.run(["ls", str(m.path / "main")], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.split() == ["a.txt"]
+        assert subprocess.run(["cat", str(m.path / "main" / "a.txt")], capture_output=True,
+                              timeout=60, check=True).stdout == b"slow but sure"
+        assert time.monotonic() - t0 < 45
+    finally:
+        lakefs.set_faults(latency_ms=0)
+    # a reader blocked on a very slow gateway, interrupted: the file is
+    # open (and not cached) before the gateway slows down
+    s3.put_object(Bucket=repo, Key="main/b.bin", Body=det_bytes(2, 8 * MiB))
+    code = ("import os, signal, sys, time\n"
+            "class Stop(Exception): pass\n"
+            "def h(*a): raise Stop()\n"
+            "signal.signal(signal.SIGINT, h)\n"
+            f"fd = os.open({str(m.path / 'main' / 'b.bin')!r}, os.O_RDONLY)\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "t = time.monotonic()\n"
+            "try:\n"
+            "    os.pread(fd, 1 << 20, 4 << 20)\n"
+            "    print('finished', flush=True)\n"
+            "except Stop:\n"
+            "    print('interrupted %.2f' % (time.monotonic() - t), flush=True)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        lakefs.set_faults(latency_ms=30000)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        out = p.communicate(timeout=15)[0]
+        assert out.startswith("interrupted"), out
+        assert time.monotonic() - t0 < 5
+    finally:
+        lakefs.set_faults(latency_ms=0)
+    assert m.alive()
+
+
+# ------------------------------------------------------------ hostile answers
+HOSTILE = {
+    "truncated": b'<?xml version="1.0"?><ListBucketResult><Contents><Key>main/a',
+    "entities": (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+                 b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;">]>'
+                 b'<ListBucketResult><Contents><Key>main/&c;</Key></Contents></ListBucketResult>'),
+    "external": (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                 b'<ListBucketResult><Contents><Key>main/&x;</Key></Contents>'
+                 b'</ListBucketResult>'),
+    "deep": b"<ListBucketResult>" + b"<a>" * 100000 + b"</a>" * 100000 + b"</ListBucketResult>",
+    "huge": b"<ListBucketResult>" + b"<Contents><Key>main/x</Key></Contents>" * 1400000 +
+            b"</ListBucketResult>",
+    "not-xml": b"\x00\xff\xfe garbage",
+    # Go's encoder would have replaced the bytes; a broken server may not
+    "bad-utf8": b"<ListBucketResult><Contents><Key>main/\xff\xfe</Key></Contents>"
+                b"</ListBucketResult>",
+}
+ODD_KEYS = ["main/ok.txt", "main/..", "main/.", "main//double", "main/ctl\x01x",
+            "main/" + "n" * 300, "main/bad\ufffdutf8", "main/sub/../../escape"]
+
+
+class Hostile(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    mode = "odd"
+
+
+class HostileHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def reply(self, status, body=b"", ctype="application/xml"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        self.reply(404)
+
+    def do_GET(self):
+        from urllib.parse import parse_qs, urlparse
+        u = urlparse(self.path)
+        q = parse_qs(u.query)
+        prefix = q.get("prefix", [""])[0]
+        if u.path == "/":
+            return self.reply(200, b"<ListAllMyBucketsResult><Buckets><Bucket><Name>evil</Name>"
+                                   b"</Bucket></Buckets></ListAllMyBucketsResult>")
+        if "/" not in prefix:  # branches, and the mount's own checks
+            return self.reply(200, b"<ListBucketResult><IsTruncated>false</IsTruncated>"
+                                   b"<CommonPrefixes><Prefix>main/</Prefix></CommonPrefixes>"
+                                   b"</ListBucketResult>")
+        if prefix != "main/" or q.get("max-keys", [""])[0] == "1":
+            return self.reply(200, b"<ListBucketResult><IsTruncated>false</IsTruncated>"
+                                   b"</ListBucketResult>")
+        if self.server.mode == "odd":
+            body = b"<ListBucketResult><IsTruncated>false</IsTruncated>"
+            for k in ODD_KEYS:
+                # control characters cannot appear in XML 1.0 at all; the
+                # rest go as they are, invalid UTF-8 included
+                raw = k.encode("utf-8", "surrogateescape").replace(b"\x01", b"\x7f")
+                body += (b"<Contents><Key>" + raw +
+                         b"</Key><Size>1</Size><ETag>\"e\"</ETag></Contents>")
+            return self.reply(200, body + b"</ListBucketResult>")
+        return self.reply(200, HOSTILE[self.server.mode])
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    srv = Hostile(("127.0.0.1", 0), HostileHandler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_hostile_listings_give_eio_and_never_crash(hostile, mount, lakefs):
+    ep = f"http://127.0.0.1:{hostile.server_address[1]}"
+    m = mount("lakefs://evil", "--retries", "0", endpoint=ep)
+    for mode in HOSTILE:
+        hostile.mode = mode
+        try:
+            os.listdir(m.path / "main")
+            got = 0
+        except OSError as e:
+            got = e.errno
+        assert got == errno.EIO, (mode, got)
+        assert m.alive(), mode
+        time.sleep(1.1)  # past the branch TTL: the next listing is fetched again
+    hostile.mode = "odd"
+    names = os.listdir(m.path / "main")
+    assert "ok.txt" in names
+    assert all(n not in (".", "..", "") and "/" not in n and len(n.encode()) <= 255
+               for n in names), names
+    assert m.alive()
+    assert "evil" in m.log()
+
+
+# ------------------------------------------------------------ security
+def test_secret_key_never_leaks(lakefs, repo, s3, mount):
+    s3.put_object(Bucket=repo, Key="main/a.txt", Body=b"a")
+    m = mount(uri(repo), "--retries", "1", "--timeout", "5")
+    (m.path / "main" / "w.txt").write_bytes(b"w")
+    os.listdir(m.path / "main")
+    lakefs.set_faults(fail_rate=1.0)
+    try:
+        try:
+            (m.path / "main" / "x.txt").write_bytes(b"x")
+        except OSError:
+            pass
+    finally:
+        lakefs.set_faults(fail_rate=0.0)
+    pid = m.pid or m.proc.pid
+    cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+    assert lakefs.secret_key.encode() not in cmdline
+    log = m.log()
+    assert "debug" in log and lakefs.secret_key not in log
+    # a rejected secret: the message says so without echoing it
+    bad = "wrong" + lakefs.secret_key[5:]
+    r = subprocess.run([str(BINARY), "mount", "--endpoint", lakefs.endpoint, "--log-level",
+                        "debug", uri(repo), str(m.path) + "-x"], capture_output=True,
+                       text=True, timeout=60,
+                       env=dict(os.environ, AWS_ACCESS_KEY_ID=lakefs.access_key,
+                                AWS_SECRET_ACCESS_KEY=bad))
+    assert r.returncode != 0
+    assert bad not in r.stderr and lakefs.secret_key not in r.stderr
+
+
+def test_staging_is_private(lakefs, repo, s3, mount):
+    m = mount(uri(repo))
+    cache = m.cmd[m.cmd.index("--cache-dir") + 1]
+    f = open(m.path / "main" / "open.txt", "wb")
+    f.write(b"staged")
+    f.flush()
+    staging = os.path.join(cache, "staging")
+    assert os.stat(cache).st_mode & 0o777 == 0o700
+    assert os.stat(staging).st_mode & 0o777 == 0o700
+    names = os.listdir(staging)
+    assert names
+    for n in names:
+        assert os.stat(os.path.join(staging, n)).st_mode & 0o777 == 0o600, n
+    f.close()
+
+
+def test_other_users_see_nothing_without_allow_other(lakefs, repo, s3, mount):
+    s3.put_object(Bucket=repo, Key="main/a.txt", Body=b"a")
+    m = mount(uri(repo))
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.listdir(m.path)
+            os._exit(1)
+        except PermissionError:
+            os._exit(0)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def make_ca(tmp, name):
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True, cwd=tmp)  # noqa: E731
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.pem")
+    return tmp / f"{name}.pem", tmp / f"{name}.key"
+
+
+def test_https_with_ca_bundle_and_insecure(tmp_path, mount, monkeypatch):
+    ca, ca_key = make_ca(tmp_path, "lakefuse-test-ca")
+    other, _ = make_ca(tmp_path, "other-ca")
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True, cwd=tmp_path)  # noqa
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", "srv.key", "-out", "srv.csr")
+    (tmp_path / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", "srv.csr", "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "srv.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the helpers' own HTTPS calls
+    sim = _sim_class()(tmp_path / "tls-data", extra_args=["--tls-cert", str(tmp_path / "srv.pem"),
+                                                 "--tls-key", str(tmp_path / "srv.key")])
+    sim.start()
+    try:
+        assert sim.endpoint.startswith("https://")
+        sim.create_repo("tls-repo")
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=sim.endpoint, aws_access_key_id=sim.access_key,
+                          aws_secret_access_key=sim.secret_key, region_name="us-east-1",
+                          verify=str(ca))
+        s3.put_object(Bucket="tls-repo", Key="main/s.txt", Body=b"secure")
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=sim.access_key,
+                   AWS_SECRET_ACCESS_KEY=sim.secret_key)
+        m = mount("lakefs://tls-repo", "--ca-bundle", str(ca), endpoint=sim.endpoint, access_key=sim.access_key, secret_key=sim.secret_key)
+        assert (m.path / "main" / "s.txt").read_bytes() == b"secure"
+        (tmp_path / "nomnt").mkdir()
+        bad = subprocess.run([str(BINARY), "mount", "--endpoint", sim.endpoint, "--ca-bundle",
+                              str(other), "lakefs://tls-repo", str(tmp_path / "nomnt")],
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert bad.returncode != 0
+        assert re.search(r"certificate|SSL|TLS", bad.stderr, re.I), bad.stderr
+        m2 = mount("lakefs://tls-repo", "--insecure", endpoint=sim.endpoint,
+                   access_key=sim.access_key, secret_key=sim.secret_key)
+        assert (m2.path / "main" / "s.txt").read_bytes() == b"secure"
+        assert "NOT verified" in m2.log()
+    finally:
+        sim.stop()
