@@ -50,6 +50,8 @@ struct lf_fs {
     struct lf_workq *meta_wq; /* the second request of cold lookups */
     struct lf_workq *up_wq;   /* multipart part uploads */
     struct lf_staging *staging;
+    pthread_t tuner; /* sets the kernel readahead once INIT is answered */
+    bool tuner_started;
     struct lf_meta *meta;
     struct lf_ra_opts ra;
     uid_t uid;
@@ -1903,9 +1905,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->max_write = 1024 * 1024;
     lf_info("FUSE session ready (max_read %u, max_readahead %u)", conn->max_read,
             conn->max_readahead);
-    pthread_t t;
-    if (pthread_create(&t, NULL, tune_readahead, fs->cfg->mountpoint) == 0)
-        pthread_detach(t);
+    fs->tuner_started = pthread_create(&fs->tuner, NULL, tune_readahead,
+                                       fs->cfg->mountpoint) == 0;
     (void)fs;
 }
 
@@ -2045,6 +2046,8 @@ void lf_fs_free(struct lf_fs *fs)
 {
     if (!fs)
         return;
+    if (fs->tuner_started)
+        pthread_join(fs->tuner, NULL); /* it reads the configuration */
     lf_workq_free(fs->data_wq);
     lf_workq_free(fs->meta_wq);
     lf_meta_free(fs->meta); /* drops the nodes' staged files */
