@@ -83,6 +83,7 @@ struct dirh {
     char *prefix;  /* the directory's full key prefix */
     char *token;   /* next page; NULL before the first */
     bool done;
+    unsigned changes; /* the node's own-change count when listing began */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -313,6 +314,7 @@ static int load_listing(struct lf_fs *fs, struct lf_node *n)
     char *repo, *prefix, *token = NULL;
     lf_meta_lock(fs->meta);
     enum lf_kind kind = n->kind;
+    unsigned changes = n->changes;
     int rc = dir_location(fs, n, &repo, &prefix);
     lf_meta_unlock(fs->meta);
     if (rc)
@@ -328,13 +330,17 @@ static int load_listing(struct lf_fs *fs, struct lf_node *n)
     if (!rc) {
         l->complete = true;
         lf_meta_lock(fs->meta);
-        l->expiry = now() + ttl_of(fs, n);
-        lf_listing_put(n->listing);
-        n->listing = l;
+        if (n->changes == changes || !n->listing) {
+            l->expiry = now() + ttl_of(fs, n);
+            lf_listing_put(n->listing);
+            n->listing = l;
+            l = NULL;
+        }
+        /* else we changed the directory while the pages came: they may
+         * lack our own files, so keep the listing our changes updated. */
         lf_meta_unlock(fs->meta);
-    } else {
-        lf_listing_put(l);
     }
+    lf_listing_put(l);
     free(token);
     free(repo);
     free(prefix);
@@ -754,6 +760,7 @@ static void change_end(struct lf_fs *fs, struct change *c)
 static void listing_note(struct lf_node *parent, const char *name, bool is_dir,
                          const struct lf_obj_attr *attr, bool removed)
 {
+    parent->changes++; /* a listing fetched meanwhile may predate this */
     if (!parent->listing)
         return;
     int rc = removed ? lf_listing_remove(&parent->listing, name, is_dir)
@@ -1690,6 +1697,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
             d->done = true;
         } else {
             d->listing = lf_listing_new();
+            d->changes = n->changes;
             rc = d->listing ? dir_location(fs, n, &repo, &d->prefix) : -ENOMEM;
         }
     }
@@ -1735,10 +1743,12 @@ static int dir_fill(struct lf_fs *fs, struct dirh *d, size_t idx)
             d->listing->complete = true;
             /* Publish the whole listing for lookups and later opendirs. */
             lf_meta_lock(fs->meta);
-            d->listing->expiry = now() + ttl_of(fs, d->node);
-            lf_listing_put(d->node->listing);
-            d->node->listing = d->listing;
-            lf_listing_get(d->listing);
+            if (d->node->changes == d->changes || !d->node->listing) {
+                d->listing->expiry = now() + ttl_of(fs, d->node);
+                lf_listing_put(d->node->listing);
+                d->node->listing = d->listing;
+                lf_listing_get(d->listing);
+            }
             lf_meta_unlock(fs->meta);
         }
     }

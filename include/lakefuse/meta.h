@@ -65,6 +65,7 @@ struct lf_node {
     char cached_etag[LF_ETAG_MAX];
 
     struct lf_listing *listing; /* directories: cached entries, or NULL */
+    unsigned changes;           /* our own changes to the entries, counted */
     void *priv;                 /* the filesystem's (staged writes) */
 
     struct lf_node *next_ino, *next_name; /* hash chains */

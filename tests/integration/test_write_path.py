@@ -397,3 +397,23 @@ def test_many_writers_to_one_file_and_readers_meanwhile(lakefs, repo, s3, mount)
     assert errors == []
     assert get(s3, repo, "main/shared.bin") == b"".join(bytes([i % 251]) * chunk
                                                         for i in range(128))
+
+
+def test_files_created_in_parallel_all_listed_while_listings_expire(lakefs, repo, s3, mount,
+                                                                    tmp_path):
+    """Listings renewed while other writers create files must not lose the
+    files this mount just wrote (a LIST that began before an upload ended
+    must not replace the listing that upload updated)."""
+    src = tmp_path / "small"
+    src.mkdir()
+    for i in range(600):
+        (src / f"f{i:04d}").write_bytes(b"%d" % i)
+    m = mount(uri(repo), "--branch-ttl", "0.05")
+    dst = m.path / "main" / "dst"
+    os.mkdir(dst)
+    names = sorted(os.listdir(src))
+    procs = [subprocess.Popen(["cp", "-t", str(dst)] + [str(src / n) for n in names[i:i + 100]])
+             for i in range(0, 600, 100)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    assert sorted(os.listdir(dst)) == names
+    assert len([k for k in keys(s3, repo, "main/dst/") if not k.endswith("/")]) == 600
