@@ -379,7 +379,7 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
     longopts[NOPTS] = (struct option){"help", no_argument, NULL, 'h'};
     longopts[NOPTS + 1] = (struct option){0};
 
-    optind = 1;
+    optind = 0; /* glibc: 0 also forgets a half-parsed "-abc" of an earlier call */
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
