@@ -187,22 +187,28 @@ static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *
         fprintf(err, "lakefuse: --%s: '%s' is not a non-negative number\n", o->name, v);
         return -EINVAL;
     }
+    /* Bounds come before any conversion: a double out of an integer's
+     * range converts to nothing defined (found by fuzz_config). */
     switch (o->kind) {
     case K_SECONDS:
+        if (d > 365.0 * 24 * 3600) {
+            fprintf(err, "lakefuse: --%s: %s seconds is more than a year\n", o->name, v);
+            return -EINVAL;
+        }
         if (o->off == F(timeout_ms))
             c->timeout_ms = (long)(d * 1000);
         else
             *(double *)(base + o->off) = d;
         break;
     case K_MIB:
-        if (d > (double)SIZE_MAX / MiB) {
+        if (d > 1e9) { /* a petabyte: far past any sensible cache or part */
             fprintf(err, "lakefuse: --%s: %s MiB is too large\n", o->name, v);
             return -EINVAL;
         }
         *(size_t *)(base + o->off) = (size_t)(d * MiB);
         break;
     case K_UINT:
-        if (d != (double)(unsigned)d || d > 100000) {
+        if (d > 100000 || d != (double)(unsigned)d) {
             fprintf(err, "lakefuse: --%s: '%s' is not a whole number\n", o->name, v);
             return -EINVAL;
         }

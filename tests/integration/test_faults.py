@@ -64,6 +64,14 @@ def retries_logged(log):
     return tuple(map(int, m[-1])) if m else None
 
 
+def unmount_and_count(m):
+    """Unmounts and returns lakefuse's own (requests, retries, failures)
+    from the line it logs at exit."""
+    subprocess.run([str(BINARY), "unmount", str(m.path)], check=True, timeout=300)
+    m.proc.wait(timeout=120)
+    return retries_logged(m.log())
+
+
 # ------------------------------------------------------------ faults
 @pytest.mark.slow
 def test_reads_are_exact_with_ten_percent_of_requests_failing(lakefs, repo, s3, mount):
@@ -86,7 +94,10 @@ def test_reads_are_exact_with_ten_percent_of_requests_failing(lakefs, repo, s3, 
         lakefs.set_faults(fail_rate=0.0)
     injected = lakefs.stats().get("faults", 0) - before
     assert injected > 0, "the gateway injected no fault: the test proved nothing"
-    print(f"\nreads under 10% faults: {injected} faults injected by the gateway")
+    requests, retries, failures = unmount_and_count(m)
+    assert retries > 0 and failures == 0
+    print(f"\nreads under 10% faults: gateway injected {injected} faults; lakefuse made "
+          f"{requests} requests with {retries} retries, {failures} failed operations")
 
 
 @pytest.mark.slow
@@ -120,7 +131,10 @@ def test_writes_land_exactly_with_ten_percent_of_requests_failing(lakefs, repo, 
         h.update(chunk)
     assert h.hexdigest() == stream_sha(big)
     assert injected > 0
-    print(f"\nwrites under 10% faults: {injected} faults injected by the gateway")
+    requests, retries, failures = unmount_and_count(m)
+    assert retries > 0
+    print(f"\nwrites under 10% faults: gateway injected {injected} faults; lakefuse made "
+          f"{requests} requests with {retries} retries, {failures} failed operations")
 
 
 def test_gateway_killed_and_restarted_under_load_recovers_without_remount(lakefs, repo, s3,

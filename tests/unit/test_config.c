@@ -50,6 +50,13 @@ static void test_errors(void)
     char *bad_part[] = {"mount", "--endpoint", "http://x", "--part-size", "3", "/mnt", NULL};
     CHECK_INT(parse(&c, bad_part), -EINVAL);
     lf_config_free(&c);
+    /* numbers past what the fields hold are refused, not converted */
+    char *huge_ttl[] = {"mount", "--endpoint", "http://x", "--timeout", "7e45", "/mnt", NULL};
+    CHECK_INT(parse(&c, huge_ttl), -EINVAL);
+    lf_config_free(&c);
+    char *huge_n[] = {"mount", "--endpoint", "http://x", "--retries", "1e30", "/mnt", NULL};
+    CHECK_INT(parse(&c, huge_n), -EINVAL);
+    lf_config_free(&c);
     char *no_scheme[] = {"mount", "--endpoint", "lakefs.example.com", "/mnt", NULL};
     CHECK_INT(parse(&c, no_scheme), -EINVAL);
     lf_config_free(&c);
@@ -84,7 +91,8 @@ static void parse_fuzz_input(const char *path)
 static void test_fuzz_regressions(void)
 {
     static const char *const inputs[] = {"config-crash-477b3fa8e7639d546143e0ae4dc3b3c53f6bb2e4",
-                                         "config-crash-52c1cdbcadbdbd0180f7bbb81e6e353ce289ca90"};
+                                         "config-crash-52c1cdbcadbdbd0180f7bbb81e6e353ce289ca90",
+                                         "config-crash-e00aac9283b04941f71f28214953c40e0c6c489d"};
     for (int round = 0; round < 2; round++)
         for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
             char path[512];
