@@ -5,8 +5,8 @@
 #   1. C unit tests (ctest), on the plain and on the ASan+UBSan build;
 #   2. the local lakeFS gateway's conformance suite (tests/sim);
 #   3. the integration suite (real FUSE mounts against the gateway) on the
-#      ASan+UBSan build, so every scenario is also a memory-safety check,
-#      plus a valgrind memcheck scenario on the plain build;
+#      plain build, and again on the ASan+UBSan build so every scenario is
+#      also a memory-safety check; a valgrind memcheck scenario;
 #   4. the libFuzzer targets, each for a short fixed time.
 # Extra arguments go to pytest (e.g. -k sqlite, -x).
 set -euo pipefail
@@ -23,6 +23,9 @@ echo "== unit tests (ctest)"
 PYTEST=(/usr/bin/python3 -m pytest -q -p no:cacheprovider)
 echo "== local lakeFS gateway conformance (pytest)"
 "${PYTEST[@]}" tests/sim "$@"
+
+echo "== integration tests (pytest)"
+"${PYTEST[@]}" tests/integration "$@"
 
 echo "== integration tests on the ASan+UBSan build (pytest)"
 LAKEFUSE_BIN=$PWD/build-asan/lakefuse "${PYTEST[@]}" tests/integration "$@"
