@@ -62,7 +62,7 @@ ls -l "$MNT/demo/main/data"
 cat <<MSG
 
 The demo repository is mounted at $MNT/demo:
-  $MNT/demo/main/...        branch main (read-write once the write path lands)
+  $MNT/demo/main/...        branch main (read-write: try cp, vi, sqlite3)
   $MNT/demo/v1/...          tag v1 (read-only)
   $MNT/demo/<commit-id>/... any commit, immutable
 Commit IDs: see $STATE/commits.txt. Logs: $STATE/lakefuse.log.
