@@ -20,9 +20,6 @@ temporary directory removed at the end, also on error or Ctrl-C.
 Run: /usr/bin/python3 bench/sim_bench.py [--keys N] [--get-mib M]
 """
 import argparse
-import datetime
-import hashlib
-import hmac
 import http.client
 import os
 import re
@@ -37,8 +34,10 @@ import urllib.parse
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from conftest import Sim  # noqa: E402  (tests/conftest.py: the shared fixture's class)
+from lf_helpers import Signer  # noqa: E402
 
 LIST_TARGET = 20_000      # keys/s
 GET_TARGET = 1.0          # GB/s (10^9 bytes)
@@ -46,40 +45,7 @@ UNSIGNED = "UNSIGNED-PAYLOAD"
 
 
 # --------------------------------------------------------------- signing
-class Signer:
-    """Minimal SigV4 header signer (UNSIGNED-PAYLOAD), fast enough to sign
-    100k requests without dominating the measurement. Presigned URLs use
-    botocore's own signer."""
-
-    def __init__(self, access_key, secret_key, region="us-east-1"):
-        self.ak, self.sk, self.region = access_key, secret_key, region
-        self._day, self._key = None, None
-
-    def _signing_key(self, day):
-        if day != self._day:
-            k = hmac.new(("AWS4" + self.sk).encode(), day.encode(), hashlib.sha256).digest()
-            for part in (self.region, "s3", "aws4_request"):
-                k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-            self._day, self._key = day, k
-        return self._key
-
-    def headers(self, method, host, path, query=""):
-        """path: already percent-encoded; query: canonical (sorted, encoded)."""
-        now = datetime.datetime.utcnow()
-        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-        day = amz_date[:8]
-        canonical = "\n".join([
-            method, path, query,
-            f"host:{host}\nx-amz-content-sha256:{UNSIGNED}\nx-amz-date:{amz_date}\n",
-            "host;x-amz-content-sha256;x-amz-date", UNSIGNED])
-        scope = f"{day}/{self.region}/s3/aws4_request"
-        to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                             hashlib.sha256(canonical.encode()).hexdigest()])
-        sig = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
-        return {"x-amz-date": amz_date, "x-amz-content-sha256": UNSIGNED,
-                "Authorization": (f"AWS4-HMAC-SHA256 Credential={self.ak}/{scope}, "
-                                  f"SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
-                                  f"Signature={sig}")}
+# Signer: the integration helpers' minimal SigV4 signer (UNSIGNED-PAYLOAD).
 
 
 def canonical_query(params):

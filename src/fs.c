@@ -652,10 +652,24 @@ static int refresh_file(struct lf_fs *fs, struct lf_node *n)
     return rc;
 }
 
+/* Answers with the node's attributes (or rc) and drops the caller's pin. */
+static void reply_attr_unpin(struct lf_fs *fs, fuse_req_t req, struct lf_node *n, int rc)
+{
+    struct stat st;
+    lf_meta_lock(fs->meta);
+    fill_stat(fs, n, &st);
+    double ttl = ttl_of(fs, n);
+    lf_meta_unpin(fs->meta, n);
+    lf_meta_unlock(fs->meta);
+    if (rc)
+        fuse_reply_err(req, reply_errno(rc));
+    else
+        fuse_reply_attr(req, &st, ttl);
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct lf_fs *fs = fs_of(req);
-    struct stat st;
     lf_meta_lock(fs->meta);
     struct lf_node *n = lf_meta_get(fs->meta, ino);
     if (n)
@@ -666,15 +680,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     int rc = n->kind == LF_FILE ? refresh_file(fs, n) : 0;
-    lf_meta_lock(fs->meta);
-    fill_stat(fs, n, &st);
-    double ttl = ttl_of(fs, n);
-    lf_meta_unpin(fs->meta, n);
-    lf_meta_unlock(fs->meta);
-    if (rc)
-        fuse_reply_err(req, reply_errno(rc));
-    else
-        fuse_reply_attr(req, &st, ttl);
+    reply_attr_unpin(fs, req, n, rc);
 }
 
 /* ---- changes -------------------------------------------------------------- */
@@ -1360,7 +1366,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
                        struct fuse_file_info *fi)
 {
     struct lf_fs *fs = fs_of(req);
-    struct stat st;
     int rc;
     lf_meta_lock(fs->meta);
     struct lf_node *n = lf_meta_get(fs->meta, ino);
@@ -1429,15 +1434,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         lf_sfile_unref(sf);
     }
 reply:
-    lf_meta_lock(fs->meta);
-    fill_stat(fs, n, &st);
-    double ttl = ttl_of(fs, n);
-    lf_meta_unpin(fs->meta, n);
-    lf_meta_unlock(fs->meta);
-    if (rc)
-        fuse_reply_err(req, reply_errno(rc));
-    else
-        fuse_reply_attr(req, &st, ttl);
+    reply_attr_unpin(fs, req, n, rc);
 }
 
 /* ---- files ------------------------------------------------------------------ */
