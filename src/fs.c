@@ -1997,6 +1997,16 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
     fs->ra.max_window = cfg->readahead_max;
     fs->ra.request_size = cfg->request_size;
     fs->cache = lf_bcache_new(cfg->cache_size, cfg->block_size);
+    if (fs->cache && cfg->disk_cache_size) {
+        /* A subdirectory: the cache directory also holds staging/. */
+        struct lf_buf dir = LF_BUF_INIT;
+        if (lf_buf_printf(&dir, "%s/blocks", cfg->cache_dir) == 0) {
+            int rc = lf_bcache_enable_disk(fs->cache, dir.data, cfg->disk_cache_size);
+            if (rc)
+                lf_warn("disk cache in %s: %s; caching in memory only", dir.data, strerror(-rc));
+        }
+        lf_buf_free(&dir);
+    }
     enum lf_kind kind = LF_ROOT;
     const char *name = "";
     if (root->repo && root->ref) {

@@ -12,6 +12,12 @@
  * A block is PENDING while the thread that created it fills it, then READY
  * or failed. Readers pin blocks while they copy out of them; only unpinned
  * READY blocks are evicted, least recently used first.
+ *
+ * An optional disk tier (lf_bcache_enable_disk) keeps what memory evicts:
+ * an evicted block is written to a file of its own, and a later miss in
+ * memory loads it back instead of fetching it again. Every file carries its
+ * key and a SHA-256 of its bytes, so a damaged file or a name collision is
+ * a miss, never wrong data. The tier starts empty on every run.
  */
 #ifndef LAKEFUSE_BCACHE_H
 #define LAKEFUSE_BCACHE_H
@@ -37,8 +43,13 @@ enum lf_bcache_mode {
     LF_BC_DEMAND,   /* create; may overshoot the budget by a bounded slack */
 };
 
+/* hits: found in memory; disk_hits: loaded from the disk tier; misses: the
+ * caller had to fetch (acquire returned created). evictions counts blocks
+ * leaving memory, whether or not they were written to disk. disk_bytes is
+ * the size of the tier's files, including those being written. */
 struct lf_bcache_stats {
     uint64_t hits, misses, evictions, prefetch_refused;
+    uint64_t disk_hits, disk_writes, disk_bytes;
     size_t used_bytes, budget_bytes, blocks;
 };
 
@@ -46,10 +57,30 @@ struct lf_bcache *lf_bcache_new(size_t budget_bytes, size_t block_size);
 void lf_bcache_free(struct lf_bcache *c);
 size_t lf_bcache_block_size(const struct lf_bcache *c);
 
+/* Adds the disk tier in dir, holding at most limit_bytes of files (0: no
+ * tier, returns 0). Call once, right after lf_bcache_new and before the
+ * cache is shared between threads.
+ *
+ * dir is created 0700 if missing (its parent must exist) and made 0700 if
+ * it is open to others; block files are 0600. The directory is locked
+ * (flock) for the cache's lifetime, so two daemons never share it: -EBUSY
+ * when another one holds it. Block files an earlier run left are removed,
+ * and lf_bcache_free removes this run's; other files in dir are left
+ * alone, but a directory of its own is best. Errors: -EEXIST (a tier is
+ * already on), -ENOTDIR, -EACCES, -EBUSY, -ENOMEM, or the errno of a
+ * failed mkdir/open. On error the cache works on in memory only. */
+int lf_bcache_enable_disk(struct lf_bcache *c, const char *dir, uint64_t limit_bytes);
+
 /* Finds the block, or (mode permitting) creates it PENDING. Returns 0 with
  * *out pinned, *created telling whether the caller must fill it and call
  * lf_bcache_complete. -ENOENT (LOOKUP miss), -ENOBUFS (PREFETCH over
- * budget), -ENOMEM. */
+ * budget), -ENOMEM.
+ *
+ * With a disk tier, a memory miss in PREFETCH or DEMAND mode first looks
+ * on disk: found, the block is read in this call and returned READY with
+ * *created false. LOOKUP never reads the disk. Making room in memory may
+ * also write evicted blocks to disk in this call (as may
+ * lf_bcache_release). */
 int lf_bcache_acquire(struct lf_bcache *c, const struct lf_bkey *key,
                       enum lf_bcache_mode mode, struct lf_block **out,
                       bool *created);

@@ -33,6 +33,7 @@ struct lf_config {
     double ref_ttl;         /* tags and ref expressions, s */
     double repo_ttl;        /* repository and branch lists, s */
     size_t cache_size;      /* memory for data blocks, bytes */
+    size_t disk_cache_size; /* data blocks under cache_dir/blocks, bytes; 0 = off */
     size_t block_size;
     size_t readahead_init, readahead_max, request_size;
     unsigned max_requests;  /* HTTP requests in flight */

@@ -740,3 +740,26 @@ def test_parallel_readers_get_right_bytes(lakefs, repo, s3, mount):
             got = dict(zip(range(8), ex.map(lambda i: read(i, bs), range(8))))
         assert got == want
     assert m.alive()
+
+
+def test_disk_cache_serves_what_memory_evicted(lakefs, repo, s3, mount):
+    """--cache-size 16 cannot hold a 48 MiB file; --disk-cache-size can:
+    the second read (page cache dropped) needs no GET, and the block
+    files stay within their limit, private, under cache-dir/blocks."""
+    size = 48 * MiB + 777
+    data = BigStream(seed=61, size=size)
+    upload_stream_multipart(s3, repo, "main/d.bin", data.pieces(), part_size=16 * MiB)
+    want = hashlib.sha256(b"".join(data.pieces())).hexdigest()
+    m = mount(uri(repo), "--cache-size", "16", "--disk-cache-size", "64")
+    path = m.path / "main" / "d.bin"
+    assert sha256_file(path) == want
+    lakefs.reset_stats()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("1\n")
+    assert sha256_file(path) == want
+    assert lakefs.stats()["requests"].get("GetObject", 0) == 0
+    blocks = pathlib.Path(m.cmd[m.cmd.index("--cache-dir") + 1]) / "blocks"
+    files = [p for p in blocks.iterdir() if p.is_file()]
+    assert files and sum(p.stat().st_size for p in files) <= 64 * MiB
+    assert blocks.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in files)
