@@ -83,6 +83,7 @@ struct dirh {
     char *prefix;  /* the directory's full key prefix */
     char *token;   /* next page; NULL before the first */
     bool done;
+    int err;          /* a failed page ends the listing for this handle */
     unsigned changes; /* the node's own-change count when listing began */
 };
 
@@ -262,6 +263,15 @@ static int fetch_page(struct lf_fs *fs, enum lf_kind kind, const char *repo,
         rc = page.prefixes ? 0 : -ENOMEM;
     } else {
         rc = fs->store->ops->list(fs->store->ctx, repo, prefix, "/", *token, 1000, &page);
+    }
+    /* A server that hands back the token it was given (or a page with
+     * nothing in it and more to come) would have us list forever. */
+    if (!rc && page.truncated && page.next_token &&
+        ((*token && strcmp(*token, page.next_token) == 0) ||
+         page.nentries + page.nprefixes == 0)) {
+        lf_err("listing %s/%s: the gateway's continuation token does not advance; giving up",
+               repo ? repo : "", prefix);
+        rc = -EIO;
     }
     if (!rc)
         rc = lf_listing_add_page(l, prefix, &page);
@@ -1731,10 +1741,16 @@ static int dir_fill(struct lf_fs *fs, struct dirh *d, size_t idx)
         lf_meta_unlock(fs->meta);
         if (kind != LF_ROOT && !repo)
             return -ENOMEM;
+        if (d->err)
+            return d->err;
         int rc = fetch_page(fs, kind, repo, d->prefix, &d->token, d->listing);
         free(repo);
-        if (rc)
+        if (rc) {
+            /* Without a token the next call would start over from the
+             * first page: report the failure again instead. */
+            d->err = rc;
             return rc;
+        }
         if (!d->token) {
             d->done = true;
             d->listing->complete = true;

@@ -416,7 +416,9 @@ int lf_http_perform(struct lf_http *h, const struct lf_http_req *req,
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->opts.connect_timeout_ms);
     if (h->opts.stall_timeout_ms > 0) {
         long secs = (h->opts.stall_timeout_ms + 999) / 1000;
-        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        /* Under 1 KiB/s for the whole window is a stall too: a server that
+         * trickles a byte at a time must not hold a request forever. */
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
         curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, secs);
     }
     if (h->opts.request_timeout_ms > 0)

@@ -286,6 +286,8 @@ ODD_KEYS = ["main/ok.txt", "main/..", "main/.", "main//double", "main/ctl\x01x",
 class Hostile(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     mode = "odd"
+    pages = 0
+    stop_trickle = threading.Event()
 
 
 class HostileHandler(http.server.BaseHTTPRequestHandler):
@@ -318,6 +320,29 @@ class HostileHandler(http.server.BaseHTTPRequestHandler):
         if prefix != "main/" or q.get("max-keys", [""])[0] == "1":
             return self.reply(200, b"<ListBucketResult><IsTruncated>false</IsTruncated>"
                                    b"</ListBucketResult>")
+        if self.server.mode == "endless":
+            # more to come, always with the same token: must not loop
+            self.server.pages += 1
+            return self.reply(200, b"<ListBucketResult><IsTruncated>true</IsTruncated>"
+                                   b"<NextContinuationToken>again</NextContinuationToken>"
+                                   b"<Contents><Key>main/k%d</Key><Size>1</Size></Contents>"
+                                   b"</ListBucketResult>" % self.server.pages)
+        if self.server.mode == "trickle":
+            body = (b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>"
+                    b"main/slow</Key></Contents></ListBucketResult>")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(len(body)):
+                    if self.server.stop_trickle.is_set():
+                        return
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass
+            return
         if self.server.mode == "odd":
             body = b"<ListBucketResult><IsTruncated>false</IsTruncated>"
             for k in ODD_KEYS:
@@ -336,6 +361,7 @@ def hostile(tmp_path):
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     yield srv
+    srv.stop_trickle.set()
     srv.shutdown()
     srv.server_close()
 
@@ -360,6 +386,31 @@ def test_hostile_listings_give_eio_and_never_crash(hostile, mount, lakefs):
                for n in names), names
     assert m.alive()
     assert "evil" in m.log()
+
+
+def test_endless_or_trickled_listings_end_with_eio(hostile, mount):
+    ep = f"http://127.0.0.1:{hostile.server_address[1]}"
+    m = mount("lakefs://evil", "--retries", "1", "--timeout", "3", endpoint=ep)
+    hostile.mode = "endless"
+    t0 = time.monotonic()
+    try:
+        os.listdir(m.path / "main")
+        got = 0
+    except OSError as e:
+        got = e.errno
+    assert got == errno.EIO and hostile.pages < 10, (got, hostile.pages)
+    assert time.monotonic() - t0 < 10
+    time.sleep(1.1)
+    hostile.mode = "trickle"  # 2 bytes a second: below any sane rate
+    t0 = time.monotonic()
+    try:
+        os.listdir(m.path / "main")
+        got = 0
+    except OSError as e:
+        got = e.errno
+    assert got == errno.EIO
+    assert time.monotonic() - t0 < 30
+    assert m.alive()
 
 
 # ------------------------------------------------------------ security
