@@ -462,8 +462,9 @@ static int s3_list(void *ctx, const char *bucket, const char *prefix, const char
     int rc = perform(s, &c, &r);
     if (!rc)
         rc = lf_xml_parse_list_page(body.data, body.len, out);
-    if (rc == -EIO && body.len)
-        lf_err("ListObjectsV2 %s prefix '%s': the answer is not a listing", bucket, prefix);
+    if (rc == -EIO)
+        lf_err("ListObjectsV2 %s prefix '%s': the answer is not a listing (%zu bytes)", bucket,
+               prefix, body.len);
     lf_http_resp_free(&r);
     lf_buf_free(&body);
     return rc;
