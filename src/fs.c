@@ -1741,8 +1741,10 @@ static int dir_fill(struct lf_fs *fs, struct dirh *d, size_t idx)
         lf_meta_unlock(fs->meta);
         if (kind != LF_ROOT && !repo)
             return -ENOMEM;
-        if (d->err)
+        if (d->err) {
+            free(repo);
             return d->err;
+        }
         int rc = fetch_page(fs, kind, repo, d->prefix, &d->token, d->listing);
         free(repo);
         if (rc) {
