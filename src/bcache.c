@@ -650,35 +650,39 @@ void lf_bcache_free(struct lf_bcache *c)
 
 size_t lf_bcache_block_size(const struct lf_bcache *c) { return c->block_size; }
 
+/* Takes an unpinned READY block out of memory: freed, or with `spill`
+ * (and a disk tier) queued there, pinned and out of the LRU, for the
+ * caller to write out and then hand to spill_finish. Its bytes count as
+ * freed already: they will be soon, and every thread evicting for them
+ * too would empty the cache. */
+static void evict(struct lf_bcache *c, struct lf_block *b, struct lf_block **spill)
+{
+    lru_unlink(b);
+    c->st.evictions++;
+    if (spill && c->disk && b->len > 0) {
+        b->spilling = true;
+        b->pins++;
+        c->spilling += c->block_size;
+        b->snext = *spill;
+        *spill = b;
+    } else {
+        table_unlink(c, b);
+        block_destroy(c, b);
+    }
+}
+
 /* Evicts least recently used unpinned READY blocks until `need` more bytes
  * fit under `limit`. Blocks prefetched for a reader that has not reached
  * them yet are spared unless spare_ahead is false: evicting them to make
- * room for another reader's prefetch only makes both fetch twice.
- *
- * With `spill` (and a disk tier), victims are not freed but queued there,
- * pinned and out of the LRU, for the caller to write out and then hand to
- * spill_finish. Their bytes count as freed already: they will be soon, and
- * every thread evicting for them too would empty the cache. */
+ * room for another reader's prefetch only makes both fetch twice. */
 static void make_room(struct lf_bcache *c, size_t need, size_t limit, bool spare_ahead,
                       struct lf_block **spill)
 {
     struct lf_block *b = c->lru.prev;
     while (c->used - c->spilling + need > limit && b != &c->lru) {
         struct lf_block *prev = b->prev;
-        if (b->pins == 0 && b->state == READY && !(spare_ahead && b->ahead)) {
-            lru_unlink(b);
-            c->st.evictions++;
-            if (spill && c->disk && b->len > 0) {
-                b->spilling = true;
-                b->pins++;
-                c->spilling += c->block_size;
-                b->snext = *spill;
-                *spill = b;
-            } else {
-                table_unlink(c, b);
-                block_destroy(c, b);
-            }
-        }
+        if (b->pins == 0 && b->state == READY && !(spare_ahead && b->ahead))
+            evict(c, b, spill);
         b = prev;
     }
 }
@@ -886,6 +890,13 @@ void lf_bcache_release(struct lf_bcache *c, struct lf_block *b, bool consumed)
     if (--b->pins == 0) {
         if (!b->linked) {
             block_destroy(c, b);
+        } else if (consumed && b->state == READY && b->objsize > c->budget / 2) {
+            /* A sequential pass over an object this large would push the
+             * block out before a second pass reached it (LRU flooding):
+             * keeping it would only evict smaller, reusable blocks. Its
+             * buffer goes back to the spare list, so a stream also keeps
+             * reusing the same warm pages instead of faulting in new ones. */
+            evict(c, b, &spill);
         } else if (consumed && b->state == READY) {
             b->ahead = false;
             lru_unlink(b);

@@ -221,6 +221,55 @@ static void test_budget_with_parallel_readers(void)
     env_fini(&e);
 }
 
+/* A stream through an object larger than half the cache gives each block
+ * back as soon as it is consumed: it stays within about a readahead window
+ * of memory (reusing the same buffers rather than faulting in new ones)
+ * and a small file read before is still served without a GET. */
+static void test_stream_keeps_the_cache(void)
+{
+    struct env e;
+    size_t budget = 32 * MiB, small = 3 * MiB, big = 96 * MiB;
+    env_init(&e, budget);
+    unsigned char *sdata = pattern(small, 20), *bdata = pattern(big, 21);
+    unsigned char *out = malloc(small), *buf = malloc(MiB);
+    lf_mem_store_put(e.mem, "repo", "main/small.bin", sdata, small);
+    lf_mem_store_put(e.mem, "repo", "main/big.bin", bdata, big);
+    struct lf_reader *r = open_reader(&e, "main/small.bin");
+    CHECK_INT(lf_reader_read(r, out, small, 0, NULL), small);
+    lf_reader_free(r);
+
+    struct lf_ra_opts o = {.max_window = 8 * MiB};
+    struct lf_obj_attr a;
+    CHECK_INT(e.st->ops->head(e.st->ctx, "repo", "main/big.bin", &a), 0);
+    r = lf_reader_new(e.cache, e.st, e.wq, "repo", "main/big.bin", a.etag, a.size, &o);
+    int ok = 1;
+    size_t peak = 0;
+    struct lf_bcache_stats st;
+    for (size_t off = 0; off < big; off += MiB) {
+        ok &= lf_reader_read(r, buf, MiB, off, NULL) == (ssize_t)MiB &&
+              memcmp(buf, bdata + off, MiB) == 0;
+        lf_bcache_get_stats(e.cache, &st);
+        peak = st.used_bytes > peak ? st.used_bytes : peak;
+    }
+    lf_reader_free(r);
+    CHECK(ok);
+    /* the small file, a window and the GET in flight; never the budget */
+    CHECK(peak <= small + 2 * 8 * MiB + 8 * MiB);
+
+    unsigned long gets = lf_mem_store_calls(e.mem, LF_MEM_GET);
+    r = open_reader(&e, "main/small.bin");
+    memset(out, 0, small);
+    CHECK_INT(lf_reader_read(r, out, small, 0, NULL), small);
+    lf_reader_free(r);
+    CHECK(memcmp(out, sdata, small) == 0);
+    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET), gets);
+    free(sdata);
+    free(bdata);
+    free(out);
+    free(buf);
+    env_fini(&e);
+}
+
 int main(void)
 {
     test_sequential();
@@ -229,5 +278,6 @@ int main(void)
     test_replaced_object_is_estale();
     test_failure_is_not_cached();
     test_budget_with_parallel_readers();
+    test_stream_keeps_the_cache();
     return check_summary("test_readahead");
 }
