@@ -49,6 +49,9 @@ static const struct opt OPTS[] = {
      "data blocks evicted from memory kept in the cache directory (blocks/), emptied at start"},
     {"readahead-max", 0, K_MIB, F(readahead_max), "MIB", "64", "largest readahead window per file"},
     {"request-size", 0, K_MIB, F(request_size), "MIB", "8", "size of one ranged GET"},
+    {"async-read", 0, K_FLAG, F(async_read), NULL, "off",
+     "let the kernel send readahead in parallel: faster streams, but Ctrl-C no longer "
+     "interrupts a read stalled on the gateway (it waits for --timeout)"},
     {"max-requests", 0, K_UINT, F(max_requests), "N", "16", "HTTP requests in flight"},
     {"branch-ttl", 0, K_SECONDS, F(branch_ttl), "SEC", "1",
      "how long attributes and listings of a branch are trusted"},

@@ -50,8 +50,6 @@ struct lf_fs {
     struct lf_workq *meta_wq; /* the second request of cold lookups */
     struct lf_workq *up_wq;   /* multipart part uploads */
     struct lf_staging *staging;
-    pthread_t tuner; /* sets the kernel readahead once INIT is answered */
-    bool tuner_started;
     struct lf_meta *meta;
     struct lf_ra_opts ra;
     uid_t uid;
@@ -1876,15 +1874,16 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     fuse_reply_statfs(req, &st);
 }
 
-/* The kernel sends reads synchronously (so Ctrl-C reaches them); a larger
- * readahead on the mount's own backing device makes those reads 1 MiB
- * instead of 128 KiB. Best effort: needs write access to sysfs. It runs
- * once the kernel has our INIT answer (which would undo it), and finds the
- * device in mountinfo rather than with a stat of the mount point. */
-static void *tune_readahead(void *arg)
+/* A larger readahead on the mount's own backing device makes sequential
+ * reads 1 MiB FUSE requests instead of 128 KiB. Best effort: needs write
+ * access to sysfs. It runs inside op_init, before the kernel has our INIT
+ * answer: the kernel then keeps min(this, our max_readahead), and every
+ * file opened afterwards gets it (a file takes its readahead from the
+ * device when it is opened, so tuning later would miss the first ones).
+ * The device is found in mountinfo: a stat of the mount point would wait
+ * for this very INIT. */
+static void tune_readahead(const char *mountpoint)
 {
-    const char *mountpoint = arg;
-    usleep(200 * 1000); /* the INIT answer goes out when op_init returns */
     char *real = realpath(mountpoint, NULL), line[4096], dev[32] = "";
     FILE *fp = real ? fopen("/proc/self/mountinfo", "re") : NULL;
     while (fp && fgets(line, sizeof(line), fp)) {
@@ -1899,7 +1898,7 @@ static void *tune_readahead(void *arg)
         fclose(fp);
     free(real);
     if (!dev[0])
-        return NULL;
+        return;
     char path[128];
     snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -1907,32 +1906,34 @@ static void *tune_readahead(void *arg)
         lf_dbg("kernel readahead of the mount left as is (%s: %s)", path, strerror(errno));
     if (fd >= 0)
         close(fd);
-    return NULL;
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     struct lf_fs *fs = userdata;
-    /* Large reads and readahead from the kernel: fewer round trips
-     * through /dev/fuse on sequential reads. */
+    /* Splice would only add a vmsplice to the same copy into the page
+     * cache. */
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want &= ~FUSE_CAP_SPLICE_WRITE;
     conn->want |= conn->capable & (FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
                                    FUSE_CAP_CACHE_SYMLINKS);
-    /* Synchronous reads: the kernel then sends reads in the reader's own
-     * context, so Ctrl-C reaches a read stuck on a slow gateway (async
-     * readahead requests cannot be interrupted). Parallelism comes from
-     * our own readahead, not from the kernel's. */
-    conn->want &= ~FUSE_CAP_ASYNC_READ;
-    conn->max_readahead = conn->max_readahead < 1024 * 1024 ? conn->max_readahead : 1024 * 1024;
+    /* Synchronous reads by default: the kernel then sends reads in the
+     * reader's own context, so Ctrl-C reaches a read stuck on a slow
+     * gateway even in a program that catches it (async readahead requests
+     * cannot be interrupted; only a fatal signal ends the wait for them).
+     * The price is that the reader's copy and ours take turns instead of
+     * overlapping, which caps a single stream (docs/benchmarks.md). */
+    if (fs->cfg->async_read && (conn->capable & FUSE_CAP_ASYNC_READ))
+        conn->want |= FUSE_CAP_ASYNC_READ;
+    else
+        conn->want &= ~FUSE_CAP_ASYNC_READ;
+    conn->max_readahead = 4u << 20; /* the kernel keeps the smaller of this and the device's */
     conn->max_background = 64;
     /* Big writes: 1 MiB per request instead of 128 KiB. */
     conn->max_write = 1024 * 1024;
     lf_info("FUSE session ready (max_read %u, max_readahead %u)", conn->max_read,
             conn->max_readahead);
-    fs->tuner_started = pthread_create(&fs->tuner, NULL, tune_readahead,
-                                       fs->cfg->mountpoint) == 0;
-    (void)fs;
+    tune_readahead(fs->cfg->mountpoint);
 }
 
 /* `lakefuse unmount` asks for every staged file to be uploaded before it
@@ -2081,8 +2082,6 @@ void lf_fs_free(struct lf_fs *fs)
 {
     if (!fs)
         return;
-    if (fs->tuner_started)
-        pthread_join(fs->tuner, NULL); /* it reads the configuration */
     lf_workq_free(fs->data_wq);
     lf_workq_free(fs->meta_wq);
     lf_meta_free(fs->meta); /* drops the nodes' staged files */

@@ -36,6 +36,7 @@ struct lf_config {
     size_t disk_cache_size; /* data blocks under cache_dir/blocks, bytes; 0 = off */
     size_t block_size;
     size_t readahead_init, readahead_max, request_size;
+    bool async_read;        /* FUSE_CAP_ASYNC_READ: kernel readahead in parallel */
     unsigned max_requests;  /* HTTP requests in flight */
     long timeout_ms;        /* a stalled request fails after this long */
     unsigned retries;       /* extra attempts for idempotent requests */

@@ -219,6 +219,51 @@ def test_1gib_object_reads_back_byte_exact(lakefs, repo, s3, mount):
         pytest.fail("sha256 mismatch")
 
 
+def mount_readahead_kb(path):
+    """read_ahead_kb of the mount's own backing device (None: unknown)."""
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == real:
+                dev = fields[2]
+    try:
+        return int(pathlib.Path(f"/sys/class/bdi/{dev}/read_ahead_kb").read_text())
+    except (OSError, UnboundLocalError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize("async_read", [False, True], ids=["sync", "async-read"])
+def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async_read):
+    """A stream right after the mount returns: 1 MiB FUSE reads from the
+    first file on (the kernel readahead is set before INIT is answered),
+    every byte fetched once, mostly in 8 MiB GETs, also when the kernel sends its
+    readahead in parallel (--async-read), and the bytes are exact."""
+    size = 96 * MiB + 4321
+    stream = BigStream(seed=77, size=size, chunk=8 * MiB)
+    want = upload_stream_multipart(s3, repo, "main/stream.bin", stream.pieces(),
+                                   part_size=16 * MiB)
+    m = mount(uri(repo), *(["--async-read"] if async_read else []))
+    if os.geteuid() == 0:
+        assert mount_readahead_kb(m.path) == 4096
+    lakefs.reset_stats()
+    h = hashlib.sha256()
+    with open(m.path / "main" / "stream.bin", "rb", buffering=0) as f:
+        while b := f.read(MiB):
+            h.update(b)
+    assert h.hexdigest() == want
+    st = lakefs.stats()
+    gets = st["requests"].get("GetObject", 0)
+    assert st["bytes_out"] <= size + 64 * 1024, st   # nothing fetched twice
+    # 8 MiB GETs once the window has grown past its 1, 2 and 4 MiB start
+    assert gets <= -(-size // (8 * MiB)) + 4, st["requests"]
+    if os.geteuid() == 0:
+        # the debug line at release: "... (K KiB each)"; 128 without the tuning
+        pat = re.compile(r"closed stream\.bin after \d+ reads of \d+ bytes \((\d+) KiB each\)")
+        assert wait_until(lambda: pat.search(m.log()), timeout=10), m.log()[-2000:]
+        assert int(pat.search(m.log()).group(1)) >= 900
+
+
 def test_random_preads_match_local_copy(lakefs, repo, s3, mount):
     size = 24 * MiB + 12345
     data = random.Random(7).randbytes(size)
