@@ -1,27 +1,38 @@
 #!/usr/bin/python3
 """Write benchmark of lakefuse against the local lakeFS gateway simulator.
 
-Starts its own simulator (port 0, temporary data directory) and measures:
+Starts its own simulator (tests/conftest.py's Sim: port 0, temporary data
+directory), mounts lakefs://REPO with build/lakefuse (--foreground,
+credentials in the environment, a fresh mount per measurement) and
+measures:
 
-  (a) sequential write of a 1 GiB file through the mount (1 MiB writes,
-      the time includes close(), which returns once the object is stored)
-      versus a boto3 multipart upload of the same bytes to the same gateway
-      (8 MiB parts, 8 threads); MB/s of both and the ratio (target >= 0.7);
-  (b) creating 1000 files of 4 KiB with cp (one process per 100 files),
-      files per second;
-  (c) both again with 20 ms added to every gateway request.
+  (a) sequential write of a 1 GiB file through the mount (1 MiB writes;
+      the time includes close(), which returns once the object is on the
+      branch) versus a boto3 multipart upload of the same bytes to the same
+      gateway (TransferConfig: 8 MiB parts, 8 threads); MB/s of both and
+      the ratio (target >= 0.7), and how long close() itself took;
+  (b) creating 1000 files of 4 KiB with cp: one `cp -r` (one file after
+      the other, what a user types) and 10 `cp` processes of 100 files
+      each; files per second and gateway requests per file;
+  (c) both with 20 ms added to every gateway request (the simulator's
+      runtime POST /_sim/faults switch).
 
-Prints a markdown table for docs/benchmarks.md. A benchmark, not a test:
-it asserts nothing about timings. Mounts are unmounted and processes
-stopped by PID at the end, also on error or Ctrl-C.
+Every object written is checked (size, and the multipart ETag computed
+from the bytes, which also pins the part boundaries). Prints a markdown
+table for docs/benchmarks.md. A benchmark, not a test: it asserts nothing
+about timings and exits non-zero only if something broke. Mounts are
+unmounted and processes stopped by PID at the end, also on error, SIGTERM
+or Ctrl-C.
 
-Run: /usr/bin/python3 bench/write_bench.py [--runs 3] [--mib 1024] [--files 1000]
+Run: /usr/bin/python3 bench/write_bench.py [--runs 3] [--mib 1024]
+     [--files 1000] [--latency-ms 20] [--lakefuse-arg=--part-size=16 ...]
 """
 import argparse
 import hashlib
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,15 +42,52 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import Sim, boto_config, new_repo_name  # noqa: E402
-from lf_helpers import MiB, BigStream  # noqa: E402
+from conftest import Sim, new_repo_name  # noqa: E402  (tests/conftest.py)
+from lf_helpers import BINARY, MiB, BigStream  # noqa: E402
 from read_bench import Cleanup, LakefuseMount, log, median  # noqa: E402
 
 MB = 1e6
 RATIO_TARGET = 0.7
+PART = 8 * MiB              # boto3's part size, and lakefuse's default
+SMALL = 4096
 
 
+# ------------------------------------------------------------------ data
+def expected_etag(stream, part=PART):
+    """The ETag lakeFS stores for a multipart upload of the stream in
+    `part`-byte parts: MD5 of the part MD5s (lakeFS drops the "-N")."""
+    md5s = []
+    for i in range(0, stream.size, part):
+        md5s.append(hashlib.md5(stream.read_at(i, min(part, stream.size - i))).digest())
+    return hashlib.md5(b"".join(md5s)).hexdigest()
+
+
+def check_object(s3, repo, key, size, etag):
+    head = s3.head_object(Bucket=repo, Key=key)
+    if head["ContentLength"] != size:
+        raise RuntimeError(f"{key}: {head['ContentLength']} bytes, expected {size}")
+    got = head["ETag"].strip('"').split("-")[0]
+    if etag and got != etag:
+        raise RuntimeError(f"{key}: ETag {got}, expected {etag} (other bytes or parts)")
+
+
+class StreamReader:
+    """A read()-only file object over a BigStream for upload_fileobj."""
+
+    def __init__(self, stream):
+        self.stream, self.pos = stream, 0
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            n = self.stream.size - self.pos
+        out = self.stream.read_at(self.pos, n)
+        self.pos += len(out)
+        return out
+
+
+# -------------------------------------------------------------- measures
 def write_through_mount(path, stream):
+    """MB/s of open + 1 MiB writes + close, and the seconds close took."""
     t0 = time.perf_counter()
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
     try:
@@ -47,119 +95,180 @@ def write_through_mount(path, stream):
             for off in range(0, len(piece), MiB):
                 os.write(fd, piece[off:off + MiB])
     finally:
-        os.close(fd)  # the upload's result arrives here
-    return stream.size / (time.perf_counter() - t0) / MB
+        t1 = time.perf_counter()
+        os.close(fd)        # returns once the object is on the branch
+    t2 = time.perf_counter()
+    return stream.size / (t2 - t0) / MB, t2 - t1
 
 
-class StreamReader:
-    """A file-like view of a BigStream for boto3's upload_fileobj."""
-
-    def __init__(self, stream):
-        self.it, self.buf = stream.pieces(), b""
-
-    def read(self, n=-1):
-        while n < 0 or len(self.buf) < n:
-            try:
-                self.buf += next(self.it)
-            except StopIteration:
-                break
-        if n < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-
-def boto_upload(sim, repo, key, stream):
-    import boto3.s3.transfer as tr
-    cfg = tr.TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB,
-                            max_concurrency=8, use_threads=True)
-    s3 = sim.s3()
+def boto_upload(s3, repo, key, stream, threads):
+    from boto3.s3.transfer import TransferConfig
+    cfg = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART,
+                         max_concurrency=threads, use_threads=True)
     t0 = time.perf_counter()
     s3.upload_fileobj(StreamReader(stream), repo, key, Config=cfg)
     return stream.size / (time.perf_counter() - t0) / MB
 
 
-def small_files(src_dir, dst_dir, n):
+def small_files(sim, src, dst, files, parallel):
+    """files/s and gateway requests per file of copying src's files into
+    dst (which must not exist): one `cp -r`, or `parallel` cp processes."""
+    sim.reset_stats()
     t0 = time.perf_counter()
-    names = sorted(os.listdir(src_dir))
-    procs = []
-    for i in range(0, n, 100):
-        procs.append(subprocess.Popen(["cp", "-t", str(dst_dir)] +
-                                      [str(src_dir / x) for x in names[i:i + 100]]))
+    if parallel <= 1:
+        procs = [subprocess.Popen(["cp", "-r", str(src), str(dst)])]
+    else:
+        os.mkdir(dst)
+        names = sorted(os.listdir(src))
+        step = -(-len(names) // parallel)
+        procs = [subprocess.Popen(["cp", "-t", str(dst)] + [str(src / x)
+                                                             for x in names[i:i + step]])
+                 for i in range(0, len(names), step)]
     for p in procs:
-        if p.wait(timeout=1800) != 0:
-            raise RuntimeError("cp failed")
-    return n / (time.perf_counter() - t0)
+        if p.wait(timeout=3600) != 0:
+            raise RuntimeError(f"cp exited {p.returncode}")
+    dt = time.perf_counter() - t0
+    reqs = sum(sim.stats()["requests"].values())
+    got = len(os.listdir(dst))
+    if got != files:
+        raise RuntimeError(f"{got} files listed in {dst}, expected {files}")
+    return files / dt, reqs / files
 
 
+def check_small(s3, repo, prefix, files):
+    n, token = 0, None
+    while True:
+        kw = dict(Bucket=repo, Prefix=prefix)
+        if token:
+            kw["ContinuationToken"] = token
+        r = s3.list_objects_v2(**kw)
+        for c in r.get("Contents", []):
+            if c["Key"].endswith("/"):
+                continue
+            if c["Size"] != SMALL:
+                raise RuntimeError(f"{c['Key']}: {c['Size']} bytes, expected {SMALL}")
+            n += 1
+        if not r.get("IsTruncated"):
+            break
+        token = r["NextContinuationToken"]
+    if n != files:
+        raise RuntimeError(f"{n} objects under {prefix}, expected {files}")
+
+
+def part_size_overridden(extra):
+    return any(a.startswith("--part-size") for a in extra)
+
+
+# ------------------------------------------------------------------ main
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mib", type=int, default=1024)
-    ap.add_argument("--files", type=int, default=1000)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mib", type=int, default=1024, help="size of the sequential file")
+    ap.add_argument("--files", type=int, default=1000, help="small files to create")
+    ap.add_argument("--runs", type=int, default=3, help="runs of the sequential write")
+    ap.add_argument("--threads", type=int, default=8, help="boto3 upload threads")
     ap.add_argument("--latency-ms", type=int, default=20)
-    ap.add_argument("--lakefuse-arg", action="append", default=[])
+    ap.add_argument("--lakefuse-arg", action="append", default=[],
+                    help="extra argument for lakefuse mount (repeat; use --lakefuse-arg=--x=y)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
+
+    if subprocess.run([str(BINARY), "mount", "--help"], capture_output=True).returncode != 0:
+        sys.exit(f"{BINARY} does not support `mount` yet")
+    if not shutil.which("fusermount3"):
+        sys.exit("fusermount3 is required")
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="lakefuse-writebench-"))
     cleanup = Cleanup()
-    cleanup.push(lambda: shutil.rmtree(workdir, ignore_errors=True), f"remove {workdir}")
+    if not args.keep:
+        cleanup.push(lambda: shutil.rmtree(workdir, ignore_errors=True), f"remove {workdir}")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
     try:
         sim = Sim(workdir / "data")
         sim.start()
         cleanup.push(sim.stop, f"simulator pid {sim.pid}")
+        log(f"simulator pid {sim.pid} at {sim.endpoint}; work dir {workdir}")
         repo = new_repo_name("wbench")
         sim.create_repo(repo)
+        s3 = sim.s3(max_pool_connections=max(10, args.threads + 2))
+        uri = f"lakefs://{repo}"
+        extra = args.lakefuse_arg
+
         src = workdir / "small"
         src.mkdir()
         for i in range(args.files):
-            (src / f"f{i:04d}.dat").write_bytes(hashlib.sha256(b"%d" % i).digest() * 128)
+            (src / f"f{i:05d}.dat").write_bytes(hashlib.sha256(b"%d" % i).digest() * (SMALL // 32))
         stream = BigStream(4242, args.mib * MiB)
+        etag = expected_etag(stream)
+        mount_etag = None if part_size_overridden(extra) else etag
+
         results = {}
         for label, lat in (("0 ms", 0), (f"{args.latency_ms} ms", args.latency_ms)):
             sim.set_faults(0.0, lat)
-            r = {"mount": [], "boto": []}
+            log(f"-- added gateway latency {label}")
+            r = {"mount": [], "close": [], "boto": []}
             for i in range(args.runs):
-                m = LakefuseMount(sim, f"lakefs://{repo}", workdir, f"w{lat}-{i}",
-                                  args.lakefuse_arg, cleanup)
-                r["mount"].append(write_through_mount(m.path / "main" / f"big{i}.bin", stream))
+                m = LakefuseMount(sim, uri, workdir, f"w{lat}-{i}", extra, cleanup)
+                mbps, close_s = write_through_mount(m.path / "main" / f"big{lat}-{i}.bin",
+                                                    stream)
                 m.unmount()
-                r["boto"].append(boto_upload(sim, repo, f"main/boto{i}.bin", stream))
-                log(f"  [{label}] run {i + 1}: lakefuse {r['mount'][-1]:6.0f} MB/s   "
-                    f"boto3 {r['boto'][-1]:6.0f} MB/s")
-            m = LakefuseMount(sim, f"lakefs://{repo}", workdir, f"s{lat}", args.lakefuse_arg,
-                              cleanup)
-            dst = m.path / "main" / f"small{lat}"
-            os.mkdir(dst)
-            r["files_per_s"] = small_files(src, dst, args.files)
-            got = len(os.listdir(dst))
-            m.unmount()
-            if got != args.files:
-                raise RuntimeError(f"{got} small files listed, expected {args.files}")
-            log(f"  [{label}] {args.files} small files: {r['files_per_s']:.0f} files/s")
+                check_object(s3, repo, f"main/big{lat}-{i}.bin", stream.size, mount_etag)
+                bmbps = boto_upload(s3, repo, f"main/boto{lat}-{i}.bin", stream, args.threads)
+                check_object(s3, repo, f"main/boto{lat}-{i}.bin", stream.size, etag)
+                r["mount"].append(mbps)
+                r["close"].append(close_s)
+                r["boto"].append(bmbps)
+                log(f"  [{label}] run {i + 1}: lakefuse {mbps:6.0f} MB/s (close {close_s:.1f} s)"
+                    f"   boto3 {bmbps:6.0f} MB/s")
+            for mode, par in (("seq", 1), ("par", 10)):
+                m = LakefuseMount(sim, uri, workdir, f"s{lat}-{mode}", extra, cleanup)
+                dst = m.path / "main" / f"small{lat}-{mode}"
+                fps, rpf = small_files(sim, src, dst, args.files, par)
+                m.unmount()
+                check_small(s3, repo, f"main/small{lat}-{mode}/", args.files)
+                r[f"{mode}_fps"], r[f"{mode}_rpf"] = fps, rpf
+                log(f"  [{label}] {args.files} small files, "
+                    f"{'one cp -r' if par == 1 else f'{par} cp processes'}: {fps:.0f} files/s, "
+                    f"{rpf:.1f} requests per file")
             results[label] = r
         sim.set_faults(0.0, 0)
 
         labels = list(results)
-        print()
-        print(f"lakefuse write benchmark: {os.cpu_count()} CPUs, simulator on loopback, "
-              f"median of {args.runs} runs, fresh mount per run")
-        print()
-        print("| measure | " + " | ".join(f"gateway latency {lbl}" for lbl in labels) + " |")
-        print("|---|" + "---|" * len(labels))
 
         def row(name, fn):
             print(f"| {name} | " + " | ".join(fn(results[lbl]) for lbl in labels) + " |")
-        row(f"(a) sequential write of {args.mib} MiB through lakefuse (close included), MB/s",
+
+        def ratio(r):
+            x = median(r["mount"]) / median(r["boto"])
+            return f"{x:.2f} {'OK' if x >= RATIO_TARGET else 'BELOW'}"
+
+        print()
+        print(f"lakefuse write benchmark: {os.cpu_count()} CPUs, simulator on loopback, "
+              f"median of {args.runs} runs, fresh mount per measurement"
+              f"{'; lakefuse args ' + ' '.join(extra) if extra else ''}")
+        print()
+        print("| measure | " + " | ".join(f"gateway latency {lbl}" for lbl in labels) + " |")
+        print("|---|" + "---|" * len(labels))
+        row(f"(a) sequential write of {args.mib} MiB through lakefuse, close included, MB/s",
             lambda r: f"{median(r['mount']):.0f}")
-        row("(a) boto3 multipart upload of the same bytes (8 MiB x 8 threads), MB/s",
-            lambda r: f"{median(r['boto']):.0f}")
-        row(f"(a) ratio lakefuse / boto3 (target >= {RATIO_TARGET})",
-            lambda r: (lambda x: f"{x:.2f} {'OK' if x >= RATIO_TARGET else 'BELOW'}")(
-                median(r['mount']) / median(r['boto'])))
-        row(f"(b) {args.files} files of 4 KiB with cp (10 processes), files/s",
-            lambda r: f"{r['files_per_s']:.0f}")
+        row("(a) of which close(), s", lambda r: f"{median(r['close']):.1f}")
+        row(f"(a) boto3 multipart upload of the same bytes (8 MiB parts, {args.threads} "
+            f"threads), MB/s", lambda r: f"{median(r['boto']):.0f}")
+        row(f"(a) ratio lakefuse / boto3 (target >= {RATIO_TARGET})", ratio)
+        row(f"(b) {args.files} files of 4 KiB, one `cp -r`, files/s",
+            lambda r: f"{r['seq_fps']:.0f}")
+        row(f"(b) {args.files} files of 4 KiB, 10 `cp` processes, files/s",
+            lambda r: f"{r['par_fps']:.0f}")
+        row("(b) gateway requests per file (one cp / 10 cp)",
+            lambda r: f"{r['seq_rpf']:.1f} / {r['par_rpf']:.1f}")
+        print()
+        for lbl in labels:
+            r = results[lbl]
+            print(f"runs at {lbl}: lakefuse " + ", ".join(f"{x:.0f}" for x in r["mount"]) +
+                  " MB/s; boto3 " + ", ".join(f"{x:.0f}" for x in r["boto"]) + " MB/s")
         return 0
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
