@@ -5,11 +5,14 @@ Starts its own simulator (tests/conftest.py's Sim: port 0, temporary data
 directory), uploads the data set, mounts lakefs://REPO with build/lakefuse
 (--foreground, credentials in the environment) and measures:
 
-  (a) sequential read of a 1 GiB object through the mount (1 MiB reads to
-      nowhere, a fresh mount per run so neither the page cache nor
-      lakefuse's cache holds it) versus curl GETting the same object from
-      the same gateway with a presigned URL; MB/s of both and the ratio
-      (target >= 0.8);
+  (a) sequential read of a 1 GiB object through the mount (`dd bs=1M` to
+      /dev/null, a fresh mount per run so neither the page cache nor
+      lakefuse's cache holds it), with the default synchronous reads and
+      with --async-read, versus curl GETting the same object from the same
+      gateway with a presigned URL; MB/s of each and the ratio (target
+      >= 0.8), and the CPU-seconds each way costs per GiB (lakefuse + dd +
+      gateway, curl + gateway): the two CPUs of the benchmark machine are
+      shared by all of them;
   (b) `ls -l` of a directory of 10,000 files on a fresh mount: time, and
       the gateway's ListObjectsV2 / HeadObject / GetObject counts
       (target: ceil(N/1000) lists, no HEAD);
@@ -18,7 +21,11 @@ directory), uploads the data set, mounts lakefs://REPO with build/lakefuse
       (512 MiB objects when the disk is tight; printed), and their
       aggregate MB/s, with the cache budget printed;
   (d) the same three with 20 ms added to every gateway request (the
-      simulator's runtime POST /_sim/faults switch).
+      simulator's runtime POST /_sim/faults switch);
+  (e) the ceiling: the same dd through build/fuse_ceiling, a FUSE server
+      that answers every read from memory with lakefuse's session
+      settings (no network, no cache), synchronous and --async-read: what
+      the kernel's FUSE read path alone carries on this machine.
 
 Prints a markdown table for docs/benchmarks.md. A benchmark, not a test:
 it asserts nothing about timings and exits non-zero only if something
@@ -34,6 +41,7 @@ import math
 import os
 import pathlib
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -48,7 +56,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import Sim, new_repo_name  # noqa: E402  (tests/conftest.py)
 from lf_helpers import (BINARY, MiB, BigStream, Signer, bulk_put, is_mounted,  # noqa: E402
-                        vm_status)
+                        readahead_kb, vm_status)
 
 GiB = 1 << 30
 MB = 1e6
@@ -167,30 +175,51 @@ def drop_caches():
         return False
 
 
-def read_file_mbps(path, bufsize=MiB):
-    fd = os.open(path, os.O_RDONLY)
-    n = 0
+def cpu_seconds(pid):
+    """utime + stime of a live process, all threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_child(cmd):
+    """Runs cmd; (seconds, CPU-seconds, stdout, stderr). Raises on failure."""
     t0 = time.perf_counter()
-    try:
-        while True:
-            b = os.read(fd, bufsize)
-            if not b:
-                break
-            n += len(b)
-    finally:
-        os.close(fd)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=1200)
     dt = time.perf_counter() - t0
-    return n / dt / MB, n
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {p.returncode}: {err[-300:]}")
+    return dt, ru, out, err
 
 
-def curl_mbps(url):
-    r = subprocess.run(["curl", "-s", "-S", "-f", "-o", "/dev/null", "-w",
-                        "%{speed_download} %{size_download}", url],
-                       capture_output=True, text=True, timeout=1200)
-    if r.returncode != 0:
-        raise RuntimeError(f"curl failed: {r.stderr}")
-    speed, size = r.stdout.split()
-    return float(speed) / MB, int(float(size))
+def dd_read(path, size, busy_pids=()):
+    """MB/s of `dd bs=1M` reading path to /dev/null, and CPU-seconds per GiB
+    of dd plus busy_pids (the daemon, the gateway)."""
+    before = [cpu_seconds(p) for p in busy_pids]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    dt, ru1, _, err = timed_child(["dd", f"if={path}", "of=/dev/null", "bs=1M"])
+    mo = re.search(r"^(\d+) bytes", err, re.M)
+    if not mo or int(mo.group(1)) != size:
+        raise RuntimeError(f"dd read {mo.group(1) if mo else '?'} bytes of {path}, "
+                           f"expected {size}")
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    cpu += sum(cpu_seconds(p) - b for p, b in zip(busy_pids, before))
+    return size / dt / MB, cpu * GiB / size
+
+
+def curl_read(url, size, busy_pids=()):
+    before = [cpu_seconds(p) for p in busy_pids]
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _, ru1, out, _ = timed_child(["curl", "-s", "-S", "-f", "-o", "/dev/null", "-w",
+                                  "%{speed_download} %{size_download}", url])
+    speed, got = out.split()
+    if int(float(got)) != size:
+        raise RuntimeError(f"curl read {got} bytes, expected {size}")
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    cpu += sum(cpu_seconds(p) - b for p, b in zip(busy_pids, before))
+    return float(speed) / MB, cpu * GiB / size
 
 
 class RssSampler(threading.Thread):
@@ -223,30 +252,34 @@ def phase(sim, repo, args, workdir, cleanup, label, seq_key, par_keys, par_size,
     extra = args.lakefuse_arg
     uri = f"lakefs://{repo}"
 
-    # (a) sequential read vs curl
+    # (a) sequential read vs curl; the three alternate so that a slow
+    # spell of the machine does not land on one of them only
     url = presigned_url(sim, repo, f"main/{seq_key}")
-    curl_mbps(url)                      # warm the gateway's side once
-    mount_runs, curl_runs = [], []
+    curl_read(url, seq_size)                # warm the gateway's side once
+    runs = {"seq": [], "async": [], "curl": []}
+    cpu = {"seq": [], "async": [], "curl": []}
     for i in range(args.runs):
+        for mode, more in (("seq", []), ("async", ["--async-read"])):
+            if args.drop_caches:
+                drop_caches()
+            m = LakefuseMount(sim, uri, workdir, f"{label}-{mode}{i}", extra + more, cleanup)
+            mbps, c = dd_read(m.path / "main" / seq_key, seq_size, (m.pid, sim.pid))
+            m.unmount()
+            runs[mode].append(mbps)
+            cpu[mode].append(c)
         if args.drop_caches:
             drop_caches()
-        m = LakefuseMount(sim, uri, workdir, f"{label}-seq{i}", extra, cleanup)
-        mbps, n = read_file_mbps(m.path / "main" / seq_key)
-        if n != seq_size:
-            raise RuntimeError(f"read {n} bytes through the mount, expected {seq_size}")
-        m.unmount()
-        mount_runs.append(mbps)
-        if args.drop_caches:
-            drop_caches()
-        cmbps, cn = curl_mbps(url)
-        if cn != seq_size:
-            raise RuntimeError(f"curl read {cn} bytes, expected {seq_size}")
-        curl_runs.append(cmbps)
-        log(f"  [{label}] run {i + 1}: lakefuse {mbps:8.0f} MB/s   curl {cmbps:8.0f} MB/s")
-    res["seq"] = median(mount_runs)
-    res["curl"] = median(curl_runs)
+        mbps, c = curl_read(url, seq_size, (sim.pid,))
+        runs["curl"].append(mbps)
+        cpu["curl"].append(c)
+        log(f"  [{label}] run {i + 1}: lakefuse {runs['seq'][-1]:6.0f} MB/s, "
+            f"--async-read {runs['async'][-1]:6.0f} MB/s, curl {mbps:6.0f} MB/s")
+    for mode in runs:
+        res[mode] = median(runs[mode])
+        res[f"{mode}_cpu"] = median(cpu[mode])
+        res[f"{mode}_runs"] = runs[mode]
     res["ratio"] = res["seq"] / res["curl"] if res["curl"] else float("nan")
-    res["seq_runs"], res["curl_runs"] = mount_runs, curl_runs
+    res["async_ratio"] = res["async"] / res["curl"] if res["curl"] else float("nan")
 
     # (b) ls -l of the big directory on a fresh mount
     m = LakefuseMount(sim, uri, workdir, f"{label}-ls", extra, cleanup)
@@ -308,6 +341,46 @@ def phase(sim, repo, args, workdir, cleanup, label, seq_key, par_keys, par_size,
     return res
 
 
+def fuse_ceiling(workdir, cleanup, size_mib, runs):
+    """Median MB/s of dd through build/fuse_ceiling, sync and async."""
+    binary = pathlib.Path(BINARY).parent / "fuse_ceiling"
+    if not binary.exists():
+        log(f"no {binary}: ceiling not measured")
+        return None
+    out = {}
+    for mode, more in (("sync", []), ("async", ["--async-read"])):
+        speeds = []
+        for i in range(runs):
+            mnt = pathlib.Path(workdir) / f"ceiling-{mode}{i}"
+            mnt.mkdir()
+            p = subprocess.Popen([str(binary), "--size-mib", str(size_mib)] + more + [str(mnt)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+            def stop(p=p, mnt=mnt):
+                if is_mounted(mnt):
+                    subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True,
+                                   timeout=30)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            undo = cleanup.push(stop, f"fuse_ceiling pid {p.pid}")
+            deadline = time.monotonic() + 10
+            while not is_mounted(mnt):
+                if p.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"fuse_ceiling did not mount: {p.stderr.read()[-300:]!r}")
+                time.sleep(0.02)
+            readahead_kb(mnt, 4096)     # as lakefuse sets its own
+            mbps, _ = dd_read(mnt / "data", size_mib * MiB)
+            cleanup.remove(undo)
+            stop()
+            speeds.append(mbps)
+        out[mode] = median(speeds)
+        log(f"  FUSE ceiling ({mode}): " + ", ".join(f"{x:.0f}" for x in speeds) + " MB/s")
+    return out
+
+
 def cache_budget(extra_args):
     """The --cache-size in effect, as the user passed it or --help shows it."""
     for i, a in enumerate(extra_args):
@@ -334,7 +407,7 @@ def main():
     ap.add_argument("--parallel-mib", type=int, default=1024,
                     help="size of each parallel object (falls back to 512 if the disk is tight)")
     ap.add_argument("--files", type=int, default=10_000, help="files in the ls -l directory")
-    ap.add_argument("--runs", type=int, default=3, help="runs of the sequential read")
+    ap.add_argument("--runs", type=int, default=5, help="runs of each sequential read")
     ap.add_argument("--latency-ms", type=int, default=20)
     ap.add_argument("--drop-caches", action="store_true",
                     help="echo 1 > /proc/sys/vm/drop_caches before each read (cold gateway)")
@@ -391,6 +464,8 @@ def main():
         log(f"uploaded {args.files} small files in {time.perf_counter() - t0:.0f} s")
 
         budget = cache_budget(args.lakefuse_arg)
+        log("-- FUSE ceiling: a server answering reads from memory")
+        ceiling = fuse_ceiling(workdir, cleanup, args.seq_mib, args.runs)
         results = {}
         for label, lat in (("0 ms", 0), (f"{args.latency_ms} ms", args.latency_ms)):
             sim.set_faults(0.0, lat)
@@ -415,10 +490,14 @@ def main():
         print("|---|" + "---|" * len(labels))
         print(row(f"(a) sequential read {seq_size // MiB} MiB through lakefuse, MB/s",
                   lambda r: f"{r['seq']:.0f}"))
+        print(row("(a) the same with --async-read, MB/s", lambda r: f"{r['async']:.0f}"))
         print(row("(a) curl GET of the same object (presigned), MB/s",
                   lambda r: f"{r['curl']:.0f}"))
-        print(row(f"(a) ratio lakefuse / curl (target >= {RATIO_TARGET})",
-                  lambda r: f"{r['ratio']:.2f} {'OK' if r['ratio'] >= RATIO_TARGET else 'BELOW'}"))
+        print(row(f"(a) ratio lakefuse / curl (target >= {RATIO_TARGET}), default / --async-read",
+                  lambda r: f"{r['ratio']:.2f} / {r['async_ratio']:.2f} "
+                            f"{'OK' if r['ratio'] >= RATIO_TARGET else 'BELOW'}"))
+        print(row("(a) CPU-s per GiB: lakefuse + dd + gateway / --async-read / curl + gateway",
+                  lambda r: f"{r['seq_cpu']:.2f} / {r['async_cpu']:.2f} / {r['curl_cpu']:.2f}"))
         print(row(f"(b) `ls -l` of {args.files} files, cold mount / again, s",
                   lambda r: f"{r['ls_s']:.2f} / {r['ls_warm_s']:.2f}"))
         print(row(f"(b) ListObjectsV2 / HeadObject / GetObject (target {want_lists} / 0 / 0)",
@@ -427,10 +506,15 @@ def main():
                   lambda r: f"{r['par_mbps']:.0f}"))
         print(row(f"(c) lakefuse peak RSS (sampled VmRSS / VmHWM), MiB; budget {budget}",
                   lambda r: f"{r['par_peak_rss_mib']:.0f} / {r['par_hwm_mib']:.0f}"))
+        if ceiling:
+            print(f"| (e) FUSE ceiling: dd through a server answering from memory, "
+                  f"sync / --async-read, MB/s | {ceiling['sync']:.0f} / {ceiling['async']:.0f} "
+                  f"| (no gateway) |")
         print()
         for lbl in labels:
             r = results[lbl]
             print(f"runs at {lbl}: lakefuse " + ", ".join(f"{x:.0f}" for x in r["seq_runs"]) +
+                  " MB/s; --async-read " + ", ".join(f"{x:.0f}" for x in r["async_runs"]) +
                   " MB/s; curl " + ", ".join(f"{x:.0f}" for x in r["curl_runs"]) + " MB/s")
         return 0
     except KeyboardInterrupt:

@@ -38,8 +38,8 @@ def _unescape_mountinfo(s):
     return "".join(out)
 
 
-def mounts_at(path):
-    """Filesystem types mounted exactly at path, innermost last."""
+def _mountinfo_at(path):
+    """(fstype, "maj:min") of the mounts exactly at path, innermost last."""
     path = os.path.realpath(path)
     found = []
     with open("/proc/self/mountinfo") as f:
@@ -51,8 +51,33 @@ def mounts_at(path):
             except ValueError:
                 continue
             if _unescape_mountinfo(fields[4]) == path:
-                found.append(fields[sep + 1])
+                found.append((fields[sep + 1], fields[2]))
     return found
+
+
+def mounts_at(path):
+    """Filesystem types mounted exactly at path, innermost last."""
+    return [fstype for fstype, _ in _mountinfo_at(path)]
+
+
+def readahead_kb(path, set_kb=None):
+    """read_ahead_kb of the backing device of the mount at path, after
+    setting it to set_kb if given and allowed; None when unknown."""
+    found = _mountinfo_at(path)
+    if not found:
+        return None
+    knob = f"/sys/class/bdi/{found[-1][1]}/read_ahead_kb"
+    try:
+        if set_kb is not None:
+            with open(knob, "w") as f:
+                f.write(f"{set_kb}\n")
+    except OSError:
+        pass
+    try:
+        with open(knob) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 def is_mounted(path):

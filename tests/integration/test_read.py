@@ -21,8 +21,8 @@ import urllib.parse
 import pytest
 
 from lf_helpers import (BINARY, MiB, BigStream, bulk_put, closed_port, find_daemon_pids,
-                        is_mounted, pid_alive, put_many_boto, run, sha256_bytes, sha256_file,
-                        upload_stream_multipart, wait_until)
+                        is_mounted, pid_alive, put_many_boto, readahead_kb, run, sha256_bytes,
+                        sha256_file, upload_stream_multipart, wait_until)
 
 GiB = 1 << 30
 C_LOCALE = dict(os.environ, LC_ALL="C")
@@ -219,20 +219,6 @@ def test_1gib_object_reads_back_byte_exact(lakefs, repo, s3, mount):
         pytest.fail("sha256 mismatch")
 
 
-def mount_readahead_kb(path):
-    """read_ahead_kb of the mount's own backing device (None: unknown)."""
-    real = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == real:
-                dev = fields[2]
-    try:
-        return int(pathlib.Path(f"/sys/class/bdi/{dev}/read_ahead_kb").read_text())
-    except (OSError, UnboundLocalError, ValueError):
-        return None
-
-
 @pytest.mark.parametrize("async_read", [False, True], ids=["sync", "async-read"])
 def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async_read):
     """A stream right after the mount returns: 1 MiB FUSE reads from the
@@ -245,7 +231,7 @@ def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async
                                    part_size=16 * MiB)
     m = mount(uri(repo), *(["--async-read"] if async_read else []))
     if os.geteuid() == 0:
-        assert mount_readahead_kb(m.path) == 4096
+        assert readahead_kb(m.path) == 4096
     lakefs.reset_stats()
     h = hashlib.sha256()
     with open(m.path / "main" / "stream.bin", "rb", buffering=0) as f:
