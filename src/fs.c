@@ -1524,6 +1524,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             rc = -ENOMEM;
         /* Keep the kernel's cached pages when they hold these very bytes. */
         fi->keep_cache = n->ref->immutable || (a.etag[0] && lf_etag_same(n->cached_etag, a.etag));
+        /* --direct-io: the kernel hands each read to us and copies our
+         * answer straight into the reader's buffer, with no page cache in
+         * between; our own readahead and block cache do that job. */
+        fi->direct_io = fs->cfg->direct_io && !write;
         snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", a.etag);
         lf_meta_unlock(fs->meta);
         if (!rc)

@@ -250,6 +250,29 @@ def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async
         assert int(pat.search(m.log()).group(1)) >= 900
 
 
+def test_direct_io_bypasses_the_page_cache(lakefs, repo, s3, mount):
+    """--direct-io: bytes exact through read() and a private mmap; a shared
+    mmap is refused with ENODEV (the kernel cannot keep it coherent without
+    a page cache); writes still work."""
+    import mmap
+    data = random.Random(11).randbytes(5 * MiB + 3)
+    put(s3, repo, "main/dio.bin", data)
+    m = mount(uri(repo), "--direct-io")
+    path = m.path / "main" / "dio.bin"
+    assert read_file(path) == data
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ) as mm:
+            assert mm[:] == data
+        with pytest.raises(OSError) as e:
+            mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        assert e.value.errno == errno.ENODEV
+    finally:
+        os.close(fd)
+    (m.path / "main" / "dio-new.bin").write_bytes(data[:MiB])
+    assert s3.get_object(Bucket=repo, Key="main/dio-new.bin")["Body"].read() == data[:MiB]
+
+
 def test_random_preads_match_local_copy(lakefs, repo, s3, mount):
     size = 24 * MiB + 12345
     data = random.Random(7).randbytes(size)
