@@ -1,32 +1,54 @@
-/* http: libcurl easy handles in a bounded pool.
+/* http: a bounded pool of connections, with libcurl for every exchange
+ * but one kind.
  *
- * Handles are reset (not destroyed) between uses: curl_easy_reset keeps the
- * live connection and the DNS cache, which is the whole point of the pool.
- * Callbacks write straight into the caller's sink, so a ranged GET costs one
- * copy (socket -> destination buffer) inside this layer.
+ * libcurl handles are reset (not destroyed) between uses: curl_easy_reset
+ * keeps the live connection and the DNS cache, which is the whole point of
+ * the pool. libcurl hands a body over from a buffer of its own, which costs
+ * a copy into the caller's sink; for the data of a stream that copy is a
+ * large share of the daemon's CPU. So a GET over plain HTTP whose body goes
+ * into an iovec (the ranged GETs of readahead) takes a direct path: the
+ * request is written and the answer parsed here, and the body is read with
+ * readv straight into the caller's buffers. HTTPS, uploads and listings
+ * stay with libcurl, and so does any answer the direct path cannot take
+ * (no Content-Length, chunked): it is asked again through libcurl, and the
+ * direct path is not used again.
  */
 #include "lakefuse/http.h"
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "lakefuse/log.h"
 
 #define ERR_BODY_MAX (64 * 1024)
 
+/* One slot of the pool: whichever of the two transports it has used. */
+struct conn {
+    CURL *curl; /* NULL until an exchange needs libcurl */
+    int fd;     /* a kept-alive connection of the direct path, or -1 */
+};
+
 struct lf_http {
     struct lf_http_opts opts;
     char *ca_bundle;
     pthread_mutex_t lock;
     pthread_cond_t freed;
-    CURL **idle;        /* stack of idle handles */
+    struct conn **idle; /* stack of idle slots */
     unsigned nidle;
     unsigned created;
+    int direct_off;     /* the server gave an answer the direct path cannot read */
 };
 
 /* Per-exchange state seen by the callbacks. */
@@ -74,8 +96,13 @@ void lf_http_free(struct lf_http *h)
 {
     if (!h)
         return;
-    for (unsigned i = 0; i < h->nidle; i++)
-        curl_easy_cleanup(h->idle[i]);
+    for (unsigned i = 0; i < h->nidle; i++) {
+        if (h->idle[i]->curl)
+            curl_easy_cleanup(h->idle[i]->curl);
+        if (h->idle[i]->fd >= 0)
+            close(h->idle[i]->fd);
+        free(h->idle[i]);
+    }
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->freed);
     free(h->idle);
@@ -83,34 +110,26 @@ void lf_http_free(struct lf_http *h)
     free(h);
 }
 
-static CURL *pool_get(struct lf_http *h)
+static struct conn *pool_get(struct lf_http *h)
 {
-    CURL *c = NULL;
+    struct conn *c = NULL;
     pthread_mutex_lock(&h->lock);
     while (h->nidle == 0 && h->created >= h->opts.max_conns)
         pthread_cond_wait(&h->freed, &h->lock);
     if (h->nidle > 0) {
         c = h->idle[--h->nidle];
-    } else {
-        c = curl_easy_init();
-        if (c)
-            h->created++;
+    } else if ((c = calloc(1, sizeof(*c)))) {
+        c->fd = -1;
+        h->created++;
     }
     pthread_mutex_unlock(&h->lock);
     return c;
 }
 
-static void pool_put(struct lf_http *h, CURL *c, int broken)
+static void pool_put(struct lf_http *h, struct conn *c)
 {
     pthread_mutex_lock(&h->lock);
-    if (broken) {
-        /* A handle whose transfer died mid-way may hold a connection in an
-         * unknown state; a fresh one costs a handshake and nothing else. */
-        curl_easy_cleanup(c);
-        h->created--;
-    } else {
-        h->idle[h->nidle++] = c;
-    }
+    h->idle[h->nidle++] = c;
     pthread_cond_signal(&h->freed);
     pthread_mutex_unlock(&h->lock);
 }
@@ -357,6 +376,424 @@ static void set_method(CURL *c, const struct lf_http_req *q)
     }
 }
 
+/* ------------------------------------------------------------ direct path */
+
+#define DIRECT_FALLBACK 1   /* not an errno: ask again through libcurl */
+#define HEAD_MAX (16 * 1024)
+#define SLICE_MS 100        /* how often a wait looks at cancel and clocks */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Clocks of one exchange: the whole-request deadline, and the stall rule
+ * libcurl applies on the other path (under 1 KiB/s over the stall window
+ * fails, which also covers a server that sends nothing). */
+struct dclock {
+    const struct lf_http *h;
+    const struct lf_http_req *req;
+    int64_t deadline;   /* 0: none */
+    int64_t win_start;
+    uint64_t win_bytes, bytes;
+};
+
+static int dclock_check(struct dclock *k, struct lf_http_resp *resp)
+{
+    int64_t now = now_ms();
+    if (k->req->cancel && k->req->cancel(k->req->cancel_arg))
+        return -EINTR;
+    if (k->deadline && now >= k->deadline) {
+        snprintf(resp->errmsg, sizeof(resp->errmsg), "request took longer than %ld ms",
+                 k->h->opts.request_timeout_ms);
+        return -ETIMEDOUT;
+    }
+    long stall = k->h->opts.stall_timeout_ms;
+    if (stall > 0 && now - k->win_start >= stall) {
+        if (k->bytes - k->win_bytes < 1024u * (uint64_t)((stall + 999) / 1000)) {
+            snprintf(resp->errmsg, sizeof(resp->errmsg),
+                     "under 1 KiB/s for %ld ms (%llu bytes in)", stall,
+                     (unsigned long long)(k->bytes - k->win_bytes));
+            return -ETIMEDOUT;
+        }
+        k->win_start = now;
+        k->win_bytes = k->bytes;
+    }
+    return 0;
+}
+
+/* Waits until fd is ready for `events`, a slice at a time. */
+static int dwait(int fd, short events, struct dclock *k, struct lf_http_resp *resp)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    int rc;
+    while ((rc = poll(&p, 1, SLICE_MS)) == 0 || (rc < 0 && errno == EINTR)) {
+        int e = dclock_check(k, resp);
+        if (e)
+            return e;
+    }
+    if (rc < 0)
+        return -errno;
+    return dclock_check(k, resp);
+}
+
+static int sock_errno(int e)
+{
+    switch (e) {
+    case ECONNREFUSED:
+    case ETIMEDOUT:
+    case EHOSTUNREACH:
+        return -e;
+    case ENETUNREACH:
+        return -EHOSTUNREACH;
+    case EPIPE:
+    case ECONNRESET:
+    case ECONNABORTED:
+        return -ECONNRESET;
+    default:
+        return -EIO;
+    }
+}
+
+/* "http://authority/path" -> host, port, authority and the path. */
+static int split_url(const char *url, char *host, size_t hcap, char *port, size_t pcap,
+                     char *auth, size_t acap, const char **path)
+{
+    if (strncmp(url, "http://", 7) != 0)
+        return -EINVAL;
+    const char *a = url + 7, *slash = strchr(a, '/');
+    size_t alen = slash ? (size_t)(slash - a) : strlen(a);
+    if (alen == 0 || alen >= acap)
+        return -EINVAL;
+    memcpy(auth, a, alen);
+    auth[alen] = '\0';
+    *path = slash ? slash : "/";
+    const char *hs = auth, *he, *colon;
+    if (*auth == '[') { /* [v6]:port */
+        hs = auth + 1;
+        if (!(he = strchr(hs, ']')))
+            return -EINVAL;
+        colon = he[1] == ':' ? he + 1 : NULL;
+    } else {
+        colon = strrchr(auth, ':');
+        he = colon ? colon : auth + alen;
+    }
+    if ((size_t)(he - hs) >= hcap || he == hs)
+        return -EINVAL;
+    memcpy(host, hs, (size_t)(he - hs));
+    host[he - hs] = '\0';
+    snprintf(port, pcap, "%s", colon && colon[1] ? colon + 1 : "80");
+    return 0;
+}
+
+static int dconnect(const char *host, const char *port, struct dclock *k,
+                    struct lf_http_resp *resp)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int g = getaddrinfo(host, port, &hints, &ai);
+    if (g != 0) {
+        snprintf(resp->errmsg, sizeof(resp->errmsg), "cannot resolve %.100s: %s", host,
+                 gai_strerror(g));
+        return -EHOSTUNREACH;
+    }
+    int fd = -1, rc = -ECONNREFUSED;
+    long cto = k->h->opts.connect_timeout_ms > 0 ? k->h->opts.connect_timeout_ms : 300000;
+    for (struct addrinfo *p = ai; p; p = p->ai_next) {
+        fd = socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, p->ai_protocol);
+        if (fd < 0) {
+            rc = -errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        if (connect(fd, p->ai_addr, p->ai_addrlen) == 0)
+            break;
+        if (errno == EINPROGRESS) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            int64_t end = now_ms() + cto;
+            int pr = 0;
+            while (now_ms() < end && (pr = poll(&pf, 1, SLICE_MS)) <= 0) {
+                if (pr < 0 && errno != EINTR)
+                    break;
+                if (k->req->cancel && k->req->cancel(k->req->cancel_arg)) {
+                    close(fd);
+                    freeaddrinfo(ai);
+                    return -EINTR;
+                }
+            }
+            int err = 0;
+            socklen_t el = sizeof(err);
+            if (pr > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0)
+                break;
+            rc = pr > 0 ? sock_errno(err) : -ETIMEDOUT;
+        } else {
+            rc = sock_errno(errno);
+        }
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    if (fd < 0)
+        snprintf(resp->errmsg, sizeof(resp->errmsg), "cannot connect to %.100s port %.15s: %s", host,
+                 port, strerror(-rc));
+    return fd >= 0 ? fd : rc;
+}
+
+static int send_all(int fd, const char *p, size_t n, struct dclock *k,
+                    struct lf_http_resp *resp)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            int rc = dwait(fd, POLLOUT, k, resp);
+            if (rc)
+                return rc;
+        } else {
+            snprintf(resp->errmsg, sizeof(resp->errmsg), "sending the request: %s",
+                     strerror(errno));
+            return sock_errno(errno);
+        }
+    }
+    return 0;
+}
+
+/* Reads into the iovec [pos, pos + n) of the sink (or into `scratch` when
+ * vec is NULL), retrying until n bytes arrived. */
+static int recv_into(int fd, const struct iovec *vec, int cnt, size_t pos, size_t n,
+                     char *scratch, size_t scap, struct dclock *k, struct lf_http_resp *resp,
+                     size_t *done)
+{
+    *done = 0;
+    while (*done < n) {
+        struct iovec iov[64];
+        int ni = 0;
+        size_t want = n - *done, at = pos + *done;
+        if (!vec) {
+            iov[ni].iov_base = scratch;
+            iov[ni++].iov_len = want < scap ? want : scap;
+        }
+        for (int i = 0; vec && i < cnt && ni < 64 && want > 0; i++) {
+            if (at >= vec[i].iov_len) {
+                at -= vec[i].iov_len;
+                continue;
+            }
+            size_t len = vec[i].iov_len - at;
+            if (len > want)
+                len = want;
+            iov[ni].iov_base = (char *)vec[i].iov_base + at;
+            iov[ni++].iov_len = len;
+            want -= len;
+            at = 0;
+        }
+        ssize_t r = readv(fd, iov, ni);
+        if (r > 0) {
+            *done += (size_t)r;
+            k->bytes += (uint64_t)r;
+            continue;
+        }
+        if (r == 0) {
+            snprintf(resp->errmsg, sizeof(resp->errmsg),
+                     "connection closed after %zu of %zu body bytes", *done, n);
+            return -EPROTO;
+        }
+        if (errno != EAGAIN && errno != EINTR) {
+            snprintf(resp->errmsg, sizeof(resp->errmsg), "receiving: %s", strerror(errno));
+            return sock_errno(errno);
+        }
+        int rc = dwait(fd, POLLIN, k, resp);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Reads the status line and headers into hb (NUL-terminated); *hlen is
+ * where the body starts, *have how much of hb holds data. */
+static int recv_head(int fd, char *hb, size_t *hlen, size_t *have, struct dclock *k,
+                     struct lf_http_resp *resp)
+{
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = recv(fd, hb + n, HEAD_MAX - 1 - n, 0);
+        if (r > 0) {
+            size_t from = n > 3 ? n - 3 : 0;
+            n += (size_t)r;
+            k->bytes += (uint64_t)r;
+            hb[n] = '\0';
+            char *end = strstr(hb + from, "\r\n\r\n");
+            if (end) {
+                *hlen = (size_t)(end + 4 - hb);
+                *have = n;
+                return 0;
+            }
+            if (n >= HEAD_MAX - 1) {
+                snprintf(resp->errmsg, sizeof(resp->errmsg), "answer headers over %d bytes",
+                         HEAD_MAX);
+                return -EPROTO;
+            }
+            continue;
+        }
+        if (r == 0) {
+            snprintf(resp->errmsg, sizeof(resp->errmsg), "connection closed %s",
+                     n ? "in the middle of the headers" : "before an answer");
+            return n ? -EPROTO : -ECONNRESET;
+        }
+        if (errno != EAGAIN && errno != EINTR) {
+            snprintf(resp->errmsg, sizeof(resp->errmsg), "receiving: %s", strerror(errno));
+            return sock_errno(errno);
+        }
+        int rc = dwait(fd, POLLIN, k, resp);
+        if (rc)
+            return rc;
+    }
+}
+
+/* One attempt on connection *fd (opened here when -1). On return *fd is
+ * -1 unless the connection can carry the next request. */
+static int direct_once(struct lf_http *h, int *fd, const struct lf_http_req *req,
+                       struct lf_http_resp *resp, struct dclock *k, bool *reused)
+{
+    char host[256], port[16], auth[300], head[HEAD_MAX];
+    const char *path;
+    int rc;
+    struct xfer x = {.req = req, .resp = resp};
+
+    if (split_url(req->url, host, sizeof(host), port, sizeof(port), auth, sizeof(auth), &path))
+        return DIRECT_FALLBACK;
+    *reused = *fd >= 0;
+    if (*fd < 0 && (*fd = dconnect(host, port, k, resp)) < 0) {
+        rc = *fd;
+        *fd = -1;
+        return rc;
+    }
+
+    /* The request: what libcurl would send, less its Accept. */
+    int n = snprintf(head, sizeof(head), "GET %s HTTP/1.1\r\nHost: %s\r\n", path, auth);
+    for (size_t i = 0; i < req->nheaders && n > 0 && (size_t)n < sizeof(head); i++)
+        n += snprintf(head + n, sizeof(head) - (size_t)n, "%s\r\n", req->headers[i]);
+    if (n < 0 || (size_t)n + 3 > sizeof(head)) {
+        rc = DIRECT_FALLBACK;
+        goto fail;
+    }
+    memcpy(head + n, "\r\n", 3);
+    if ((rc = send_all(*fd, head, (size_t)n + 2, k, resp)))
+        goto fail;
+
+    size_t hlen, have;
+    if ((rc = recv_head(*fd, head, &hlen, &have, k, resp)))
+        goto fail;
+    bool close_after = false, chunked = false;
+    for (char *line = head; line < head + hlen - 2;) {
+        char *eol = strstr(line, "\r\n");
+        size_t len = (size_t)(eol - line);
+        if (line == head && (len < 12 || strncmp(line, "HTTP/1.", 7) != 0)) {
+            snprintf(resp->errmsg, sizeof(resp->errmsg), "not an HTTP/1.x answer");
+            rc = -EPROTO;
+            goto fail;
+        }
+        on_header(line, 1, len + 2, &x);
+        if (strncasecmp(line, "connection:", 11) == 0 && strcasestr(line + 11, "close"))
+            close_after = true;
+        if (strncasecmp(line, "transfer-encoding:", 18) == 0)
+            chunked = true;
+        line = eol + 2;
+    }
+    if (strncmp(head, "HTTP/1.0", 8) == 0)
+        close_after = true; /* no keep-alive unless asked for; we did not ask */
+    if (resp->status < 200 || chunked || (resp->content_length < 0 && resp->status != 204 &&
+                                          resp->status != 304)) {
+        rc = DIRECT_FALLBACK;
+        goto fail;
+    }
+    size_t body = resp->content_length > 0 ? (size_t)resp->content_length : 0;
+    size_t early = have - hlen; /* body bytes that came with the headers */
+    if (early > body) {
+        snprintf(resp->errmsg, sizeof(resp->errmsg), "more bytes than Content-Length");
+        rc = -EPROTO;
+        goto fail;
+    }
+
+    size_t got;
+    if (resp->status >= 300) {
+        /* The S3 error document: kept up to ERR_BODY_MAX, the rest read
+         * and dropped so the connection stays usable. */
+        char scratch[4096];
+        if (lf_buf_append(&resp->err_body, head + hlen, early)) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        for (size_t left = body - early; left > 0; left -= got) {
+            size_t step = left < sizeof(scratch) ? left : sizeof(scratch);
+            if ((rc = recv_into(*fd, NULL, 0, 0, step, scratch, sizeof(scratch), k, resp, &got)))
+                goto fail;
+            if (resp->err_body.len < ERR_BODY_MAX &&
+                lf_buf_append(&resp->err_body, scratch,
+                              got < ERR_BODY_MAX - resp->err_body.len
+                                  ? got : ERR_BODY_MAX - resp->err_body.len)) {
+                rc = -ENOMEM;
+                goto fail;
+            }
+        }
+    } else {
+        size_t cap = 0;
+        for (int i = 0; i < req->outvcnt; i++)
+            cap += req->outv[i].iov_len;
+        if (body > cap) {
+            snprintf(resp->errmsg, sizeof(resp->errmsg),
+                     "answer body larger than the %zu bytes asked for", cap);
+            rc = -EIO;
+            goto fail;
+        }
+        /* The few body bytes read with the headers take one small copy;
+         * the rest lands where it belongs. */
+        for (size_t i = 0, off = 0; off < early; i++) {
+            size_t part = req->outv[i].iov_len < early - off ? req->outv[i].iov_len : early - off;
+            memcpy(req->outv[i].iov_base, head + hlen + off, part);
+            off += part;
+        }
+        if ((rc = recv_into(*fd, req->outv, req->outvcnt, early, body - early, NULL, 0, k,
+                            resp, &got)))
+            goto fail;
+        resp->body_len = body;
+    }
+    if (close_after) {
+        close(*fd);
+        *fd = -1;
+    }
+    return 0;
+fail:
+    close(*fd);
+    *fd = -1;
+    return rc;
+}
+
+static int direct_get(struct lf_http *h, struct conn *c, const struct lf_http_req *req,
+                      struct lf_http_resp *resp)
+{
+    struct dclock k = {.h = h, .req = req, .win_start = now_ms()};
+    if (h->opts.request_timeout_ms > 0)
+        k.deadline = k.win_start + h->opts.request_timeout_ms;
+    bool reused;
+    int rc = direct_once(h, &c->fd, req, resp, &k, &reused);
+    /* A kept-alive connection the server closed meanwhile fails before
+     * any answer: that says nothing about the request, so ask once more
+     * on a new connection, as libcurl does. */
+    if (reused && (rc == -ECONNRESET || rc == -EPROTO) && resp->status == 0) {
+        lf_http_resp_reset(resp);
+        rc = direct_once(h, &c->fd, req, resp, &k, &reused);
+    }
+    if (rc == DIRECT_FALLBACK && !__atomic_exchange_n(&h->direct_off, 1, __ATOMIC_RELAXED))
+        lf_info("http: the server's answer to a ranged GET has no plain Content-Length; "
+                "reading data through libcurl from now on");
+    return rc;
+}
+
 int lf_http_perform(struct lf_http *h, const struct lf_http_req *req,
                     struct lf_http_resp *resp)
 {
@@ -366,9 +803,24 @@ int lf_http_perform(struct lf_http *h, const struct lf_http_req *req,
     int rc = 0;
 
     lf_http_resp_reset(resp);
-    CURL *c = pool_get(h);
-    if (!c)
+    struct conn *slot = pool_get(h);
+    if (!slot)
         return -ENOMEM;
+    if (req->outv && strcmp(req->method, "GET") == 0 && strncmp(req->url, "http://", 7) == 0 &&
+        !__atomic_load_n(&h->direct_off, __ATOMIC_RELAXED)) {
+        rc = direct_get(h, slot, req, resp);
+        if (rc != DIRECT_FALLBACK) {
+            pool_put(h, slot);
+            return rc;
+        }
+        lf_http_resp_reset(resp);
+        rc = 0;
+    }
+    if (!slot->curl && !(slot->curl = curl_easy_init())) {
+        pool_put(h, slot);
+        return -ENOMEM;
+    }
+    CURL *c = slot->curl;
     curl_easy_reset(c);
 
     for (size_t i = 0; i < req->nheaders; i++) {
@@ -443,6 +895,12 @@ int lf_http_perform(struct lf_http *h, const struct lf_http_req *req,
     }
 out:
     curl_slist_free_all(hdrs);
-    pool_put(h, c, rc != 0);
+    if (rc != 0) {
+        /* A handle whose transfer died mid-way may hold a connection in
+         * an unknown state; a fresh one costs a handshake and nothing else. */
+        curl_easy_cleanup(c);
+        slot->curl = NULL;
+    }
+    pool_put(h, slot);
     return rc;
 }

@@ -1,0 +1,391 @@
+/* http's direct path (plain-HTTP GETs read straight into an iovec) against
+ * a scripted server on 127.0.0.1 in this process: bytes, statuses, kept
+ * and closed connections, the fallback to libcurl, and every way an
+ * answer can go wrong (short, too long, stalled, cancelled, refused). */
+#include "check.h"
+#include "lakefuse/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BODY_LEN (300 * 1024 + 17)
+
+enum mode {
+    M_RANGE,        /* 206 with Content-Length, header and first bytes in one write */
+    M_CLOSE,        /* the same with Connection: close */
+    M_NOT_FOUND,    /* 404 with an S3 error document */
+    M_CHUNKED,      /* chunked body: the direct path hands over to libcurl */
+    M_SHORT,        /* closes half way through the body */
+    M_LONG,         /* a body longer than asked for */
+    M_STALL,        /* headers, then silence */
+    M_IDLE_CLOSE,   /* answers one request per connection without saying so */
+};
+
+static struct {
+    int lfd, port;
+    enum mode mode;
+    int conns, reqs;
+    bool stop;
+    pthread_mutex_t lock;
+    unsigned char body[BODY_LEN];
+} srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void put_all(int fd, const void *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        p = (const char *)p + w;
+        n -= (size_t)w;
+    }
+}
+
+/* Reads one request head; false at EOF. */
+static bool get_request(int fd)
+{
+    char buf[8192];
+    size_t n = 0;
+    while (n < sizeof(buf) - 1) {
+        ssize_t r = recv(fd, buf + n, sizeof(buf) - 1 - n, 0);
+        if (r <= 0)
+            return false;
+        n += (size_t)r;
+        buf[n] = '\0';
+        if (strstr(buf, "\r\n\r\n"))
+            return true;
+    }
+    return false;
+}
+
+/* Answers one request; false when the connection ends here. */
+static bool answer(int fd, enum mode m)
+{
+    char head[512];
+    int n;
+    switch (m) {
+    case M_RANGE:
+    case M_CLOSE:
+    case M_IDLE_CLOSE: {
+        n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 206 Partial Content\r\nETag: \"abc\"\r\n"
+                     "Content-Range: bytes 0-%d/%d\r\nContent-Length: %d\r\n%s\r\n",
+                     BODY_LEN - 1, BODY_LEN * 2, BODY_LEN,
+                     m == M_CLOSE ? "Connection: close\r\n" : "");
+        char *first = malloc((size_t)n + 1000);
+        memcpy(first, head, (size_t)n);
+        memcpy(first + n, srv.body, 1000);
+        put_all(fd, first, (size_t)n + 1000);
+        free(first);
+        put_all(fd, srv.body + 1000, BODY_LEN - 1000);
+        return m == M_RANGE;
+    }
+    case M_NOT_FOUND: {
+        const char *doc = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>";
+        n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\n"
+                     "Content-Length: %zu\r\n\r\n%s", strlen(doc), doc);
+        put_all(fd, head, (size_t)n);
+        return true;
+    }
+    case M_CHUNKED: {
+        n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", BODY_LEN);
+        put_all(fd, head, (size_t)n);
+        put_all(fd, srv.body, BODY_LEN);
+        put_all(fd, "\r\n0\r\n\r\n", 7);
+        return true;
+    }
+    case M_SHORT:
+        n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
+                     BODY_LEN);
+        put_all(fd, head, (size_t)n);
+        put_all(fd, srv.body, BODY_LEN / 2);
+        return false;
+    case M_LONG:
+        n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
+                     BODY_LEN + 1);
+        put_all(fd, head, (size_t)n);
+        put_all(fd, srv.body, BODY_LEN);
+        put_all(fd, "x", 1);
+        return true;
+    case M_STALL:
+        n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
+                     BODY_LEN);
+        put_all(fd, head, (size_t)n);
+        sleep(3);
+        return false;
+    }
+    return false;
+}
+
+static void *serve_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    while (get_request(fd)) {
+        pthread_mutex_lock(&srv.lock);
+        srv.reqs++;
+        enum mode m = srv.mode;
+        pthread_mutex_unlock(&srv.lock);
+        if (!answer(fd, m))
+            break;
+    }
+    close(fd);
+    return NULL;
+}
+
+/* A thread per connection: a stalled answer must not hold up the next. */
+static void *serve(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int fd = accept(srv.lfd, NULL, NULL);
+        pthread_mutex_lock(&srv.lock);
+        bool stop = srv.stop;
+        if (fd >= 0 && !stop)
+            srv.conns++;
+        pthread_mutex_unlock(&srv.lock);
+        if (stop || fd < 0) {
+            if (fd >= 0)
+                close(fd);
+            return NULL;
+        }
+        pthread_t t;
+        if (pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)fd) == 0)
+            pthread_detach(t);
+        else
+            close(fd);
+    }
+}
+
+static void set_mode(enum mode m)
+{
+    pthread_mutex_lock(&srv.lock);
+    srv.mode = m;
+    srv.conns = srv.reqs = 0;
+    pthread_mutex_unlock(&srv.lock);
+}
+
+static int counted(int *what)
+{
+    pthread_mutex_lock(&srv.lock);
+    int v = *what;
+    pthread_mutex_unlock(&srv.lock);
+    return v;
+}
+
+struct sink {
+    unsigned char *a, *b, *c;
+    struct iovec iov[3];
+};
+
+static void sink_init(struct sink *s, size_t extra)
+{
+    /* Uneven pieces, so the body crosses buffer boundaries mid-read. */
+    size_t la = 1000 - 333, lb = 128 * 1024, lc = BODY_LEN - la - lb + extra;
+    s->a = calloc(1, la);
+    s->b = calloc(1, lb);
+    s->c = calloc(1, lc);
+    s->iov[0] = (struct iovec){s->a, la};
+    s->iov[1] = (struct iovec){s->b, lb};
+    s->iov[2] = (struct iovec){s->c, lc};
+}
+
+static bool sink_matches(const struct sink *s)
+{
+    size_t la = s->iov[0].iov_len, lb = s->iov[1].iov_len;
+    return memcmp(s->a, srv.body, la) == 0 && memcmp(s->b, srv.body + la, lb) == 0 &&
+           memcmp(s->c, srv.body + la + lb, BODY_LEN - la - lb) == 0;
+}
+
+static void sink_free(struct sink *s)
+{
+    free(s->a);
+    free(s->b);
+    free(s->c);
+}
+
+static int get(struct lf_http *h, struct sink *s, struct lf_http_resp *resp,
+               lf_http_cancel_fn cancel)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/repo/main/obj?x=1", srv.port);
+    const char *hdrs[] = {"Range: bytes=0-307216", "x-amz-date: 20260101T000000Z"};
+    struct lf_http_req q = {.method = "GET", .url = url, .headers = hdrs, .nheaders = 2,
+                            .outv = s->iov, .outvcnt = 3, .cancel = cancel};
+    return lf_http_perform(h, &q, resp);
+}
+
+static struct timespec t_start;
+
+static int cancel_after_300ms(void *arg)
+{
+    (void)arg;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t_start.tv_sec) * 1000 + (t.tv_nsec - t_start.tv_nsec) / 1000000 > 300;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+int main(void)
+{
+    for (size_t i = 0; i < BODY_LEN; i++)
+        srv.body[i] = (unsigned char)(i * 7 + (i >> 10));
+    srv.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    if (bind(srv.lfd, (struct sockaddr *)&a, sizeof(a)) || listen(srv.lfd, 16) ||
+        getsockname(srv.lfd, (struct sockaddr *)&a, &al)) {
+        perror("test server");
+        return 1;
+    }
+    srv.port = ntohs(a.sin_port);
+    pthread_t t;
+    pthread_create(&t, NULL, serve, NULL);
+    lf_http_global_init();
+    struct lf_http_opts o = {.max_conns = 1, .connect_timeout_ms = 2000,
+                             .stall_timeout_ms = 1000};
+    struct lf_http *h = lf_http_new(&o);
+    struct lf_http_resp resp;
+    lf_http_resp_init(&resp);
+    struct sink s;
+
+    /* Two ranged GETs on one kept-alive connection, bytes exact. */
+    set_mode(M_RANGE);
+    for (int i = 0; i < 2; i++) {
+        sink_init(&s, 0);
+        CHECK_INT(get(h, &s, &resp, NULL), 0);
+        CHECK_INT(resp.status, 206);
+        CHECK_INT(resp.body_len, BODY_LEN);
+        CHECK_INT(resp.content_length, BODY_LEN);
+        CHECK_STR(resp.etag, "\"abc\"");
+        CHECK(strstr(resp.content_range, "bytes 0-") == resp.content_range);
+        CHECK(sink_matches(&s));
+        sink_free(&s);
+    }
+    CHECK_INT(counted(&srv.reqs), 2);
+    CHECK_INT(counted(&srv.conns), 1);
+
+    /* Connection: close is honoured: the next request connects again. */
+    set_mode(M_CLOSE);
+    for (int i = 0; i < 2; i++) {
+        sink_init(&s, 0);
+        CHECK_INT(get(h, &s, &resp, NULL), 0);
+        CHECK(sink_matches(&s));
+        sink_free(&s);
+    }
+    /* the first went over the connection kept from before, the second
+     * needed a new one */
+    CHECK_INT(counted(&srv.conns), 1);
+
+    /* A server that drops each connection after one answer, silently:
+     * the second request finds it closed and asks again on a new one. */
+    set_mode(M_IDLE_CLOSE);
+    for (int i = 0; i < 2; i++) {
+        sink_init(&s, 0);
+        CHECK_INT(get(h, &s, &resp, NULL), 0);
+        CHECK(sink_matches(&s));
+        sink_free(&s);
+    }
+    CHECK_INT(counted(&srv.reqs), 2);
+
+    /* An error answer: its status and document, the connection kept. */
+    set_mode(M_NOT_FOUND);
+    sink_init(&s, 0);
+    CHECK_INT(get(h, &s, &resp, NULL), 0);
+    CHECK_INT(resp.status, 404);
+    CHECK(resp.err_body.len > 0 && strstr(resp.err_body.data, "NoSuchKey") != NULL);
+    CHECK_INT(get(h, &s, &resp, NULL), 0);
+    CHECK_INT(counted(&srv.conns), 1);
+    sink_free(&s);
+
+    /* A body longer than the sink: EIO, as through libcurl. */
+    set_mode(M_LONG);
+    sink_init(&s, 0);
+    CHECK_INT(get(h, &s, &resp, NULL), -EIO);
+    CHECK(strstr(resp.errmsg, "larger") != NULL);
+    sink_free(&s);
+
+    /* Cut short: EPROTO, never a short success. */
+    set_mode(M_SHORT);
+    sink_init(&s, 0);
+    CHECK_INT(get(h, &s, &resp, NULL), -EPROTO);
+    sink_free(&s);
+
+    /* Headers, then nothing: the stall timeout ends it. */
+    set_mode(M_STALL);
+    sink_init(&s, 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_INT(get(h, &s, &resp, NULL), -ETIMEDOUT);
+    double dt = seconds_since(&t0);
+    CHECK(dt > 0.9 && dt < 2.5);
+
+    /* The caller gives up: EINTR within a slice of the poll. */
+    clock_gettime(CLOCK_MONOTONIC, &t_start);
+    CHECK_INT(get(h, &s, &resp, cancel_after_300ms), -EINTR);
+    dt = seconds_since(&t_start);
+    CHECK(dt > 0.25 && dt < 1.0);
+    sink_free(&s);
+
+    /* Chunked: handed to libcurl, which reads it right; later GETs go
+     * through libcurl too. */
+    set_mode(M_CHUNKED);
+    sink_init(&s, 0);
+    CHECK_INT(get(h, &s, &resp, NULL), 0);
+    CHECK_INT(resp.status, 200);
+    CHECK_INT(resp.body_len, BODY_LEN);
+    CHECK(sink_matches(&s));
+    CHECK_INT(counted(&srv.reqs), 2); /* the direct attempt, then libcurl's */
+    set_mode(M_CHUNKED);
+    CHECK_INT(get(h, &s, &resp, NULL), 0);
+    CHECK(sink_matches(&s));
+    CHECK_INT(counted(&srv.reqs), 1);
+    sink_free(&s);
+    lf_http_free(h);
+
+    /* Nobody listening. */
+    int closed = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in c = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t cl = sizeof(c);
+    bind(closed, (struct sockaddr *)&c, sizeof(c));
+    getsockname(closed, (struct sockaddr *)&c, &cl);
+    h = lf_http_new(&o);
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", ntohs(c.sin_port));
+    sink_init(&s, 0);
+    struct lf_http_req q = {.method = "GET", .url = url, .outv = s.iov, .outvcnt = 3};
+    CHECK_INT(lf_http_perform(h, &q, &resp), -ECONNREFUSED);
+    CHECK(strstr(resp.errmsg, "cannot connect") != NULL);
+    sink_free(&s);
+    close(closed);
+    lf_http_free(h);
+
+    lf_http_resp_free(&resp);
+    pthread_mutex_lock(&srv.lock);
+    srv.stop = true;
+    pthread_mutex_unlock(&srv.lock);
+    /* wake the accept so the thread sees stop */
+    int w = socket(AF_INET, SOCK_STREAM, 0);
+    connect(w, (struct sockaddr *)&a, sizeof(a));
+    pthread_join(t, NULL);
+    close(w);
+    close(srv.lfd);
+    lf_http_global_cleanup();
+    return check_summary("test_http");
+}
