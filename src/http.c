@@ -664,8 +664,10 @@ static int direct_once(struct lf_http *h, int *fd, const struct lf_http_req *req
     int rc;
     struct xfer x = {.req = req, .resp = resp};
 
-    if (split_url(req->url, host, sizeof(host), port, sizeof(port), auth, sizeof(auth), &path))
+    if (split_url(req->url, host, sizeof(host), port, sizeof(port), auth, sizeof(auth), &path)) {
+        snprintf(resp->errmsg, sizeof(resp->errmsg), "a URL it cannot split");
         return DIRECT_FALLBACK;
+    }
     *reused = *fd >= 0;
     if (*fd < 0 && (*fd = dconnect(host, port, k, resp)) < 0) {
         rc = *fd;
@@ -678,6 +680,7 @@ static int direct_once(struct lf_http *h, int *fd, const struct lf_http_req *req
     for (size_t i = 0; i < req->nheaders && n > 0 && (size_t)n < sizeof(head); i++)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "%s\r\n", req->headers[i]);
     if (n < 0 || (size_t)n + 3 > sizeof(head)) {
+        snprintf(resp->errmsg, sizeof(resp->errmsg), "request headers over %d bytes", HEAD_MAX);
         rc = DIRECT_FALLBACK;
         goto fail;
     }
@@ -708,6 +711,9 @@ static int direct_once(struct lf_http *h, int *fd, const struct lf_http_req *req
         close_after = true; /* no keep-alive unless asked for; we did not ask */
     if (resp->status < 200 || chunked || (resp->content_length < 0 && resp->status != 204 &&
                                           resp->status != 304)) {
+        snprintf(resp->errmsg, sizeof(resp->errmsg), "an answer with %s",
+                 chunked ? "a chunked body" : resp->status < 200 ? "an interim status"
+                                                                : "no Content-Length");
         rc = DIRECT_FALLBACK;
         goto fail;
     }
@@ -789,8 +795,8 @@ static int direct_get(struct lf_http *h, struct conn *c, const struct lf_http_re
         rc = direct_once(h, &c->fd, req, resp, &k, &reused);
     }
     if (rc == DIRECT_FALLBACK && !__atomic_exchange_n(&h->direct_off, 1, __ATOMIC_RELAXED))
-        lf_info("http: the server's answer to a ranged GET has no plain Content-Length; "
-                "reading data through libcurl from now on");
+        lf_info("http: data GETs go through libcurl from now on (the direct path met %s)",
+                resp->errmsg);
     return rc;
 }
 
