@@ -563,6 +563,16 @@ static int send_all(int fd, const char *p, size_t n, struct dclock *k,
     return 0;
 }
 
+/* After a recv that got nothing: waits for more, or says why not. */
+static int recv_wait(int fd, struct dclock *k, struct lf_http_resp *resp)
+{
+    if (errno != EAGAIN && errno != EINTR) {
+        snprintf(resp->errmsg, sizeof(resp->errmsg), "receiving: %s", strerror(errno));
+        return sock_errno(errno);
+    }
+    return dwait(fd, POLLIN, k, resp);
+}
+
 /* Reads into the iovec [pos, pos + n) of the sink (or into `scratch` when
  * vec is NULL), retrying until n bytes arrived. */
 static int recv_into(int fd, const struct iovec *vec, int cnt, size_t pos, size_t n,
@@ -602,11 +612,7 @@ static int recv_into(int fd, const struct iovec *vec, int cnt, size_t pos, size_
                      "connection closed after %zu of %zu body bytes", *done, n);
             return -EPROTO;
         }
-        if (errno != EAGAIN && errno != EINTR) {
-            snprintf(resp->errmsg, sizeof(resp->errmsg), "receiving: %s", strerror(errno));
-            return sock_errno(errno);
-        }
-        int rc = dwait(fd, POLLIN, k, resp);
+        int rc = recv_wait(fd, k, resp);
         if (rc)
             return rc;
     }
@@ -644,11 +650,7 @@ static int recv_head(int fd, char *hb, size_t *hlen, size_t *have, struct dclock
                      n ? "in the middle of the headers" : "before an answer");
             return n ? -EPROTO : -ECONNRESET;
         }
-        if (errno != EAGAIN && errno != EINTR) {
-            snprintf(resp->errmsg, sizeof(resp->errmsg), "receiving: %s", strerror(errno));
-            return sock_errno(errno);
-        }
-        int rc = dwait(fd, POLLIN, k, resp);
+        int rc = recv_wait(fd, k, resp);
         if (rc)
             return rc;
     }
