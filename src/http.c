@@ -49,6 +49,7 @@ struct lf_http {
     unsigned nidle;
     unsigned created;
     int direct_off;     /* the server gave an answer the direct path cannot read */
+    unsigned held;      /* slots kept by open bodies (lf_http_open) */
 };
 
 /* Per-exchange state seen by the callbacks. */
@@ -381,6 +382,9 @@ static void set_method(CURL *c, const struct lf_http_req *q)
 #define DIRECT_FALLBACK 1   /* not an errno: ask again through libcurl */
 #define HEAD_MAX (16 * 1024)
 #define SLICE_MS 100        /* how often a wait looks at cancel and clocks */
+#define WHY_LEN 256         /* the size of lf_http_resp.errmsg */
+
+_Static_assert(sizeof(((struct lf_http_resp *)0)->errmsg) == WHY_LEN, "errmsg size");
 
 static int64_t now_ms(void)
 {
@@ -391,30 +395,41 @@ static int64_t now_ms(void)
 
 /* Clocks of one exchange: the whole-request deadline, and the stall rule
  * libcurl applies on the other path (under 1 KiB/s over the stall window
- * fails, which also covers a server that sends nothing). */
+ * fails, which also covers a server that sends nothing). `why` receives
+ * the reason of a failure, for the log line. */
 struct dclock {
     const struct lf_http *h;
-    const struct lf_http_req *req;
+    lf_http_cancel_fn cancel;
+    void *cancel_arg;
+    char *why;
     int64_t deadline;   /* 0: none */
     int64_t win_start;
     uint64_t win_bytes, bytes;
 };
 
-static int dclock_check(struct dclock *k, struct lf_http_resp *resp)
+static void dclock_start(struct dclock *k, const struct lf_http *h, lf_http_cancel_fn cancel,
+                         void *cancel_arg, bool whole_request, char *why)
+{
+    *k = (struct dclock){.h = h, .cancel = cancel, .cancel_arg = cancel_arg, .why = why,
+                         .win_start = now_ms()};
+    if (whole_request && h->opts.request_timeout_ms > 0)
+        k->deadline = k->win_start + h->opts.request_timeout_ms;
+}
+
+static int dclock_check(struct dclock *k)
 {
     int64_t now = now_ms();
-    if (k->req->cancel && k->req->cancel(k->req->cancel_arg))
+    if (k->cancel && k->cancel(k->cancel_arg))
         return -EINTR;
     if (k->deadline && now >= k->deadline) {
-        snprintf(resp->errmsg, sizeof(resp->errmsg), "request took longer than %ld ms",
+        snprintf(k->why, WHY_LEN, "request took longer than %ld ms",
                  k->h->opts.request_timeout_ms);
         return -ETIMEDOUT;
     }
     long stall = k->h->opts.stall_timeout_ms;
     if (stall > 0 && now - k->win_start >= stall) {
         if (k->bytes - k->win_bytes < 1024u * (uint64_t)((stall + 999) / 1000)) {
-            snprintf(resp->errmsg, sizeof(resp->errmsg),
-                     "under 1 KiB/s for %ld ms (%llu bytes in)", stall,
+            snprintf(k->why, WHY_LEN, "under 1 KiB/s for %ld ms (%llu bytes in)", stall,
                      (unsigned long long)(k->bytes - k->win_bytes));
             return -ETIMEDOUT;
         }
@@ -425,18 +440,18 @@ static int dclock_check(struct dclock *k, struct lf_http_resp *resp)
 }
 
 /* Waits until fd is ready for `events`, a slice at a time. */
-static int dwait(int fd, short events, struct dclock *k, struct lf_http_resp *resp)
+static int dwait(int fd, short events, struct dclock *k)
 {
     struct pollfd p = {.fd = fd, .events = events};
     int rc;
     while ((rc = poll(&p, 1, SLICE_MS)) == 0 || (rc < 0 && errno == EINTR)) {
-        int e = dclock_check(k, resp);
+        int e = dclock_check(k);
         if (e)
             return e;
     }
     if (rc < 0)
         return -errno;
-    return dclock_check(k, resp);
+    return dclock_check(k);
 }
 
 static int sock_errno(int e)
@@ -488,14 +503,12 @@ static int split_url(const char *url, char *host, size_t hcap, char *port, size_
     return 0;
 }
 
-static int dconnect(const char *host, const char *port, struct dclock *k,
-                    struct lf_http_resp *resp)
+static int dconnect(const char *host, const char *port, struct dclock *k)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
     int g = getaddrinfo(host, port, &hints, &ai);
     if (g != 0) {
-        snprintf(resp->errmsg, sizeof(resp->errmsg), "cannot resolve %.100s: %s", host,
-                 gai_strerror(g));
+        snprintf(k->why, WHY_LEN, "cannot resolve %.100s: %s", host, gai_strerror(g));
         return -EHOSTUNREACH;
     }
     int fd = -1, rc = -ECONNREFUSED;
@@ -518,7 +531,7 @@ static int dconnect(const char *host, const char *port, struct dclock *k,
             while (now_ms() < end && (pr = poll(&pf, 1, SLICE_MS)) <= 0) {
                 if (pr < 0 && errno != EINTR)
                     break;
-                if (k->req->cancel && k->req->cancel(k->req->cancel_arg)) {
+                if (k->cancel && k->cancel(k->cancel_arg)) {
                     close(fd);
                     freeaddrinfo(ai);
                     return -EINTR;
@@ -537,13 +550,12 @@ static int dconnect(const char *host, const char *port, struct dclock *k,
     }
     freeaddrinfo(ai);
     if (fd < 0)
-        snprintf(resp->errmsg, sizeof(resp->errmsg), "cannot connect to %.100s port %.15s: %s", host,
-                 port, strerror(-rc));
+        snprintf(k->why, WHY_LEN, "cannot connect to %.100s port %.15s: %s", host, port,
+                 strerror(-rc));
     return fd >= 0 ? fd : rc;
 }
 
-static int send_all(int fd, const char *p, size_t n, struct dclock *k,
-                    struct lf_http_resp *resp)
+static int send_all(int fd, const char *p, size_t n, struct dclock *k)
 {
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
@@ -551,33 +563,31 @@ static int send_all(int fd, const char *p, size_t n, struct dclock *k,
             p += w;
             n -= (size_t)w;
         } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            int rc = dwait(fd, POLLOUT, k, resp);
+            int rc = dwait(fd, POLLOUT, k);
             if (rc)
                 return rc;
         } else {
-            snprintf(resp->errmsg, sizeof(resp->errmsg), "sending the request: %s",
-                     strerror(errno));
+            snprintf(k->why, WHY_LEN, "sending the request: %s", strerror(errno));
             return sock_errno(errno);
         }
     }
     return 0;
 }
 
-/* After a recv that got nothing: waits for more, or says why not. */
-static int recv_wait(int fd, struct dclock *k, struct lf_http_resp *resp)
+/* After a receive that got nothing: waits for more, or says why not. */
+static int recv_wait(int fd, struct dclock *k)
 {
     if (errno != EAGAIN && errno != EINTR) {
-        snprintf(resp->errmsg, sizeof(resp->errmsg), "receiving: %s", strerror(errno));
+        snprintf(k->why, WHY_LEN, "receiving: %s", strerror(errno));
         return sock_errno(errno);
     }
-    return dwait(fd, POLLIN, k, resp);
+    return dwait(fd, POLLIN, k);
 }
 
 /* Reads into the iovec [pos, pos + n) of the sink (or into `scratch` when
  * vec is NULL), retrying until n bytes arrived. */
 static int recv_into(int fd, const struct iovec *vec, int cnt, size_t pos, size_t n,
-                     char *scratch, size_t scap, struct dclock *k, struct lf_http_resp *resp,
-                     size_t *done)
+                     char *scratch, size_t scap, struct dclock *k, size_t *done)
 {
     *done = 0;
     while (*done < n) {
@@ -608,11 +618,10 @@ static int recv_into(int fd, const struct iovec *vec, int cnt, size_t pos, size_
             continue;
         }
         if (r == 0) {
-            snprintf(resp->errmsg, sizeof(resp->errmsg),
-                     "connection closed after %zu of %zu body bytes", *done, n);
+            snprintf(k->why, WHY_LEN, "connection closed after %zu of %zu body bytes", *done, n);
             return -EPROTO;
         }
-        int rc = recv_wait(fd, k, resp);
+        int rc = recv_wait(fd, k);
         if (rc)
             return rc;
     }
@@ -621,8 +630,7 @@ static int recv_into(int fd, const struct iovec *vec, int cnt, size_t pos, size_
 
 /* Reads the status line and headers into hb (NUL-terminated); *hlen is
  * where the body starts, *have how much of hb holds data. */
-static int recv_head(int fd, char *hb, size_t *hlen, size_t *have, struct dclock *k,
-                     struct lf_http_resp *resp)
+static int recv_head(int fd, char *hb, size_t *hlen, size_t *have, struct dclock *k)
 {
     size_t n = 0;
     for (;;) {
@@ -639,140 +647,100 @@ static int recv_head(int fd, char *hb, size_t *hlen, size_t *have, struct dclock
                 return 0;
             }
             if (n >= HEAD_MAX - 1) {
-                snprintf(resp->errmsg, sizeof(resp->errmsg), "answer headers over %d bytes",
-                         HEAD_MAX);
+                snprintf(k->why, WHY_LEN, "answer headers over %d bytes", HEAD_MAX);
                 return -EPROTO;
             }
             continue;
         }
         if (r == 0) {
-            snprintf(resp->errmsg, sizeof(resp->errmsg), "connection closed %s",
+            snprintf(k->why, WHY_LEN, "connection closed %s",
                      n ? "in the middle of the headers" : "before an answer");
             return n ? -EPROTO : -ECONNRESET;
         }
-        int rc = recv_wait(fd, k, resp);
+        int rc = recv_wait(fd, k);
         if (rc)
             return rc;
     }
 }
 
-/* One attempt on connection *fd (opened here when -1). On return *fd is
- * -1 unless the connection can carry the next request. */
-static int direct_once(struct lf_http *h, int *fd, const struct lf_http_req *req,
-                       struct lf_http_resp *resp, struct dclock *k, bool *reused)
+/* An answer's head as the direct path read it. */
+struct dhead {
+    char buf[HEAD_MAX];
+    size_t hlen, have;  /* the head's length; bytes of buf that hold data */
+    size_t body;        /* Content-Length (0 for a 204 or 304) */
+    bool close_after;   /* the connection cannot carry another request */
+};
+
+/* Sends the GET on connection *fd (opened here when -1) and reads the
+ * answer's head into resp and d. Any failure closes the connection. */
+static int direct_head(struct lf_http *h, int *fd, const struct lf_http_req *req,
+                       struct lf_http_resp *resp, struct dclock *k, bool *reused,
+                       struct dhead *d)
 {
-    char host[256], port[16], auth[300], head[HEAD_MAX];
+    char host[256], port[16], auth[300];
     const char *path;
     int rc;
     struct xfer x = {.req = req, .resp = resp};
 
     if (split_url(req->url, host, sizeof(host), port, sizeof(port), auth, sizeof(auth), &path)) {
-        snprintf(resp->errmsg, sizeof(resp->errmsg), "a URL it cannot split");
+        snprintf(k->why, WHY_LEN, "a URL it cannot split");
         return DIRECT_FALLBACK;
     }
     *reused = *fd >= 0;
-    if (*fd < 0 && (*fd = dconnect(host, port, k, resp)) < 0) {
+    if (*fd < 0 && (*fd = dconnect(host, port, k)) < 0) {
         rc = *fd;
         *fd = -1;
         return rc;
     }
 
     /* The request: what libcurl would send, less its Accept. */
-    int n = snprintf(head, sizeof(head), "GET %s HTTP/1.1\r\nHost: %s\r\n", path, auth);
-    for (size_t i = 0; i < req->nheaders && n > 0 && (size_t)n < sizeof(head); i++)
-        n += snprintf(head + n, sizeof(head) - (size_t)n, "%s\r\n", req->headers[i]);
-    if (n < 0 || (size_t)n + 3 > sizeof(head)) {
-        snprintf(resp->errmsg, sizeof(resp->errmsg), "request headers over %d bytes", HEAD_MAX);
+    char *head = d->buf;
+    int n = snprintf(head, HEAD_MAX, "GET %s HTTP/1.1\r\nHost: %s\r\n", path, auth);
+    for (size_t i = 0; i < req->nheaders && n > 0 && n < HEAD_MAX; i++)
+        n += snprintf(head + n, HEAD_MAX - (size_t)n, "%s\r\n", req->headers[i]);
+    if (n < 0 || n + 3 > HEAD_MAX) {
+        snprintf(k->why, WHY_LEN, "request headers over %d bytes", HEAD_MAX);
         rc = DIRECT_FALLBACK;
         goto fail;
     }
     memcpy(head + n, "\r\n", 3);
-    if ((rc = send_all(*fd, head, (size_t)n + 2, k, resp)))
+    if ((rc = send_all(*fd, head, (size_t)n + 2, k)))
         goto fail;
 
-    size_t hlen, have;
-    if ((rc = recv_head(*fd, head, &hlen, &have, k, resp)))
+    if ((rc = recv_head(*fd, head, &d->hlen, &d->have, k)))
         goto fail;
-    bool close_after = false, chunked = false;
-    for (char *line = head; line < head + hlen - 2;) {
+    bool chunked = false;
+    d->close_after = false;
+    for (char *line = head; line < head + d->hlen - 2;) {
         char *eol = strstr(line, "\r\n");
         size_t len = (size_t)(eol - line);
         if (line == head && (len < 12 || strncmp(line, "HTTP/1.", 7) != 0)) {
-            snprintf(resp->errmsg, sizeof(resp->errmsg), "not an HTTP/1.x answer");
+            snprintf(k->why, WHY_LEN, "not an HTTP/1.x answer");
             rc = -EPROTO;
             goto fail;
         }
         on_header(line, 1, len + 2, &x);
         if (strncasecmp(line, "connection:", 11) == 0 && strcasestr(line + 11, "close"))
-            close_after = true;
+            d->close_after = true;
         if (strncasecmp(line, "transfer-encoding:", 18) == 0)
             chunked = true;
         line = eol + 2;
     }
     if (strncmp(head, "HTTP/1.0", 8) == 0)
-        close_after = true; /* no keep-alive unless asked for; we did not ask */
+        d->close_after = true; /* no keep-alive unless asked for; we did not ask */
     if (resp->status < 200 || chunked || (resp->content_length < 0 && resp->status != 204 &&
                                           resp->status != 304)) {
-        snprintf(resp->errmsg, sizeof(resp->errmsg), "an answer with %s",
+        snprintf(k->why, WHY_LEN, "an answer with %s",
                  chunked ? "a chunked body" : resp->status < 200 ? "an interim status"
                                                                 : "no Content-Length");
         rc = DIRECT_FALLBACK;
         goto fail;
     }
-    size_t body = resp->content_length > 0 ? (size_t)resp->content_length : 0;
-    size_t early = have - hlen; /* body bytes that came with the headers */
-    if (early > body) {
-        snprintf(resp->errmsg, sizeof(resp->errmsg), "more bytes than Content-Length");
+    d->body = resp->content_length > 0 ? (size_t)resp->content_length : 0;
+    if (d->have - d->hlen > d->body) {
+        snprintf(k->why, WHY_LEN, "more bytes than Content-Length");
         rc = -EPROTO;
         goto fail;
-    }
-
-    size_t got;
-    if (resp->status >= 300) {
-        /* The S3 error document: kept up to ERR_BODY_MAX, the rest read
-         * and dropped so the connection stays usable. */
-        char scratch[4096];
-        if (lf_buf_append(&resp->err_body, head + hlen, early)) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        for (size_t left = body - early; left > 0; left -= got) {
-            size_t step = left < sizeof(scratch) ? left : sizeof(scratch);
-            if ((rc = recv_into(*fd, NULL, 0, 0, step, scratch, sizeof(scratch), k, resp, &got)))
-                goto fail;
-            if (resp->err_body.len < ERR_BODY_MAX &&
-                lf_buf_append(&resp->err_body, scratch,
-                              got < ERR_BODY_MAX - resp->err_body.len
-                                  ? got : ERR_BODY_MAX - resp->err_body.len)) {
-                rc = -ENOMEM;
-                goto fail;
-            }
-        }
-    } else {
-        size_t cap = 0;
-        for (int i = 0; i < req->outvcnt; i++)
-            cap += req->outv[i].iov_len;
-        if (body > cap) {
-            snprintf(resp->errmsg, sizeof(resp->errmsg),
-                     "answer body larger than the %zu bytes asked for", cap);
-            rc = -EIO;
-            goto fail;
-        }
-        /* The few body bytes read with the headers take one small copy;
-         * the rest lands where it belongs. */
-        for (size_t i = 0, off = 0; off < early; i++) {
-            size_t part = req->outv[i].iov_len < early - off ? req->outv[i].iov_len : early - off;
-            memcpy(req->outv[i].iov_base, head + hlen + off, part);
-            off += part;
-        }
-        if ((rc = recv_into(*fd, req->outv, req->outvcnt, early, body - early, NULL, 0, k,
-                            resp, &got)))
-            goto fail;
-        resp->body_len = body;
-    }
-    if (close_after) {
-        close(*fd);
-        *fd = -1;
     }
     return 0;
 fail:
@@ -781,25 +749,241 @@ fail:
     return rc;
 }
 
-static int direct_get(struct lf_http *h, struct conn *c, const struct lf_http_req *req,
-                      struct lf_http_resp *resp)
+/* direct_head, once more on a new connection when a kept-alive one turns
+ * out to be closed: that fails before any answer and says nothing about
+ * the request, so libcurl asks again too. */
+static int direct_start(struct lf_http *h, struct conn *c, const struct lf_http_req *req,
+                        struct lf_http_resp *resp, struct dclock *k, struct dhead *d)
 {
-    struct dclock k = {.h = h, .req = req, .win_start = now_ms()};
-    if (h->opts.request_timeout_ms > 0)
-        k.deadline = k.win_start + h->opts.request_timeout_ms;
     bool reused;
-    int rc = direct_once(h, &c->fd, req, resp, &k, &reused);
-    /* A kept-alive connection the server closed meanwhile fails before
-     * any answer: that says nothing about the request, so ask once more
-     * on a new connection, as libcurl does. */
+    int rc = direct_head(h, &c->fd, req, resp, k, &reused, d);
     if (reused && (rc == -ECONNRESET || rc == -EPROTO) && resp->status == 0) {
         lf_http_resp_reset(resp);
-        rc = direct_once(h, &c->fd, req, resp, &k, &reused);
+        rc = direct_head(h, &c->fd, req, resp, k, &reused, d);
     }
     if (rc == DIRECT_FALLBACK && !__atomic_exchange_n(&h->direct_off, 1, __ATOMIC_RELAXED))
         lf_info("http: data GETs go through libcurl from now on (the direct path met %s)",
                 resp->errmsg);
     return rc;
+}
+
+/* The S3 error document of an answer with status >= 300: kept up to
+ * ERR_BODY_MAX, the rest read and dropped so the connection stays usable. */
+static int recv_err_body(int fd, const struct dhead *d, struct lf_http_resp *resp,
+                         struct dclock *k)
+{
+    char scratch[4096];
+    size_t early = d->have - d->hlen, got;
+    if (lf_buf_append(&resp->err_body, d->buf + d->hlen, early))
+        return -ENOMEM;
+    for (size_t left = d->body - early; left > 0; left -= got) {
+        size_t step = left < sizeof(scratch) ? left : sizeof(scratch);
+        int rc = recv_into(fd, NULL, 0, 0, step, scratch, sizeof(scratch), k, &got);
+        if (rc)
+            return rc;
+        size_t room = resp->err_body.len < ERR_BODY_MAX ? ERR_BODY_MAX - resp->err_body.len : 0;
+        if (room && lf_buf_append(&resp->err_body, scratch, got < room ? got : room))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static int direct_get(struct lf_http *h, struct conn *c, const struct lf_http_req *req,
+                      struct lf_http_resp *resp)
+{
+    struct dclock k;
+    struct dhead d;
+    dclock_start(&k, h, req->cancel, req->cancel_arg, true, resp->errmsg);
+    int rc = direct_start(h, c, req, resp, &k, &d);
+    if (rc)
+        return rc;
+    size_t early = d.have - d.hlen, got;
+    if (resp->status >= 300) {
+        rc = recv_err_body(c->fd, &d, resp, &k);
+    } else {
+        size_t cap = 0;
+        for (int i = 0; i < req->outvcnt; i++)
+            cap += req->outv[i].iov_len;
+        if (d.body > cap) {
+            snprintf(resp->errmsg, WHY_LEN, "answer body larger than the %zu bytes asked for",
+                     cap);
+            rc = -EIO;
+        }
+        /* The few body bytes read with the headers take one small copy;
+         * the rest lands where it belongs. */
+        for (size_t i = 0, off = 0; !rc && off < early; i++) {
+            size_t part = req->outv[i].iov_len < early - off ? req->outv[i].iov_len : early - off;
+            memcpy(req->outv[i].iov_base, d.buf + d.hlen + off, part);
+            off += part;
+        }
+        if (!rc)
+            rc = recv_into(c->fd, req->outv, req->outvcnt, early, d.body - early, NULL, 0, &k,
+                           &got);
+        if (!rc)
+            resp->body_len = d.body;
+    }
+    if (rc || d.close_after) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ open bodies */
+
+struct lf_http_body {
+    struct lf_http *h;
+    struct conn *slot;
+    char *early;            /* body bytes that came with the head */
+    size_t early_len, early_pos;
+    uint64_t left;          /* body bytes not moved yet */
+    bool close_after;
+    char why[WHY_LEN];
+};
+
+int lf_http_open(struct lf_http *h, const struct lf_http_req *req, struct lf_http_resp *resp,
+                 struct lf_http_body **out)
+{
+    *out = NULL;
+    lf_http_resp_reset(resp);
+    if (strcmp(req->method, "GET") != 0 || strncmp(req->url, "http://", 7) != 0 ||
+        __atomic_load_n(&h->direct_off, __ATOMIC_RELAXED))
+        return -EOPNOTSUPP;
+    /* An open body keeps its connection for as long as its reader takes:
+     * at most half the pool, so that other requests always find one. */
+    pthread_mutex_lock(&h->lock);
+    bool room = h->held < h->opts.max_conns / 2;
+    if (room)
+        h->held++;
+    pthread_mutex_unlock(&h->lock);
+    if (!room)
+        return -EBUSY;
+
+    struct lf_http_body *b = NULL;
+    struct dhead *d = malloc(sizeof(*d));
+    struct conn *slot = d ? pool_get(h) : NULL;
+    struct dclock k;
+    int rc = -ENOMEM;
+    if (!slot)
+        goto out;
+    dclock_start(&k, h, req->cancel, req->cancel_arg, true, resp->errmsg);
+    rc = direct_start(h, slot, req, resp, &k, d);
+    if (rc == DIRECT_FALLBACK)
+        rc = -EOPNOTSUPP;
+    if (rc)
+        goto out;
+    if (resp->status >= 300) {
+        if ((rc = recv_err_body(slot->fd, d, resp, &k)) || d->close_after) {
+            close(slot->fd);
+            slot->fd = -1;
+        }
+        goto out;
+    }
+    size_t early = d->have - d->hlen;
+    if (!(b = calloc(1, sizeof(*b))) || (early && !(b->early = malloc(early)))) {
+        free(b);
+        b = NULL;
+        close(slot->fd);
+        slot->fd = -1;
+        rc = -ENOMEM;
+        goto out;
+    }
+    memcpy(b->early, d->buf + d->hlen, early);
+    b->h = h;
+    b->slot = slot;
+    b->early_len = early;
+    b->left = d->body;
+    b->close_after = d->close_after;
+    slot = NULL;
+    *out = b;
+out:
+    free(d);
+    if (slot) {
+        pool_put(h, slot);
+        pthread_mutex_lock(&h->lock);
+        h->held--;
+        pthread_mutex_unlock(&h->lock);
+    }
+    return rc;
+}
+
+uint64_t lf_http_body_left(const struct lf_http_body *b) { return b->left; }
+
+const char *lf_http_body_why(const struct lf_http_body *b) { return b->why; }
+
+int lf_http_body_splice(struct lf_http_body *b, int pipe_fd, size_t n, lf_http_cancel_fn cancel,
+                        void *cancel_arg, size_t *moved)
+{
+    *moved = 0;
+    if (n > b->left)
+        return -EINVAL;
+    struct dclock k;
+    dclock_start(&k, b->h, cancel, cancel_arg, false, b->why);
+    while (*moved < n && b->early_pos < b->early_len) {
+        size_t m = b->early_len - b->early_pos < n - *moved ? b->early_len - b->early_pos
+                                                          : n - *moved;
+        ssize_t w = write(pipe_fd, b->early + b->early_pos, m);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            snprintf(b->why, WHY_LEN, "the pipe took no more (%s)",
+                     w < 0 ? strerror(errno) : "full");
+            return w < 0 && errno != EAGAIN ? -errno : -ENOBUFS;
+        }
+        b->early_pos += (size_t)w;
+        b->left -= (uint64_t)w;
+        *moved += (size_t)w;
+    }
+    int fd = b->slot->fd;
+    while (*moved < n) {
+        ssize_t r = splice(fd, NULL, pipe_fd, NULL, n - *moved, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (r > 0) {
+            b->left -= (uint64_t)r;
+            *moved += (size_t)r;
+            k.bytes += (uint64_t)r;
+            continue;
+        }
+        if (r == 0) {
+            snprintf(b->why, WHY_LEN, "connection closed with %llu body bytes to come",
+                     (unsigned long long)b->left);
+            return -EPROTO;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN) {
+            snprintf(b->why, WHY_LEN, "receiving: %s", strerror(errno));
+            return sock_errno(errno);
+        }
+        /* Nothing to read, or no room in the pipe. Only we drain the
+         * pipe, so a full one will not empty by waiting. */
+        struct pollfd p = {.fd = pipe_fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) == 0) {
+            snprintf(b->why, WHY_LEN, "the pipe filled with %zu of %zu bytes", *moved, n);
+            return -ENOBUFS;
+        }
+        int rc = dwait(fd, POLLIN, &k);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void lf_http_body_close(struct lf_http_body *b)
+{
+    if (!b)
+        return;
+    struct lf_http *h = b->h;
+    if (b->left > 0 || b->close_after) {
+        /* Unread bytes would be taken for the next answer. */
+        close(b->slot->fd);
+        b->slot->fd = -1;
+    }
+    pool_put(h, b->slot);
+    pthread_mutex_lock(&h->lock);
+    h->held--;
+    pthread_mutex_unlock(&h->lock);
+    free(b->early);
+    free(b);
 }
 
 int lf_http_perform(struct lf_http *h, const struct lf_http_req *req,

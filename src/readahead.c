@@ -9,15 +9,35 @@
 #include "lakefuse/readahead.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "lakefuse/log.h"
 
 #define MAX_RUN 64 /* blocks per GET, an upper bound for the iovec */
+#define MAX_LANES 8
+#define SKIP_MAX (1u << 20) /* bytes a lane may drop to reach a read */
+#define GAP_WAIT_MS 5       /* how long a read ahead of its lane waits for the one before */
+
+/* A lane is one ranged GET of a stream: its answer waits on the
+ * connection, and reads take its body in order. */
+enum lane_state { LANE_OPENING, LANE_READY, LANE_BUSY, LANE_FAILED };
+
+struct lane {
+    struct lf_reader *r;
+    uint64_t start, end; /* the GET's range */
+    uint64_t pos;        /* the next byte its body gives */
+    enum lane_state state;
+    int err;             /* why it failed */
+    struct lf_stream *st;
+};
 
 struct lf_reader {
     struct lf_bcache *cache;
@@ -38,6 +58,13 @@ struct lf_reader {
     unsigned inflight;  /* fetch jobs running */
     bool closing;       /* freed: prefetches still running stop early */
     struct lf_ra_stats st;
+
+    bool streaming;     /* sequential reads may open lanes */
+    struct lane *lanes[MAX_LANES]; /* ordered by start, disjoint */
+    unsigned nlanes;
+    unsigned splicers;  /* threads in lf_reader_splice */
+    uint64_t lane_trigger; /* passing this opens the next window of lanes */
+    pthread_cond_t lane_cv;
 };
 
 struct fetch {
@@ -139,9 +166,18 @@ struct lf_reader *lf_reader_new(struct lf_bcache *cache, struct lf_store *store,
     if (r->o.request_size < r->bs)
         r->o.request_size = r->bs;
     r->window = r->o.initial_window;
+    r->streaming = opts && opts->stream_min && size >= opts->stream_min && store->ops->get_stream;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->idle, NULL);
+    pthread_cond_init(&r->lane_cv, NULL);
     return r;
+}
+
+static void lane_free(struct lane *l)
+{
+    if (l->st)
+        l->st->ops->close(l->st);
+    free(l);
 }
 
 void lf_reader_free(struct lf_reader *r)
@@ -153,8 +189,11 @@ void lf_reader_free(struct lf_reader *r)
     while (r->inflight > 0)
         pthread_cond_wait(&r->idle, &r->lock);
     pthread_mutex_unlock(&r->lock);
+    for (unsigned i = 0; i < r->nlanes; i++)
+        lane_free(r->lanes[i]);
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->idle);
+    pthread_cond_destroy(&r->lane_cv);
     free(r->bucket);
     free(r->key);
     free(r);
@@ -225,6 +264,14 @@ static void plan_readahead(struct lf_reader *r, uint64_t off, uint64_t end)
 {
     uint64_t from = 0, to = 0;
     pthread_mutex_lock(&r->lock);
+    if (r->streaming) {
+        /* Lanes do the reading ahead; blocks serve what they cannot, and
+         * only that (lf_reader_splice learns where the reader is). */
+        if (end > r->last_end || off + r->o.request_size < r->last_end)
+            r->last_end = end;
+        pthread_mutex_unlock(&r->lock);
+        return;
+    }
     /* The kernel issues readahead asynchronously from several threads, so
      * "sequential" tolerates reads that arrive a little out of order. */
     bool seq = off <= r->last_end + r->window &&
@@ -438,6 +485,282 @@ void lf_reader_unpin(struct lf_pinned *p)
 {
     unpin_range(p->cache, p->bs, p->off, p->len, p->blocks, p->nblocks);
     p->nblocks = 0;
+}
+
+/* ---- streams ----------------------------------------------------------------
+ *
+ * Lanes follow the window logic of blocks: a first window from where the
+ * reader starts (or catches up), then a window twice as large each time
+ * the reader passes the start of the last one, cut into GETs of at most
+ * request_size, at most MAX_LANES of them open. What they hold in flight
+ * sits in the kernel's socket buffers, not in our budget; how much an
+ * open lane may hold back from other requests is bounded by the HTTP
+ * layer (-EBUSY). */
+
+static struct lane *lane_at(const struct lf_reader *r, uint64_t off)
+{
+    for (unsigned i = 0; i < r->nlanes; i++)
+        if (r->lanes[i]->start <= off && off < r->lanes[i]->end)
+            return r->lanes[i];
+    return NULL;
+}
+
+static void lane_remove(struct lf_reader *r, struct lane *l)
+{
+    for (unsigned i = 0; i < r->nlanes; i++) {
+        if (r->lanes[i] == l) {
+            memmove(r->lanes + i, r->lanes + i + 1, (r->nlanes - i - 1) * sizeof(*r->lanes));
+            r->nlanes--;
+            break;
+        }
+    }
+    lane_free(l);
+}
+
+static void lane_job(void *arg)
+{
+    struct lane *l = arg;
+    struct lf_reader *r = l->r;
+    struct lf_read_ctl ctl = {.cancelled = reader_closing, .arg = r};
+    struct lf_stream *st = NULL;
+    int rc = r->store->ops->get_stream(r->store->ctx, r->bucket, r->key, l->start,
+                                       l->end - l->start, r->etag, &ctl, &st);
+    if (rc == -ESTALE)
+        lf_err("read %s/%s: object replaced while open (ETag no longer %s)", r->bucket,
+               r->key, r->etag);
+    pthread_mutex_lock(&r->lock);
+    if (rc != -EBUSY && rc != -EOPNOTSUPP)
+        r->st.gets++;
+    if (rc == 0) {
+        r->st.streams++;
+        l->st = st;
+        l->state = LANE_READY;
+    } else {
+        l->state = LANE_FAILED;
+        l->err = rc;
+    }
+    pthread_cond_broadcast(&r->lane_cv);
+    if (--r->inflight == 0)
+        pthread_cond_broadcast(&r->idle);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* With the lock held: opens the lanes a read at [off, end) calls for,
+ * returning them in todo[] to be submitted once the lock is dropped. */
+static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, struct lane **todo)
+{
+    uint64_t from;
+    if (!lane_at(r, off)) {
+        /* Starting, or caught up with the lanes: a window from here. */
+        if (r->last_end > 0 && r->window < r->o.max_window)
+            r->window *= 2;
+        from = off;
+    } else if (end > r->lane_trigger) {
+        if (r->window < r->o.max_window)
+            r->window *= 2;
+        from = r->lanes[r->nlanes - 1]->end;
+    } else {
+        return 0;
+    }
+    if (r->window > r->o.max_window)
+        r->window = r->o.max_window;
+    uint64_t to = from + r->window < r->size ? from + r->window : r->size;
+    r->lane_trigger = from;
+    unsigned n = 0;
+    for (uint64_t at = from; at < to && r->nlanes < MAX_LANES;) {
+        struct lane *l = lane_at(r, at);
+        if (l) {
+            at = l->end;
+            continue;
+        }
+        /* Up to the next lane, if one starts before the window's end. */
+        uint64_t stop = to;
+        unsigned i = 0;
+        while (i < r->nlanes && r->lanes[i]->start < at)
+            i++;
+        if (i < r->nlanes && r->lanes[i]->start < stop)
+            stop = r->lanes[i]->start;
+        if (stop - at > r->o.request_size)
+            stop = at + r->o.request_size;
+        if (!(l = calloc(1, sizeof(*l))))
+            break;
+        *l = (struct lane){.r = r, .start = at, .end = stop, .pos = at, .state = LANE_OPENING};
+        memmove(r->lanes + i + 1, r->lanes + i, (r->nlanes - i) * sizeof(*r->lanes));
+        r->lanes[i] = l;
+        r->nlanes++;
+        r->inflight++;
+        todo[n++] = l;
+        at = stop;
+    }
+    return n;
+}
+
+/* Whether the cache holds (or is fetching) every block of [off, end). */
+static bool range_cached(struct lf_reader *r, uint64_t off, uint64_t end)
+{
+    struct lf_bkey k = {.etag = r->etag, .objsize = r->size};
+    for (k.index = off / r->bs; k.index <= (end - 1) / r->bs; k.index++) {
+        struct lf_block *b;
+        bool created;
+        if (lf_bcache_acquire(r->cache, &k, LF_BC_LOOKUP, &b, &created) != 0)
+            return false;
+        lf_bcache_release(r->cache, b, false);
+    }
+    return true;
+}
+
+/* Waits on lane_cv for a slice; -EINTR once ctl says so. */
+static int lane_wait(struct lf_reader *r, const struct lf_read_ctl *ctl, long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&r->lane_cv, &r->lock, &ts);
+    return cancelled(ctl) ? -EINTR : 0;
+}
+
+void lf_pipe_drain(int rfd)
+{
+    char buf[16 * 1024];
+    int n;
+    while (ioctl(rfd, FIONREAD, &n) == 0 && n > 0)
+        if (read(rfd, buf, sizeof(buf)) < 0 && errno != EINTR)
+            break;
+}
+
+/* With the lock held and l taken (LANE_BUSY): moves [l->pos, at) out of
+ * the way and then [at, at + n) into the pipe, the lock dropped meanwhile. */
+static int lane_move(struct lf_reader *r, struct lane *l, uint64_t at, size_t n,
+                     const int pipefd[2], const struct lf_read_ctl *ctl)
+{
+    size_t gap = (size_t)(at - l->pos), moved = 0;
+    pthread_mutex_unlock(&r->lock);
+    int rc = 0;
+    if (gap) {
+        /* The pipe is empty here: a gap only opens at a read's start. */
+        rc = l->st->ops->splice(l->st, pipefd[1], gap, ctl, &moved);
+        lf_pipe_drain(pipefd[0]);
+        l->pos += moved;
+        moved = 0;
+    }
+    if (!rc)
+        rc = l->st->ops->splice(l->st, pipefd[1], n, ctl, &moved);
+    pthread_mutex_lock(&r->lock);
+    l->pos += moved;
+    return rc;
+}
+
+ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const int pipefd[2],
+                         const struct lf_read_ctl *ctl)
+{
+    struct lane *todo[MAX_LANES];
+    unsigned ntodo = 0;
+    size_t done = 0;
+    int rc = 0;
+
+    if ((len = clip(r, len, off)) == 0)
+        return 0;
+    uint64_t end = off + len;
+    pthread_mutex_lock(&r->lock);
+    /* Lanes the reader has left well behind hold connections for nothing. */
+    for (unsigned i = 0; i < r->nlanes;) {
+        struct lane *l = r->lanes[i];
+        if ((l->state == LANE_READY || l->state == LANE_FAILED) && l->end + SKIP_MAX <= off)
+            lane_remove(r, l);
+        else
+            i++;
+    }
+    if (!lane_at(r, off)) {
+        bool seq = off == r->last_end || (off == 0 && r->last_end == 0);
+        if (!r->streaming || !seq || range_cached(r, off, end)) {
+            pthread_mutex_unlock(&r->lock);
+            return -EAGAIN;
+        }
+    }
+    if (r->streaming)
+        ntodo = plan_lanes(r, off, end, todo);
+    r->splicers++;
+    pthread_mutex_unlock(&r->lock);
+    for (unsigned i = 0; i < ntodo; i++)
+        if (lf_workq_submit(r->wq, lane_job, todo[i]) != 0)
+            lane_job(todo[i]);
+    pthread_mutex_lock(&r->lock);
+
+    while (done < len && !rc) {
+        uint64_t at = off + done;
+        struct lane *l = lane_at(r, at);
+        int64_t gap_deadline = 0;
+        /* Wait for the lane to open or for whoever is reading it; a read
+         * that arrived ahead of the one before it (readahead sent in
+         * parallel) waits a moment for it before skipping its bytes. */
+        while (l && (l->state == LANE_OPENING || l->state == LANE_BUSY ||
+                     (l->state == LANE_READY && l->pos < at && r->splicers > 1))) {
+            if (l->state == LANE_READY) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+                if (!gap_deadline)
+                    gap_deadline = now + GAP_WAIT_MS;
+                else if (now >= gap_deadline)
+                    break;
+            }
+            if ((rc = lane_wait(r, ctl, l->state == LANE_READY ? 1 : 100)))
+                break;
+            l = lane_at(r, at);
+        }
+        if (rc)
+            break;
+        if (l && l->state == LANE_FAILED) {
+            rc = l->err;
+            lane_remove(r, l);
+            break;
+        }
+        if (!l || l->pos > at) {
+            rc = -EAGAIN; /* bytes this lane gave already: it stays for what follows */
+            break;
+        }
+        if (at - l->pos > SKIP_MAX) {
+            rc = -EAGAIN; /* the reader jumped ahead within the lane */
+            lane_remove(r, l);
+            break;
+        }
+        size_t n = (size_t)((end < l->end ? end : l->end) - at);
+        l->state = LANE_BUSY;
+        int e = lane_move(r, l, at, n, pipefd, ctl);
+        if (e) {
+            rc = e;
+            lane_remove(r, l); /* its connection is in an unknown state */
+        } else {
+            done += n;
+            r->st.spliced += n;
+            l->state = LANE_READY;
+            if (l->pos == l->end)
+                lane_remove(r, l); /* read to its end: the connection goes back */
+        }
+        pthread_cond_broadcast(&r->lane_cv);
+    }
+    if (!rc && end > r->last_end)
+        r->last_end = end;
+    if (r->streaming && ((rc == -EBUSY && r->nlanes == 0) || rc == -EOPNOTSUPP)) {
+        /* Open streams hold all the connections they may, or the server
+         * cannot be read this way: this reader goes through blocks (and
+         * their readahead) from now on. */
+        r->streaming = false;
+        lf_dbg("read %s/%s: %s, reading through the cache", r->bucket, r->key,
+               rc == -EBUSY ? "no connection for a stream" : "streams unavailable");
+    }
+    r->splicers--;
+    pthread_mutex_unlock(&r->lock);
+    if (rc) {
+        lf_pipe_drain(pipefd[0]);
+        /* Whatever else went wrong, the blocks fetch these bytes again
+         * (with retries); a replaced object and an interrupted read are
+         * the caller's to see. */
+        return rc == -ESTALE || rc == -EINTR ? rc : -EAGAIN;
+    }
+    return (ssize_t)len;
 }
 
 void lf_reader_get_stats(struct lf_reader *r, struct lf_ra_stats *st)

@@ -26,6 +26,7 @@
 
 struct s3 {
     struct lf_store store;
+    struct lf_store_ops ops; /* S3_OPS, less what this endpoint cannot do */
     struct lf_http *http;
     struct lf_sigv4 *signer;
     char *origin;     /* scheme://host[:port] */
@@ -51,6 +52,7 @@ struct call {
     const struct iovec *outv;
     int outvcnt;
     struct lf_buf *out_buf;
+    struct lf_http_body **open_body; /* leave a 2xx body on its connection */
     const struct lf_read_ctl *ctl;
 };
 
@@ -231,7 +233,8 @@ static int perform(struct s3 *s, const struct call *c, struct lf_http_resp *resp
             atomic_fetch_add(&s->bytes_out, c->body->len);
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        rc = lf_http_perform(s->http, &hr, resp);
+        rc = c->open_body ? lf_http_open(s->http, &hr, resp, c->open_body)
+                          : lf_http_perform(s->http, &hr, resp);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         atomic_fetch_add(&s->bytes_in, resp->body_len);
         lf_dbg("%s %s %s: HTTP %ld, %" PRIu64 " bytes, %.1f ms", c->op, c->method,
@@ -498,6 +501,35 @@ static bool parse_content_range(const char *v, uint64_t *a, uint64_t *b, uint64_
     return true;
 }
 
+/* Whether an answer to "bytes=off-(off+want-1)" is exactly those bytes
+ * (or what exists of them at the end of the object) of the version with
+ * the pinned ETag: 0 with *got set, -ESTALE or -EPROTO. body is the
+ * answer's body length (read, or announced for a body not read yet). */
+static int check_range(const struct lf_http_resp *r, uint64_t off, uint64_t want, uint64_t body,
+                       const char *etag, const char *bucket, const char *key, uint64_t *got)
+{
+    uint64_t a = 0, b = 0, total = 0;
+    char tag[LF_ETAG_MAX];
+    lf_etag_copy(tag, r->etag);
+    if (etag && *etag && !lf_etag_same(tag, etag))
+        return -ESTALE;
+    if (r->status == 206 && parse_content_range(r->content_range, &a, &b, &total) &&
+        a == off && (b == off + want - 1 || (b == total - 1 && b < off + want - 1)) &&
+        body == b - a + 1) {
+        *got = body;
+        return 0;
+    }
+    if (r->status == 200 && off == 0 && r->content_length >= 0 &&
+        body == (uint64_t)r->content_length && body <= want) {
+        *got = body; /* the whole (small) object */
+        return 0;
+    }
+    lf_warn("GetObject %s/%s: answer does not match range bytes=%" PRIu64 "-%" PRIu64
+            " (HTTP %ld, Content-Range '%s', %" PRIu64 " bytes)", bucket, key, off,
+            off + want - 1, r->status, r->content_range, body);
+    return -EPROTO;
+}
+
 static int s3_get(void *ctx, const char *bucket, const char *key, uint64_t off,
                   const struct iovec *iov, int iovcnt, const char *etag, size_t *got,
                   const struct lf_read_ctl *ctl)
@@ -519,33 +551,14 @@ static int s3_get(void *ctx, const char *bucket, const char *key, uint64_t off,
     lf_http_resp_init(&r);
     int rc;
     for (unsigned attempt = 0;; attempt++) {
-        rc = perform(s, &c, &r);
-        if (rc)
+        uint64_t n = 0;
+        if ((rc = perform(s, &c, &r))) /* retried in there already */
             break;
-        /* Check that the answer is exactly the bytes we asked for. */
-        uint64_t a = 0, b = 0, total = 0;
-        char tag[LF_ETAG_MAX];
-        lf_etag_copy(tag, r.etag);
-        if (etag && *etag && !lf_etag_same(tag, etag)) {
-            rc = -ESTALE;
+        if (!(rc = check_range(&r, off, want, r.body_len, etag, bucket, key, &n))) {
+            *got = (size_t)n;
             break;
         }
-        if (r.status == 206 && parse_content_range(r.content_range, &a, &b, &total) &&
-            a == off && (b == off + want - 1 || (b == total - 1 && b < off + want - 1)) &&
-            r.body_len == b - a + 1) {
-            *got = r.body_len;
-            break;
-        }
-        if (r.status == 200 && off == 0 && r.content_length >= 0 &&
-            r.body_len == (uint64_t)r.content_length && r.body_len <= want) {
-            *got = r.body_len; /* the whole (small) object */
-            break;
-        }
-        lf_warn("GetObject %s/%s: answer does not match range %s (HTTP %ld, "
-                "Content-Range '%s', %zu bytes)", bucket, key, range, r.status,
-                r.content_range, r.body_len);
-        rc = -EPROTO;
-        if (attempt >= s->retries)
+        if (rc != -EPROTO || attempt >= s->retries)
             break;
         atomic_fetch_add(&s->nretries, 1);
         if ((rc = backoff(s, attempt, ctl)))
@@ -553,6 +566,96 @@ static int s3_get(void *ctx, const char *bucket, const char *key, uint64_t off,
     }
     lf_http_resp_free(&r);
     return rc;
+}
+
+/* ---- streamed GETs -------------------------------------------------------- */
+
+struct s3_stream {
+    struct lf_stream base;
+    struct s3 *s;
+    struct lf_http_body *body;
+    char *name; /* "bucket/key", for log lines */
+};
+
+static int s3_stream_splice(struct lf_stream *st, int pipe_fd, size_t n,
+                            const struct lf_read_ctl *ctl, size_t *moved)
+{
+    struct s3_stream *x = (struct s3_stream *)st;
+    int rc = lf_http_body_splice(x->body, pipe_fd, n, ctl ? ctl->cancelled : NULL,
+                                 ctl ? ctl->arg : NULL, moved);
+    atomic_fetch_add(&x->s->bytes_in, *moved);
+    if (rc && rc != -EINTR)
+        lf_warn("GetObject %s: %s (the read goes another way)", x->name,
+                lf_http_body_why(x->body));
+    return rc;
+}
+
+static void s3_stream_close(struct lf_stream *st)
+{
+    struct s3_stream *x = (struct s3_stream *)st;
+    if (!x)
+        return;
+    lf_http_body_close(x->body);
+    free(x->name);
+    free(x);
+}
+
+static const struct lf_stream_ops S3_STREAM_OPS = {
+    .splice = s3_stream_splice,
+    .close = s3_stream_close,
+};
+
+static int s3_get_stream(void *ctx, const char *bucket, const char *key, uint64_t off,
+                         uint64_t len, const char *etag, const struct lf_read_ctl *ctl,
+                         struct lf_stream **out)
+{
+    struct s3 *s = ctx;
+    struct lf_http_resp r;
+    struct lf_http_body *body = NULL;
+    struct s3_stream *x = NULL;
+    char range[64];
+    *out = NULL;
+    if (len == 0)
+        return -EINVAL;
+    snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, off, off + len - 1);
+    struct call c = {.op = "GetObject", .method = "GET", .bucket = bucket, .key = key,
+                     .retry_ok = true, .open_body = &body, .ctl = ctl};
+    add_header(&c, "range", range);
+    lf_http_resp_init(&r);
+    int rc;
+    for (unsigned attempt = 0;; attempt++) {
+        uint64_t n = 0;
+        if ((rc = perform(s, &c, &r)))
+            break;
+        rc = check_range(&r, off, len, (uint64_t)r.content_length, etag, bucket, key, &n);
+        if (!rc && n != len) {
+            lf_warn("GetObject %s/%s: %" PRIu64 " of the %" PRIu64 " bytes asked for: "
+                    "object changed size", bucket, key, n, len);
+            rc = -ESTALE;
+        }
+        if (!rc)
+            break;
+        lf_http_body_close(body);
+        body = NULL;
+        if (rc != -EPROTO || attempt >= s->retries)
+            break;
+        atomic_fetch_add(&s->nretries, 1);
+        if ((rc = backoff(s, attempt, ctl)))
+            break;
+    }
+    lf_http_resp_free(&r);
+    if (rc)
+        return rc;
+    if (!(x = calloc(1, sizeof(*x))) || asprintf(&x->name, "%s/%s", bucket, key) < 0) {
+        free(x);
+        lf_http_body_close(body);
+        return -ENOMEM;
+    }
+    x->base.ops = &S3_STREAM_OPS;
+    x->s = s;
+    x->body = body;
+    *out = &x->base;
+    return 0;
 }
 
 static int s3_put(void *ctx, const char *bucket, const char *key, const struct lf_body *body,
@@ -733,6 +836,7 @@ static const struct lf_store_ops S3_OPS = {
     .list = s3_list,
     .head = s3_head,
     .get = s3_get,
+    .get_stream = s3_get_stream,
     .put = s3_put,
     .copy = s3_copy,
     .remove = s3_remove,
@@ -770,7 +874,12 @@ struct lf_store *lf_s3_store_new(const struct lf_s3_opts *o)
     struct s3 *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->store.ops = &S3_OPS;
+    /* Bodies are spliced from plain sockets only: over TLS every byte is
+     * decrypted in our memory anyway. */
+    s->ops = S3_OPS;
+    if (strncmp(o->endpoint, "http://", 7) != 0)
+        s->ops.get_stream = NULL;
+    s->store.ops = &s->ops;
     s->store.ctx = s;
     s->retries = o->retries;
     s->backoff_ms = o->backoff_ms ? o->backoff_ms : 100;

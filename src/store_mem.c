@@ -10,11 +10,13 @@
 #include "lakefuse/store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 struct mem_obj {
@@ -49,6 +51,9 @@ struct lf_mem_store {
     int fail_err[LF_MEM_NOPS];
     unsigned fail_count[LF_MEM_NOPS];
     unsigned delay_us;
+    uint64_t break_after;
+    int break_err;
+    unsigned break_count;
     time_t clock;
 };
 
@@ -346,6 +351,111 @@ out:
     return rc;
 }
 
+/* A stream is the range copied into a memfd at open, spliced from there:
+ * the same system call a socket's body takes. */
+struct mem_stream {
+    struct lf_stream base;
+    struct lf_mem_store *m;
+    int fd;
+    loff_t pos;
+    uint64_t len;
+    uint64_t break_at; /* UINT64_MAX: never */
+    int break_err;
+};
+
+static int mem_stream_splice(struct lf_stream *st, int pipe_fd, size_t n,
+                             const struct lf_read_ctl *ctl, size_t *moved)
+{
+    struct mem_stream *x = (struct mem_stream *)st;
+    *moved = 0;
+    if ((uint64_t)x->pos + n > x->len)
+        return -EINVAL;
+    while (*moved < n) {
+        if (ctl && ctl->cancelled && ctl->cancelled(ctl->arg))
+            return -EINTR;
+        if ((uint64_t)x->pos >= x->break_at)
+            return x->break_err;
+        size_t want = n - *moved;
+        if ((uint64_t)x->pos + want > x->break_at)
+            want = (size_t)(x->break_at - (uint64_t)x->pos);
+        ssize_t r = splice(x->fd, &x->pos, pipe_fd, NULL, want, SPLICE_F_NONBLOCK);
+        if (r > 0) {
+            *moved += (size_t)r;
+            pthread_mutex_lock(&x->m->lock);
+            x->m->bytes_out += (uint64_t)r;
+            pthread_mutex_unlock(&x->m->lock);
+        } else if (r < 0 && errno == EAGAIN) {
+            return -ENOBUFS;
+        } else if (!(r < 0 && errno == EINTR)) {
+            return r == 0 ? -EPROTO : -errno;
+        }
+    }
+    return 0;
+}
+
+static void mem_stream_close(struct lf_stream *st)
+{
+    struct mem_stream *x = (struct mem_stream *)st;
+    if (!x)
+        return;
+    close(x->fd);
+    free(x);
+}
+
+static const struct lf_stream_ops MEM_STREAM_OPS = {
+    .splice = mem_stream_splice,
+    .close = mem_stream_close,
+};
+
+static int mem_get_stream(void *ctx, const char *bucket, const char *key, uint64_t off,
+                          uint64_t len, const char *etag, const struct lf_read_ctl *ctl,
+                          struct lf_stream **out)
+{
+    struct lf_mem_store *m = ctx;
+    struct mem_stream *x = NULL;
+    *out = NULL;
+    pthread_mutex_lock(&m->lock);
+    int rc = enter(m, LF_MEM_GET_STREAM);
+    struct mem_obj *o = rc ? NULL : find(m, bucket, key);
+    if (!rc && !o)
+        rc = -ENOENT;
+    if (!rc && etag && *etag && !lf_etag_same(etag, o->attr.etag))
+        rc = -ESTALE;
+    if (!rc && (len == 0 || off > o->len || len > o->len - off))
+        rc = -EPROTO;
+    if (!rc && !(x = calloc(1, sizeof(*x))))
+        rc = -ENOMEM;
+    if (!rc && (x->fd = memfd_create("lf-mem-stream", MFD_CLOEXEC)) < 0) {
+        rc = -errno;
+        free(x);
+        x = NULL;
+    }
+    for (uint64_t done = 0; !rc && done < len;) {
+        ssize_t w = write(x->fd, o->data + off + done, (size_t)(len - done));
+        if (w <= 0)
+            rc = w < 0 ? -errno : -EIO;
+        else
+            done += (uint64_t)w;
+    }
+    if (!rc) {
+        x->base.ops = &MEM_STREAM_OPS;
+        x->m = m;
+        x->len = len;
+        x->break_at = UINT64_MAX;
+        if (m->break_count > 0) {
+            m->break_count--;
+            x->break_at = m->break_after;
+            x->break_err = m->break_err;
+        }
+        *out = &x->base;
+        x = NULL;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (x)
+        mem_stream_close(&x->base);
+    return rc;
+}
+
 static int read_body(const struct lf_body *b, unsigned char **data)
 {
     unsigned char *p = malloc(b->len ? b->len : 1);
@@ -613,6 +723,7 @@ static const struct lf_store_ops mem_ops = {
     .list = mem_list,
     .head = mem_head,
     .get = mem_get,
+    .get_stream = mem_get_stream,
     .put = mem_put,
     .copy = mem_copy,
     .remove = mem_remove,
@@ -722,6 +833,16 @@ void lf_mem_store_fail(struct lf_mem_store *m, enum lf_mem_op op, int err, unsig
     pthread_mutex_lock(&m->lock);
     m->fail_err[op] = err;
     m->fail_count[op] = count;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void lf_mem_store_break_streams(struct lf_mem_store *m, uint64_t after, int err,
+                                unsigned count)
+{
+    pthread_mutex_lock(&m->lock);
+    m->break_after = after;
+    m->break_err = err;
+    m->break_count = count;
     pthread_mutex_unlock(&m->lock);
 }
 

@@ -99,6 +99,35 @@ void lf_http_free(struct lf_http *h);
 int lf_http_perform(struct lf_http *h, const struct lf_http_req *req,
                     struct lf_http_resp *resp);
 
+/* An answer whose body is still on its connection, for readers that move
+ * it with splice: the bytes go from the socket to a pipe without passing
+ * through our memory. */
+struct lf_http_body;
+
+/* Sends a plain-HTTP GET and returns once the answer's head is in: with
+ * a 2xx status, *body holds the connection and the unread body
+ * (resp->content_length bytes); with any other status the error document
+ * is in resp->err_body as after lf_http_perform, and *body is NULL.
+ * Errors as lf_http_perform, and -EOPNOTSUPP when the request cannot go
+ * this way (HTTPS, or a server whose answers need libcurl), -EBUSY when
+ * open bodies already hold half the pool's connections (they are held as
+ * long as their readers take, so the rest is kept for other requests). */
+int lf_http_open(struct lf_http *h, const struct lf_http_req *req, struct lf_http_resp *resp,
+                 struct lf_http_body **body);
+/* Moves exactly n more bytes of the body into pipe_fd, the write end of a
+ * pipe with room for them. Returns 0, or -ETIMEDOUT (stalled), -EPROTO
+ * (closed early), -ECONNRESET, -EINTR (cancel said so), -ENOBUFS (the
+ * pipe filled first), -EINVAL (fewer than n bytes left); *moved tells how
+ * many bytes went into the pipe either way. */
+int lf_http_body_splice(struct lf_http_body *b, int pipe_fd, size_t n, lf_http_cancel_fn cancel,
+                        void *cancel_arg, size_t *moved);
+uint64_t lf_http_body_left(const struct lf_http_body *b);
+/* Why the last lf_http_body_splice failed, for a log line. */
+const char *lf_http_body_why(const struct lf_http_body *b);
+/* Gives the connection back: kept alive when the body was read to its
+ * end, closed otherwise. */
+void lf_http_body_close(struct lf_http_body *b);
+
 void lf_http_resp_init(struct lf_http_resp *resp);
 void lf_http_resp_reset(struct lf_http_resp *resp);
 void lf_http_resp_free(struct lf_http_resp *resp);

@@ -8,6 +8,13 @@
  * a prefetch, the window halves: many readers share the memory instead of
  * growing past it.
  *
+ * A reader of a big object (opts.stream_min) streams its sequential reads
+ * instead: the window is filled by GETs whose answers wait on their
+ * connections, and lf_reader_splice moves each read's bytes from the
+ * socket into a pipe for the kernel, never into our memory. Such objects
+ * would not stay in the cache anyway; what a stream cannot serve (random
+ * reads, a failed or refused GET) goes through the blocks.
+ *
  * Every GET is pinned to the ETag seen at open; a replaced object yields
  * -ESTALE, never a mix of two versions.
  */
@@ -29,12 +36,15 @@ struct lf_ra_opts {
     size_t initial_window; /* bytes; default 1 MiB */
     size_t max_window;     /* bytes; default 64 MiB */
     size_t request_size;   /* one ranged GET; default 8 MiB */
+    uint64_t stream_min;   /* objects this large stream (if the store can); 0: none */
 };
 
 struct lf_ra_stats {
     uint64_t gets;         /* ranged GETs issued by this reader */
     uint64_t prefetched;   /* bytes requested ahead of the reader */
     size_t window;         /* current window */
+    uint64_t streams;      /* of the GETs, those read as streams */
+    uint64_t spliced;      /* bytes moved by lf_reader_splice */
 };
 
 /* bucket, key and etag are copied. */
@@ -65,6 +75,16 @@ struct lf_pinned {
 int lf_reader_pin(struct lf_reader *r, size_t len, uint64_t off, const struct lf_read_ctl *ctl,
                   struct lf_pinned *p);
 void lf_reader_unpin(struct lf_pinned *p);
+
+/* Streams [off, off + len) into the pipe (pipefd[1] its write end, empty,
+ * with room for len bytes; pipefd[0] its read end). Returns the bytes now
+ * in the pipe (short only at the end of the object), -EAGAIN when this
+ * read is not for a stream (use lf_reader_pin or lf_reader_read; the pipe
+ * is left empty), or -ESTALE, -EINTR. */
+ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const int pipefd[2],
+                         const struct lf_read_ctl *ctl);
+/* Empties a pipe whose read end is nonblocking. */
+void lf_pipe_drain(int rfd);
 
 void lf_reader_get_stats(struct lf_reader *r, struct lf_ra_stats *st);
 

@@ -90,6 +90,27 @@ struct lf_read_ctl {
     void *arg;
 };
 
+/* A ranged GET whose answer has been checked (status, Content-Range,
+ * ETag) and whose body is still on its connection: a reader moves it into
+ * a pipe with splice, a piece at a time, and from there to the kernel, so
+ * the bytes of a stream never enter our memory. */
+struct lf_stream;
+struct lf_stream_ops {
+    /* Moves exactly n more bytes into pipe_fd, the write end of a pipe
+     * with room for them. Returns 0 or a negative errno: -ETIMEDOUT,
+     * -ECONNRESET, -EPROTO (the answer ended early), -EINTR (ctl said
+     * so), -ENOBUFS (the pipe filled first); *moved tells how many bytes
+     * went into the pipe either way. Not retried: the caller fetches the
+     * bytes another way. */
+    int (*splice)(struct lf_stream *s, int pipe_fd, size_t n, const struct lf_read_ctl *ctl,
+                  size_t *moved);
+    /* Ends the stream, read to its end or not. */
+    void (*close)(struct lf_stream *s);
+};
+struct lf_stream {
+    const struct lf_stream_ops *ops;
+};
+
 struct lf_store_ops {
     int (*list_buckets)(void *ctx, char ***names, size_t *n);
     int (*list)(void *ctx, const char *bucket, const char *prefix,
@@ -106,6 +127,14 @@ struct lf_store_ops {
     int (*get)(void *ctx, const char *bucket, const char *key, uint64_t off,
                const struct iovec *iov, int iovcnt, const char *etag,
                size_t *got, const struct lf_read_ctl *ctl);
+    /* Optional (NULL: the store cannot). Opens a GET of exactly
+     * [off, off + len), which must lie within the object; the answer is
+     * checked as for get (-ESTALE when the ETag differs) and retried until
+     * its head is right. -EOPNOTSUPP: not for this request (HTTPS, say);
+     * -EBUSY: open streams already hold as many connections as they may. */
+    int (*get_stream)(void *ctx, const char *bucket, const char *key, uint64_t off,
+                      uint64_t len, const char *etag, const struct lf_read_ctl *ctl,
+                      struct lf_stream **out);
     int (*put)(void *ctx, const char *bucket, const char *key,
                const struct lf_body *body, const struct lf_put_meta *meta,
                enum lf_put_cond cond, char etag_out[LF_ETAG_MAX]);
@@ -151,6 +180,7 @@ enum lf_mem_op {
     LF_MEM_LIST,
     LF_MEM_HEAD,
     LF_MEM_GET,
+    LF_MEM_GET_STREAM,
     LF_MEM_PUT,
     LF_MEM_COPY,
     LF_MEM_REMOVE,
@@ -179,6 +209,10 @@ void lf_mem_store_reset_calls(struct lf_mem_store *m);
 /* The next `count` calls of `op` fail with `err` (negative errno). */
 void lf_mem_store_fail(struct lf_mem_store *m, enum lf_mem_op op, int err,
                        unsigned count);
+/* The next `count` streams opened fail with `err` once `after` bytes of
+ * their body have been moved (a connection lost mid-answer). */
+void lf_mem_store_break_streams(struct lf_mem_store *m, uint64_t after, int err,
+                                unsigned count);
 /* Each call sleeps this long first (to test concurrency and overlap). */
 void lf_mem_store_set_delay_us(struct lf_mem_store *m, unsigned us);
 /* Number of multipart uploads begun and not yet completed or aborted. */

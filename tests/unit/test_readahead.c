@@ -7,9 +7,11 @@
 #include "lakefuse/workq.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MiB (1024u * 1024u)
 
@@ -270,6 +272,329 @@ static void test_stream_keeps_the_cache(void)
     env_fini(&e);
 }
 
+/* ---- streams ------------------------------------------------------------ */
+
+/* A pipe as fs gives a reader: nonblocking, room for one read. */
+static void stream_pipe(int p[2], size_t room)
+{
+    CHECK_INT(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    CHECK(fcntl(p[0], F_SETPIPE_SZ, (int)room) >= (int)room);
+}
+
+static size_t pipe_take(int fd, unsigned char *dst, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, dst + got, n - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
+static int pipe_empty(int fd)
+{
+    unsigned char c;
+    return read(fd, &c, 1) < 0 && errno == EAGAIN;
+}
+
+struct sread {
+    unsigned spliced, copied; /* reads served each way */
+};
+
+/* What fs does for a read: the stream if it takes it, else the blocks. */
+static ssize_t read_either(struct lf_reader *r, const int p[2], unsigned char *dst, size_t len,
+                           uint64_t off, const struct lf_read_ctl *ctl, struct sread *s)
+{
+    ssize_t n = lf_reader_splice(r, len, off, p, ctl);
+    if (n >= 0) {
+        s->spliced++;
+        return (ssize_t)pipe_take(p[0], dst, (size_t)n) == n ? n : -EIO;
+    }
+    if (n != -EAGAIN)
+        return n;
+    if (!pipe_empty(p[0]))
+        return -EPIPE; /* a refused splice must leave nothing behind */
+    s->copied++;
+    return lf_reader_read(r, dst, len, off, ctl);
+}
+
+static struct lf_reader *open_streaming(struct env *e, const char *key, const struct lf_ra_opts *o)
+{
+    struct lf_obj_attr a;
+    CHECK_INT(e->st->ops->head(e->st->ctx, "repo", key, &a), 0);
+    return lf_reader_new(e->cache, e->st, e->wq, "repo", key, a.etag, a.size, o);
+}
+
+static const struct lf_ra_opts STREAM_OPTS = {.stream_min = 1};
+
+/* Sequential reads of odd sizes (crossing every lane boundary) come from
+ * the stream, byte-exact, with a few large GETs, nothing through the
+ * blocks, and no cache memory. */
+static void test_stream_sequential(void)
+{
+    struct env e;
+    env_init(&e, 16 * MiB);
+    size_t size = 70 * MiB + 4321, step = 300 * 1000;
+    unsigned char *data = pattern(size, 30), *out = calloc(1, size);
+    lf_mem_store_put(e.mem, "repo", "main/s.bin", data, size);
+    int p[2];
+    stream_pipe(p, MiB);
+    struct lf_reader *r = open_streaming(&e, "main/s.bin", &STREAM_OPTS);
+    struct sread s = {0};
+    int ok = 1;
+    for (size_t off = 0; off < size; off += step) {
+        size_t want = size - off < step ? size - off : step;
+        ok &= read_either(r, p, out + off, step, off, NULL, &s) == (ssize_t)want;
+    }
+    CHECK(ok);
+    CHECK_INT(read_either(r, p, out, step, size, NULL, &s), 0); /* end of object */
+    CHECK(memcmp(out, data, size) == 0);
+    struct lf_ra_stats st;
+    lf_reader_get_stats(r, &st);
+    struct lf_bcache_stats cs;
+    lf_bcache_get_stats(e.cache, &cs);
+    lf_reader_free(r);
+    CHECK_INT(s.copied, 0);
+    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET), 0);
+    CHECK_INT(st.spliced, size);
+    CHECK_INT(lf_mem_store_bytes_out(e.mem), size); /* each byte fetched once */
+    /* windows of 1, 2, 4, 8 MiB, then 8 MiB GETs */
+    CHECK(st.streams >= size / (8 * MiB) && st.streams <= size / (8 * MiB) + 6);
+    CHECK_INT(st.streams, lf_mem_store_calls(e.mem, LF_MEM_GET_STREAM));
+    CHECK_INT(cs.used_bytes, 0);
+    close(p[0]);
+    close(p[1]);
+    free(data);
+    free(out);
+    env_fini(&e);
+}
+
+/* Objects under stream_min, random reads and re-reads go through blocks;
+ * reading on sequentially from a random place streams again. */
+static void test_stream_only_for_sequential_reads(void)
+{
+    struct env e;
+    env_init(&e, 64 * MiB);
+    size_t size = 40 * MiB;
+    unsigned char *data = pattern(size, 31), *out = calloc(1, size);
+    lf_mem_store_put(e.mem, "repo", "main/r.bin", data, size);
+    int p[2];
+    stream_pipe(p, MiB);
+    struct sread s = {0};
+
+    struct lf_ra_opts big_min = {.stream_min = size + 1};
+    struct lf_reader *r = open_streaming(&e, "main/r.bin", &big_min);
+    CHECK_INT(read_either(r, p, out, MiB, 0, NULL, &s), MiB);
+    CHECK_INT(s.copied, 1);
+    lf_reader_free(r);
+
+    lf_bcache_free(e.cache); /* forget those blocks */
+    e.cache = lf_bcache_new(64 * MiB, MiB);
+    s = (struct sread){0};
+    r = open_streaming(&e, "main/r.bin", &STREAM_OPTS);
+    uint64_t offs[] = {17 * MiB + 5, 3 * MiB, 29 * MiB};
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT(read_either(r, p, out, 4096, offs[i], NULL, &s), 4096);
+        CHECK(memcmp(out, data + offs[i], 4096) == 0);
+    }
+    CHECK_INT(s.copied, 3);
+    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET_STREAM), 0);
+    CHECK(lf_mem_store_bytes_out(e.mem) <= 3 * 2 * MiB); /* no readahead of blocks */
+    /* On from the last random read: the seven reads left in its block,
+     * which is cached, through blocks; from the one that leaves it, a
+     * stream. */
+    uint64_t at = 29 * MiB + 4096;
+    int ok = 1;
+    for (int i = 0; i < 16; i++, at += 128 * 1024)
+        ok &= read_either(r, p, out + at, 128 * 1024, at, NULL, &s) == 128 * 1024 &&
+              memcmp(out + at, data + at, 128 * 1024) == 0;
+    CHECK(ok);
+    CHECK_INT(s.spliced, 9);
+    /* back to a part the stream gave already: blocks */
+    unsigned copied = s.copied;
+    CHECK_INT(read_either(r, p, out, 4096, 30 * MiB + 8192, NULL, &s), 4096);
+    CHECK(memcmp(out, data + 30 * MiB + 8192, 4096) == 0);
+    CHECK_INT(s.copied, copied + 1);
+    lf_reader_free(r);
+    close(p[0]);
+    close(p[1]);
+    free(data);
+    free(out);
+    env_fini(&e);
+}
+
+/* A connection lost mid-answer costs that read a trip through the blocks
+ * (which fetch again); the stream carries on after it. */
+static void test_stream_broken_connection(void)
+{
+    struct env e;
+    env_init(&e, 16 * MiB);
+    size_t size = 48 * MiB, step = 512 * 1024;
+    unsigned char *data = pattern(size, 32), *out = calloc(1, size);
+    lf_mem_store_put(e.mem, "repo", "main/b.bin", data, size);
+    int p[2];
+    stream_pipe(p, MiB);
+    struct sread s = {0};
+    struct lf_reader *r = open_streaming(&e, "main/b.bin", &STREAM_OPTS);
+    lf_mem_store_break_streams(e.mem, 300 * 1024, -ECONNRESET, 3);
+    int ok = 1;
+    for (size_t off = 0; off < size; off += step)
+        ok &= read_either(r, p, out + off, step, off, NULL, &s) == (ssize_t)step;
+    lf_reader_free(r);
+    CHECK(ok);
+    CHECK(memcmp(out, data, size) == 0);
+    CHECK(s.copied >= 3);
+    CHECK(s.spliced > s.copied * 10);
+    close(p[0]);
+    close(p[1]);
+    free(data);
+    free(out);
+    env_fini(&e);
+}
+
+/* Lanes opened before the object was replaced give the version seen at
+ * open; the first one opened after it says -ESTALE. Never a mix. */
+static void test_stream_replaced_object(void)
+{
+    struct env e;
+    env_init(&e, 16 * MiB);
+    size_t size = 64 * MiB, step = MiB;
+    unsigned char *v1 = pattern(size, 33), *v2 = pattern(size, 34), *out = calloc(1, size);
+    lf_mem_store_put(e.mem, "repo", "main/x.bin", v1, size);
+    int p[2];
+    stream_pipe(p, MiB);
+    struct sread s = {0};
+    struct lf_reader *r = open_streaming(&e, "main/x.bin", &STREAM_OPTS);
+    size_t off = 0;
+    ssize_t n = 0;
+    for (; off < 4 * MiB; off += step)
+        n = read_either(r, p, out + off, step, off, NULL, &s);
+    CHECK_INT(n, step);
+    lf_mem_store_put(e.mem, "repo", "main/x.bin", v2, size);
+    for (; off < size; off += step)
+        if ((n = read_either(r, p, out + off, step, off, NULL, &s)) != (ssize_t)step)
+            break;
+    CHECK_INT(n, -ESTALE);
+    CHECK(off < size);
+    CHECK(memcmp(out, v1, off) == 0);
+    lf_reader_free(r);
+    close(p[0]);
+    close(p[1]);
+    free(v1);
+    free(v2);
+    free(out);
+    env_fini(&e);
+}
+
+/* When open streams hold all the connections they may (-EBUSY), the
+ * reader reads through the blocks and their readahead instead. */
+static void test_stream_refused(void)
+{
+    struct env e;
+    env_init(&e, 64 * MiB);
+    size_t size = 32 * MiB, step = MiB;
+    unsigned char *data = pattern(size, 35), *out = calloc(1, size);
+    lf_mem_store_put(e.mem, "repo", "main/f.bin", data, size);
+    int p[2];
+    stream_pipe(p, MiB);
+    struct sread s = {0};
+    lf_mem_store_fail(e.mem, LF_MEM_GET_STREAM, -EBUSY, 100);
+    struct lf_reader *r = open_streaming(&e, "main/f.bin", &STREAM_OPTS);
+    int ok = 1;
+    for (size_t off = 0; off < size; off += step)
+        ok &= read_either(r, p, out + off, step, off, NULL, &s) == (ssize_t)step;
+    lf_reader_free(r);
+    CHECK(ok);
+    CHECK(memcmp(out, data, size) == 0);
+    CHECK_INT(s.spliced, 0);
+    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET_STREAM), 1); /* tried once */
+    /* readahead of blocks took over: far fewer GETs than reads */
+    CHECK(lf_mem_store_calls(e.mem, LF_MEM_GET) < size / step / 2);
+    close(p[0]);
+    close(p[1]);
+    free(data);
+    free(out);
+    env_fini(&e);
+}
+
+static int always(void *arg) { return 1; }
+
+/* A read waiting for a slow GET ends with -EINTR when its caller gives up. */
+static void test_stream_cancelled(void)
+{
+    struct env e;
+    env_init(&e, 16 * MiB);
+    size_t size = 16 * MiB;
+    unsigned char *data = pattern(size, 36), *out = calloc(1, size);
+    lf_mem_store_put(e.mem, "repo", "main/c.bin", data, size);
+    int p[2];
+    stream_pipe(p, MiB);
+    struct sread s = {0};
+    struct lf_reader *r = open_streaming(&e, "main/c.bin", &STREAM_OPTS);
+    lf_mem_store_set_delay_us(e.mem, 300 * 1000);
+    struct lf_read_ctl ctl = {.cancelled = always};
+    CHECK_INT(read_either(r, p, out, MiB, 0, &ctl, &s), -EINTR);
+    CHECK(pipe_empty(p[0]));
+    lf_reader_free(r); /* waits for the GET, closes what it opened */
+    close(p[0]);
+    close(p[1]);
+    free(data);
+    free(out);
+    env_fini(&e);
+}
+
+/* Readahead sent in parallel: two threads take alternate reads of one
+ * reader, each with its own pipe, arriving in any order. */
+struct alt {
+    struct lf_reader *r;
+    unsigned char *out, *data;
+    size_t size, step;
+    int phase, ok;
+    struct sread s;
+};
+
+static void *alt_reader(void *arg)
+{
+    struct alt *a = arg;
+    int p[2];
+    stream_pipe(p, MiB);
+    a->ok = 1;
+    for (size_t off = (size_t)a->phase * a->step; off < a->size; off += 2 * a->step)
+        a->ok &= read_either(a->r, p, a->out + off, a->step, off, NULL, &a->s) ==
+                 (ssize_t)a->step;
+    close(p[0]);
+    close(p[1]);
+    return NULL;
+}
+
+static void test_stream_parallel_reads(void)
+{
+    struct env e;
+    env_init(&e, 16 * MiB);
+    size_t size = 48 * MiB, step = 256 * 1024;
+    unsigned char *data = pattern(size, 37), *out = calloc(1, size);
+    lf_mem_store_put(e.mem, "repo", "main/p.bin", data, size);
+    struct lf_reader *r = open_streaming(&e, "main/p.bin", &STREAM_OPTS);
+    struct alt a[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        a[i] = (struct alt){.r = r, .out = out, .data = data, .size = size, .step = step,
+                            .phase = i};
+        pthread_create(&t[i], NULL, alt_reader, &a[i]);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    lf_reader_free(r);
+    CHECK(a[0].ok && a[1].ok);
+    CHECK(memcmp(out, data, size) == 0);
+    CHECK(a[0].s.spliced + a[1].s.spliced > 0);
+    free(data);
+    free(out);
+    env_fini(&e);
+}
+
 int main(void)
 {
     test_sequential();
@@ -279,5 +604,12 @@ int main(void)
     test_failure_is_not_cached();
     test_budget_with_parallel_readers();
     test_stream_keeps_the_cache();
+    test_stream_sequential();
+    test_stream_only_for_sequential_reads();
+    test_stream_broken_connection();
+    test_stream_replaced_object();
+    test_stream_refused();
+    test_stream_cancelled();
+    test_stream_parallel_reads();
     return check_summary("test_readahead");
 }
