@@ -55,6 +55,9 @@ static const struct opt OPTS[] = {
     {"async-read", 0, K_FLAG, F(async_read), NULL, "off",
      "let the kernel send readahead in parallel: faster streams, but Ctrl-C no longer "
      "interrupts a read stalled on the gateway (it waits for --timeout)"},
+    {"no-splice", 0, K_FLAG, F(no_splice), NULL, "off",
+     "copy every read through the block cache; by default sequential reads of objects over "
+     "half --cache-size go from the gateway's socket to the kernel with splice (plain HTTP)"},
     {"max-requests", 0, K_UINT, F(max_requests), "N", "16", "HTTP requests in flight"},
     {"branch-ttl", 0, K_SECONDS, F(branch_ttl), "SEC", "1",
      "how long attributes and listings of a branch are trusted"},

@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/fuse.h>
+
 #include "lakefuse/bcache.h"
 #include "lakefuse/buf.h"
 #include "lakefuse/log.h"
@@ -52,6 +54,7 @@ struct lf_fs {
     struct lf_staging *staging;
     struct lf_meta *meta;
     struct lf_ra_opts ra;
+    bool splice;              /* big sequential reads are spliced (lf_reader_splice) */
     uid_t uid;
     gid_t gid;
     struct timespec started;
@@ -1449,9 +1452,15 @@ reply:
 
 static void fileh_free(struct lf_fs *fs, struct fileh *fh)
 {
-    if (fh->reads)
-        lf_dbg("closed %s after %" PRIu64 " reads of %" PRIu64 " bytes (%" PRIu64 " KiB each)",
-               fh->node->name, fh->reads, fh->read_bytes, fh->read_bytes / fh->reads / 1024);
+    if (fh->reads) {
+        struct lf_ra_stats st = {0};
+        if (fh->reader)
+            lf_reader_get_stats(fh->reader, &st);
+        lf_dbg("closed %s after %" PRIu64 " reads of %" PRIu64 " bytes (%" PRIu64
+               " KiB each), %" PRIu64 " bytes spliced, %" PRIu64 " GETs",
+               fh->node->name, fh->reads, fh->read_bytes, fh->read_bytes / fh->reads / 1024,
+               st.spliced, st.gets);
+    }
     lf_reader_free(fh->reader);
     lf_sfile_unref(fh->sf);
     lf_meta_lock(fs->meta);
@@ -1565,12 +1574,145 @@ static void count_read(struct fileh *fh, size_t n)
     __atomic_add_fetch(&fh->read_bytes, (uint64_t)n, __ATOMIC_RELAXED);
 }
 
+/* ---- spliced reads -------------------------------------------------------
+ *
+ * A streamed read goes from the gateway's socket into the worker thread's
+ * pipe behind a reply header, and from the pipe to /dev/fuse: one copy,
+ * in the kernel, into the reader's pages. The reply is written here and
+ * not by fuse_reply_data, because libfuse 3.14 passes spliced data
+ * through a pipe of its own sized for page-sized pieces: the fragments a
+ * network hands over are often smaller, and then it falls back to copying
+ * through memory. Our pipe holds a whole read (1 MiB) even in fragments
+ * of a quarter page, which needs root (or fs.pipe-max-size >= 4 MiB).
+ *
+ * To answer a request ourselves we need its unique id, which libfuse does
+ * not show: its custom-io read hook sees every request, and the thread
+ * that reads a request is the one that handles it, so the hook notes each
+ * READ for its thread. op_read checks the note against its arguments and
+ * afterwards frees libfuse's request with fuse_reply_none. */
+#define PIPE_ROOM (4 << 20)
+
+struct pending_read {
+    bool valid;
+    int fd;
+    uint64_t unique, fh, off;
+    uint32_t size;
+};
+static __thread struct pending_read pending;
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+    ssize_t n = read(fd, buf, len);
+    const struct fuse_in_header *h = buf;
+    pending.valid = n >= (ssize_t)(sizeof(*h) + sizeof(struct fuse_read_in)) &&
+                    h->opcode == FUSE_READ;
+    if (pending.valid) {
+        const struct fuse_read_in *in = (const void *)(h + 1);
+        pending.fd = fd;
+        pending.unique = h->unique;
+        pending.fh = in->fh;
+        pending.off = in->offset;
+        pending.size = in->size;
+    }
+    return n;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    return writev(fd, iov, count);
+}
+
+static const struct fuse_custom_io IO = {.read = io_read, .writev = io_writev};
+
+static pthread_key_t pipe_key;
+static pthread_once_t pipe_once = PTHREAD_ONCE_INIT;
+
+static void pipe_close(int *p)
+{
+    close(p[0]);
+    close(p[1]);
+    free(p);
+}
+
+static void pipe_key_free(void *p) { pipe_close(p); }
+static void pipe_key_init(void) { pthread_key_create(&pipe_key, pipe_key_free); }
+
+static int *pipe_new(void)
+{
+    int *p = malloc(2 * sizeof(*p));
+    if (!p)
+        return NULL;
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (fcntl(p[0], F_SETPIPE_SZ, PIPE_ROOM) < PIPE_ROOM) {
+        pipe_close(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* The calling thread's pipe; closed when the thread ends. */
+static int *thread_pipe(void)
+{
+    pthread_once(&pipe_once, pipe_key_init);
+    int *p = pthread_getspecific(pipe_key);
+    if (!p && (p = pipe_new()) && pthread_setspecific(pipe_key, p) != 0) {
+        pipe_close(p);
+        p = NULL;
+    }
+    return p;
+}
+
+/* Answers req from its reader's stream when that reader streams this
+ * read; false when the caller must answer it another way. */
+static bool read_spliced(fuse_req_t req, struct fileh *fh, size_t size, off_t off,
+                         const struct lf_read_ctl *ctl)
+{
+    struct pending_read pr = pending;
+    uint64_t osize = lf_reader_size(fh->reader);
+    int *p;
+    if (!pr.valid || pr.off != (uint64_t)off || pr.size != size || pr.fh != (uintptr_t)fh ||
+        (uint64_t)off >= osize || !(p = thread_pipe()))
+        return false;
+    size_t n = osize - (uint64_t)off < size ? (size_t)(osize - (uint64_t)off) : size;
+    struct fuse_out_header h = {.len = (uint32_t)(sizeof(h) + n), .unique = pr.unique};
+    ssize_t got = lf_reader_splice(fh->reader, n, (uint64_t)off, &h, sizeof(h), p, ctl);
+    if (got == -EAGAIN)
+        return false;
+    if (got < 0) {
+        fuse_reply_err(req, reply_errno((int)got));
+        return true;
+    }
+    count_read(fh, n);
+    /* fh may be released as soon as the reply is out: it is not touched
+     * after this. */
+    ssize_t w = splice(p[0], NULL, pr.fd, NULL, h.len, 0);
+    if (w != (ssize_t)h.len) /* the request went away (interrupted), or worse */
+        lf_dbg("spliced reply of %zu bytes: %s", n, w < 0 ? strerror(errno) : "short");
+    lf_pipe_drain(p[0]);
+    fuse_reply_none(req);
+    return true;
+}
+
+void lf_fs_attach(struct lf_fs *fs, struct fuse_session *se)
+{
+    if (fs->splice && fuse_session_custom_io(se, &IO, fuse_session_fd(se)) != 0) {
+        lf_warn("reads are copied through memory: libfuse refused the custom I/O hooks");
+        fs->splice = false;
+        fs->ra.stream_min = 0;
+    }
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
     struct lf_read_ctl ctl = {.cancelled = req_cancelled, .arg = req};
     if (!(fh->sf && lf_sfile_has_data(fh->sf)) && fh->reader) {
+        if (fs_of(req)->splice && read_spliced(req, fh, size, off, &ctl))
+            return;
         /* Straight from the cache blocks to the kernel: no copy here. */
         struct lf_pinned p;
         int rc = lf_reader_pin(fh->reader, size, (uint64_t)off, &ctl, &p);
@@ -1915,8 +2057,8 @@ static void tune_readahead(const char *mountpoint)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     struct lf_fs *fs = userdata;
-    /* Splice would only add a vmsplice to the same copy into the page
-     * cache. */
+    /* libfuse's splice would only add a vmsplice to the same copy for
+     * replies from our memory (streams are spliced by read_spliced). */
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want &= ~FUSE_CAP_SPLICE_WRITE;
     conn->want |= conn->capable & (FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO |
@@ -1937,6 +2079,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->max_write = 1024 * 1024;
     lf_info("FUSE session ready (max_read %u, max_readahead %u)", conn->max_read,
             conn->max_readahead);
+    if (fs->splice)
+        lf_info("sequential reads of objects from %zu MiB on are spliced from the gateway "
+                "to the kernel", (size_t)(fs->ra.stream_min >> 20));
     tune_readahead(fs->cfg->mountpoint);
 }
 
@@ -2019,6 +2164,19 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
     fs->ra.initial_window = cfg->readahead_init;
     fs->ra.max_window = cfg->readahead_max;
     fs->ra.request_size = cfg->request_size;
+    /* Streams are for objects the cache would not keep (see
+     * lf_bcache_release), and only when no disk tier would keep them. */
+    fs->splice = !cfg->no_splice && store->ops->get_stream && !cfg->disk_cache_size;
+    if (fs->splice) {
+        int *p = pipe_new();
+        if (p)
+            pipe_close(p);
+        else
+            lf_info("reads are copied through memory: splicing them needs pipes of %d MiB "
+                    "(root, or fs.pipe-max-size >= %d)", PIPE_ROOM >> 20, PIPE_ROOM);
+        fs->splice = p != NULL;
+    }
+    fs->ra.stream_min = fs->splice ? cfg->cache_size / 2 : 0;
     fs->cache = lf_bcache_new(cfg->cache_size, cfg->block_size);
     if (fs->cache && cfg->disk_cache_size) {
         /* A subdirectory: the cache directory also holds staging/. */

@@ -888,7 +888,8 @@ int lf_http_open(struct lf_http *h, const struct lf_http_req *req, struct lf_htt
         rc = -ENOMEM;
         goto out;
     }
-    memcpy(b->early, d->buf + d->hlen, early);
+    if (early)
+        memcpy(b->early, d->buf + d->hlen, early);
     b->h = h;
     b->slot = slot;
     b->early_len = early;

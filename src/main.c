@@ -308,6 +308,7 @@ static int cmd_mount(int argc, char **argv)
         goto out;
     }
     mounted = true;
+    lf_fs_attach(fs, se);
     if (fuse_set_signal_handlers(se) != 0)
         goto out;
     if (!cfg.foreground) {

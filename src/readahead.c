@@ -549,22 +549,28 @@ static void lane_job(void *arg)
  * returning them in todo[] to be submitted once the lock is dropped. */
 static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, struct lane **todo)
 {
-    uint64_t from;
+    uint64_t from, to;
     if (!lane_at(r, off)) {
-        /* Starting, or caught up with the lanes: a window from here. */
+        /* Starting, or caught up with the lanes: this read and a window
+         * after it. */
         if (r->last_end > 0 && r->window < r->o.max_window)
             r->window *= 2;
+        if (r->window > r->o.max_window)
+            r->window = r->o.max_window;
         from = off;
+        to = end + r->window;
     } else if (end > r->lane_trigger) {
         if (r->window < r->o.max_window)
             r->window *= 2;
+        if (r->window > r->o.max_window)
+            r->window = r->o.max_window;
         from = r->lanes[r->nlanes - 1]->end;
+        to = from + r->window;
     } else {
         return 0;
     }
-    if (r->window > r->o.max_window)
-        r->window = r->o.max_window;
-    uint64_t to = from + r->window < r->size ? from + r->window : r->size;
+    if (to > r->size)
+        to = r->size;
     r->lane_trigger = from;
     unsigned n = 0;
     for (uint64_t at = from; at < to && r->nlanes < MAX_LANES;) {
@@ -631,9 +637,11 @@ void lf_pipe_drain(int rfd)
 }
 
 /* With the lock held and l taken (LANE_BUSY): moves [l->pos, at) out of
- * the way and then [at, at + n) into the pipe, the lock dropped meanwhile. */
+ * the way, writes head, then moves [at, at + n) into the pipe, the lock
+ * dropped meanwhile. */
 static int lane_move(struct lf_reader *r, struct lane *l, uint64_t at, size_t n,
-                     const int pipefd[2], const struct lf_read_ctl *ctl)
+                     const void *head, size_t hlen, const int pipefd[2],
+                     const struct lf_read_ctl *ctl)
 {
     size_t gap = (size_t)(at - l->pos), moved = 0;
     pthread_mutex_unlock(&r->lock);
@@ -645,6 +653,8 @@ static int lane_move(struct lf_reader *r, struct lane *l, uint64_t at, size_t n,
         l->pos += moved;
         moved = 0;
     }
+    if (!rc && hlen && write(pipefd[1], head, hlen) != (ssize_t)hlen)
+        rc = -ENOBUFS;
     if (!rc)
         rc = l->st->ops->splice(l->st, pipefd[1], n, ctl, &moved);
     pthread_mutex_lock(&r->lock);
@@ -652,8 +662,10 @@ static int lane_move(struct lf_reader *r, struct lane *l, uint64_t at, size_t n,
     return rc;
 }
 
-ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const int pipefd[2],
-                         const struct lf_read_ctl *ctl)
+uint64_t lf_reader_size(const struct lf_reader *r) { return r->size; }
+
+ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const void *head,
+                         size_t hlen, const int pipefd[2], const struct lf_read_ctl *ctl)
 {
     struct lane *todo[MAX_LANES];
     unsigned ntodo = 0;
@@ -728,7 +740,8 @@ ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const in
         }
         size_t n = (size_t)((end < l->end ? end : l->end) - at);
         l->state = LANE_BUSY;
-        int e = lane_move(r, l, at, n, pipefd, ctl);
+        int e = done ? lane_move(r, l, at, n, NULL, 0, pipefd, ctl)
+                     : lane_move(r, l, at, n, head, hlen, pipefd, ctl);
         if (e) {
             rc = e;
             lane_remove(r, l); /* its connection is in an unknown state */

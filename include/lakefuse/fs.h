@@ -31,6 +31,8 @@ struct lf_fs_root {
 struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
                         const struct lf_fs_root *root);
 int lf_fs_start(struct lf_fs *fs);
+/* Call once the session is mounted: installs what spliced reads need. */
+void lf_fs_attach(struct lf_fs *fs, struct fuse_session *se);
 void lf_fs_free(struct lf_fs *fs);
 const struct fuse_lowlevel_ops *lf_fs_ops(void);
 

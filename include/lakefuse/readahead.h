@@ -76,13 +76,17 @@ int lf_reader_pin(struct lf_reader *r, size_t len, uint64_t off, const struct lf
                   struct lf_pinned *p);
 void lf_reader_unpin(struct lf_pinned *p);
 
-/* Streams [off, off + len) into the pipe (pipefd[1] its write end, empty,
- * with room for len bytes; pipefd[0] its read end). Returns the bytes now
- * in the pipe (short only at the end of the object), -EAGAIN when this
- * read is not for a stream (use lf_reader_pin or lf_reader_read; the pipe
- * is left empty), or -ESTALE, -EINTR. */
-ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const int pipefd[2],
-                         const struct lf_read_ctl *ctl);
+/* Streams [off, off + len) into a pipe (pipefd[1] its write end, empty,
+ * nonblocking, with room for hlen + len bytes; pipefd[0] its read end),
+ * the hlen bytes at head first (a reply header, say; head may be NULL).
+ * Returns the bytes of the object now in the pipe (short only at the end
+ * of the object; 0 there, with nothing written), -EAGAIN when this read
+ * is not for a stream (use lf_reader_pin or lf_reader_read), or -ESTALE,
+ * -EINTR. On any error the pipe is left empty. */
+ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const void *head,
+                         size_t hlen, const int pipefd[2], const struct lf_read_ctl *ctl);
+/* The object's size as seen at open. */
+uint64_t lf_reader_size(const struct lf_reader *r);
 /* Empties a pipe whose read end is nonblocking. */
 void lf_pipe_drain(int rfd);
 

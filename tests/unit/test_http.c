@@ -1,12 +1,14 @@
 /* http's direct path (plain-HTTP GETs read straight into an iovec) against
  * a scripted server on 127.0.0.1 in this process: bytes, statuses, kept
- * and closed connections, the fallback to libcurl, and every way an
- * answer can go wrong (short, too long, stalled, cancelled, refused). */
+ * and closed connections, the fallback to libcurl, every way an answer
+ * can go wrong (short, too long, stalled, cancelled, refused), and open
+ * bodies spliced into a pipe. */
 #include "check.h"
 #include "lakefuse/http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -225,6 +227,29 @@ static int get(struct lf_http *h, struct sink *s, struct lf_http_resp *resp,
     return lf_http_perform(h, &q, resp);
 }
 
+static int open_body(struct lf_http *h, struct lf_http_resp *resp, struct lf_http_body **b,
+                     const char *url_or_null)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/repo/main/obj", srv.port);
+    const char *hdrs[] = {"Range: bytes=0-307216"};
+    struct lf_http_req q = {.method = "GET", .url = url_or_null ? url_or_null : url,
+                            .headers = hdrs, .nheaders = 1};
+    return lf_http_open(h, &q, resp, b);
+}
+
+static size_t read_n(int fd, unsigned char *dst, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, dst + got, n - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return got;
+}
+
 static struct timespec t_start;
 
 static int cancel_after_300ms(void *arg)
@@ -342,6 +367,87 @@ int main(void)
     dt = seconds_since(&t_start);
     CHECK(dt > 0.25 && dt < 1.0);
     sink_free(&s);
+
+    /* Open bodies: the head checked, the body spliced into a pipe in
+     * pieces (its first bytes came with the head), the connection kept
+     * for the next request once the body was read to its end. */
+    struct lf_http_opts o2 = {.max_conns = 2, .connect_timeout_ms = 2000,
+                              .stall_timeout_ms = 1000};
+    struct lf_http *h2 = lf_http_new(&o2);
+    struct lf_http_body *b = NULL, *b2 = NULL;
+    int p[2], small[2];
+    CHECK_INT(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    CHECK(fcntl(p[0], F_SETPIPE_SZ, 1 << 20) >= 1 << 20);
+    CHECK_INT(pipe2(small, O_NONBLOCK | O_CLOEXEC), 0);
+    unsigned char *got = malloc(BODY_LEN);
+    size_t moved;
+    set_mode(M_RANGE);
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
+    CHECK_INT(resp.status, 206);
+    CHECK(b != NULL);
+    CHECK_INT(lf_http_body_left(b), BODY_LEN);
+    /* a second one would hold the last connection of the pool */
+    CHECK_INT(open_body(h2, &resp, &b2, NULL), -EBUSY);
+    size_t pieces[] = {500, 100000, BODY_LEN - 100500}, at = 0;
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT(lf_http_body_splice(b, p[1], pieces[i], NULL, NULL, &moved), 0);
+        CHECK_INT(moved, pieces[i]);
+        CHECK_INT(read_n(p[0], got + at, pieces[i]), pieces[i]);
+        at += pieces[i];
+    }
+    CHECK(memcmp(got, srv.body, BODY_LEN) == 0);
+    CHECK_INT(lf_http_body_left(b), 0);
+    CHECK_INT(lf_http_body_splice(b, p[1], 1, NULL, NULL, &moved), -EINVAL);
+    lf_http_body_close(b);
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
+    CHECK_INT(counted(&srv.conns), 1); /* the same connection */
+    lf_http_body_close(b); /* unread: the connection cannot be reused */
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
+    CHECK_INT(counted(&srv.conns), 2);
+    /* A pipe with no room for what is asked: ENOBUFS, with what fitted. */
+    CHECK_INT(lf_http_body_splice(b, small[1], BODY_LEN, NULL, NULL, &moved), -ENOBUFS);
+    CHECK(moved > 0 && moved < BODY_LEN);
+    CHECK(strstr(lf_http_body_why(b), "pipe") != NULL);
+    lf_http_body_close(b);
+
+    /* An error answer: its document, and no body to read. */
+    set_mode(M_NOT_FOUND);
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
+    CHECK_INT(resp.status, 404);
+    CHECK(b == NULL);
+    CHECK(resp.err_body.len > 0 && strstr(resp.err_body.data, "NoSuchKey") != NULL);
+
+    /* Cut short: EPROTO once the bytes stop, never a short success. */
+    set_mode(M_SHORT);
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
+    CHECK_INT(lf_http_body_splice(b, p[1], BODY_LEN, NULL, NULL, &moved), -EPROTO);
+    CHECK_INT(moved, BODY_LEN / 2);
+    CHECK_INT(read_n(p[0], got, moved), moved);
+    lf_http_body_close(b);
+
+    /* Stalled: the stall window ends the wait; cancelled: EINTR. */
+    set_mode(M_STALL);
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_INT(lf_http_body_splice(b, p[1], BODY_LEN, NULL, NULL, &moved), -ETIMEDOUT);
+    dt = seconds_since(&t0);
+    CHECK(dt > 0.9 && dt < 2.5);
+    lf_http_body_close(b);
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t_start);
+    CHECK_INT(lf_http_body_splice(b, p[1], BODY_LEN, cancel_after_300ms, NULL, &moved), -EINTR);
+    dt = seconds_since(&t_start);
+    CHECK(dt > 0.25 && dt < 1.0);
+    lf_http_body_close(b);
+
+    /* Only plain HTTP bodies can be spliced. */
+    CHECK_INT(open_body(h2, &resp, &b, "https://127.0.0.1:1/x"), -EOPNOTSUPP);
+    lf_http_free(h2);
+    free(got);
+    close(p[0]);
+    close(p[1]);
+    close(small[0]);
+    close(small[1]);
 
     /* Chunked: handed to libcurl, which reads it right; later GETs go
      * through libcurl too. */
