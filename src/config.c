@@ -57,7 +57,8 @@ static const struct opt OPTS[] = {
      "interrupts a read stalled on the gateway (it waits for --timeout)"},
     {"no-splice", 0, K_FLAG, F(no_splice), NULL, "off",
      "copy every read through the block cache; by default sequential reads of objects over "
-     "half --cache-size go from the gateway's socket to the kernel with splice (plain HTTP)"},
+     "half --cache-size go from the gateway's socket to the kernel with splice (plain HTTP, "
+     "no --disk-cache-size or --async-read)"},
     {"max-requests", 0, K_UINT, F(max_requests), "N", "16", "HTTP requests in flight"},
     {"branch-ttl", 0, K_SECONDS, F(branch_ttl), "SEC", "1",
      "how long attributes and listings of a branch are trusted"},

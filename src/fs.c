@@ -2166,7 +2166,11 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
     fs->ra.request_size = cfg->request_size;
     /* Streams are for objects the cache would not keep (see
      * lf_bcache_release), and only when no disk tier would keep them. */
-    fs->splice = !cfg->no_splice && store->ops->get_stream && !cfg->disk_cache_size;
+    /* Nor with --async-read: readahead sent in parallel reaches us out of
+     * order, and a stream (read in order) would have to wait for the
+     * stragglers or fetch their bytes twice. */
+    fs->splice = !cfg->no_splice && store->ops->get_stream && !cfg->disk_cache_size &&
+                 !cfg->async_read;
     if (fs->splice) {
         int *p = pipe_new();
         if (p)

@@ -552,12 +552,15 @@ static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, stru
     uint64_t from, to;
     if (!lane_at(r, off)) {
         /* Starting, or caught up with the lanes: this read and a window
-         * after it. */
+         * after it, from where the lanes (or the reader) stopped if that
+         * is a little before it: readahead sent in parallel brings the
+         * reads in between soon. */
         if (r->last_end > 0 && r->window < r->o.max_window)
             r->window *= 2;
         if (r->window > r->o.max_window)
             r->window = r->o.max_window;
-        from = off;
+        uint64_t front = r->nlanes ? r->lanes[r->nlanes - 1]->end : r->last_end;
+        from = front <= off && off - front <= r->window ? front : off;
         to = end + r->window;
     } else if (end > r->lane_trigger) {
         if (r->window < r->o.max_window)
@@ -676,16 +679,23 @@ ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const vo
         return 0;
     uint64_t end = off + len;
     pthread_mutex_lock(&r->lock);
-    /* Lanes the reader has left well behind hold connections for nothing. */
+    /* Lanes the reader has left well behind hold connections for nothing;
+     * "well behind" is more than a window, since readahead sent in
+     * parallel may still bring reads for them. */
     for (unsigned i = 0; i < r->nlanes;) {
         struct lane *l = r->lanes[i];
-        if ((l->state == LANE_READY || l->state == LANE_FAILED) && l->end + SKIP_MAX <= off)
+        if ((l->state == LANE_READY || l->state == LANE_FAILED) &&
+            l->end + r->window + SKIP_MAX <= off)
             lane_remove(r, l);
         else
             i++;
     }
     if (!lane_at(r, off)) {
-        bool seq = off == r->last_end || (off == 0 && r->last_end == 0);
+        /* As for blocks, "sequential" tolerates reads a little out of
+         * order. */
+        bool seq = (off == 0 && r->last_end == 0) ||
+                   (r->last_end > 0 && off <= r->last_end + r->window &&
+                    off + r->o.request_size >= r->last_end);
         if (!r->streaming || !seq || range_cached(r, off, end)) {
             pthread_mutex_unlock(&r->lock);
             return -EAGAIN;

@@ -36,7 +36,7 @@ import time
 
 import pytest
 
-from lf_helpers import BINARY, find_daemon_pids, is_mounted, mounts_at, pid_alive
+from lf_helpers import BINARY, PipeLimit, find_daemon_pids, is_mounted, mounts_at, pid_alive
 MOUNT_TIMEOUT = 20          # s until a foreground mount must be live
 EXIT_TIMEOUT = 20           # s for the daemon to exit after unmount
 DEFAULT_WATCHDOG = 300      # s a single mount may live
@@ -85,6 +85,16 @@ def unavailable_reason():
             reason = f"{BINARY} cannot be run: {e}"
     _unavailable_reason = reason
     return reason
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pipes_for_splice():
+    """lakefuse splices big sequential reads through 4 MiB pipes; where
+    root may not make them (no CAP_SYS_RESOURCE), the session raises
+    fs.pipe-max-size so the tests exercise that path, and restores it."""
+    limit = PipeLimit().raise_()
+    yield
+    limit.restore()
 
 
 @pytest.fixture(autouse=True)

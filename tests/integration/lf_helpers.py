@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import http.client
 import os
+import pathlib
 import random
 import socket
 import subprocess
@@ -368,3 +369,49 @@ def run(args, timeout=120, check=True, **kw):
         raise AssertionError(f"{args!r} exited {r.returncode}\nstdout: {r.stdout[-2000:]!r}\n"
                              f"stderr: {r.stderr[-2000:]!r}")
     return r
+
+
+PIPE_MAX_SIZE = pathlib.Path("/proc/sys/fs/pipe-max-size")
+SPLICE_PIPE = 4 * MiB   # what lakefuse's spliced reads need (src/fs.c PIPE_ROOM)
+
+
+def splice_pipes_available():
+    """Whether this process can make a pipe as large as lakefuse's spliced
+    reads need: CAP_SYS_RESOURCE, or fs.pipe-max-size raised."""
+    import fcntl
+    r, w = os.pipe()
+    try:
+        return fcntl.fcntl(r, 1031, SPLICE_PIPE) >= SPLICE_PIPE   # F_SETPIPE_SZ
+    except OSError:
+        return False
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+class PipeLimit:
+    """Raises fs.pipe-max-size to what spliced reads need, as root, for as
+    long as it is held; puts the old value back on release. Containers often
+    drop CAP_SYS_RESOURCE even for root, and then only this sysctl lets a
+    process make pipes over 1 MiB."""
+
+    def __init__(self):
+        self.old = None
+
+    def raise_(self):
+        try:
+            cur = int(PIPE_MAX_SIZE.read_text())
+            if cur < SPLICE_PIPE and os.geteuid() == 0:
+                PIPE_MAX_SIZE.write_text(str(SPLICE_PIPE))
+                self.old = cur
+        except (OSError, ValueError):
+            pass
+        return self
+
+    def restore(self):
+        if self.old is not None:
+            try:
+                PIPE_MAX_SIZE.write_text(str(self.old))
+            except OSError:
+                pass
+            self.old = None

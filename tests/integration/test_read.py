@@ -22,7 +22,8 @@ import pytest
 
 from lf_helpers import (BINARY, MiB, BigStream, bulk_put, closed_port, find_daemon_pids,
                         is_mounted, pid_alive, put_many_boto, readahead_kb, run, sha256_bytes,
-                        sha256_file, upload_stream_multipart, wait_until)
+                        sha256_file, splice_pipes_available, upload_stream_multipart,
+                        wait_until)
 
 GiB = 1 << 30
 C_LOCALE = dict(os.environ, LC_ALL="C")
@@ -248,6 +249,78 @@ def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async
         pat = re.compile(r"closed stream\.bin after \d+ reads of \d+ bytes \((\d+) KiB each\)")
         assert wait_until(lambda: pat.search(m.log()), timeout=10), m.log()[-2000:]
         assert int(pat.search(m.log()).group(1)) >= 900
+
+
+CLOSED_RE = re.compile(r"closed (\S+) after \d+ reads of (\d+) bytes \(\d+ KiB each\), "
+                       r"(\d+) bytes spliced, (\d+) GETs")
+
+
+def closed_line(m, name):
+    """(bytes read, bytes spliced, GETs) from the daemon's debug line when
+    the file `name` was closed."""
+    def find():
+        return [mo for mo in CLOSED_RE.finditer(m.log()) if mo.group(1) == name]
+    assert wait_until(lambda: find(), timeout=10), m.log()[-2000:]
+    mo = find()[-1]
+    return int(mo.group(2)), int(mo.group(3)), int(mo.group(4))
+
+
+@pytest.mark.parametrize("mode", [[], ["--direct-io"], ["--no-splice"], ["--async-read"]],
+                         ids=["default", "direct-io", "no-splice", "async-read"])
+def test_big_sequential_reads_are_spliced(lakefs, repo, s3, mount, mode):
+    """An object over half the cache, read sequentially: its bytes go from
+    the gateway's socket to the kernel with splice (the daemon's own count
+    of spliced bytes is the whole file; 0 with --no-splice, and with
+    --async-read, whose reads arrive out of order), byte-exact, each byte
+    fetched once in large GETs."""
+    copies = "--no-splice" in mode or "--async-read" in mode
+    if not copies and not splice_pipes_available():
+        pytest.skip("pipes of 4 MiB cannot be made here (needs root or fs.pipe-max-size)")
+    size = 40 * MiB + 4321
+    stream = BigStream(seed=78, size=size, chunk=8 * MiB)
+    want = upload_stream_multipart(s3, repo, "main/spliced.bin", stream.pieces(),
+                                   part_size=16 * MiB)
+    m = mount(uri(repo), "--cache-size", "32", *mode)
+    lakefs.reset_stats()
+    h = hashlib.sha256()
+    with open(m.path / "main" / "spliced.bin", "rb", buffering=0) as f:
+        while b := f.read(MiB):
+            h.update(b)
+    assert h.hexdigest() == want
+    st = lakefs.stats()
+    assert st["bytes_out"] <= size + 64 * 1024, st   # nothing fetched twice
+    assert st["requests"].get("GetObject", 0) <= -(-size // (8 * MiB)) + 4, st["requests"]
+    read, spliced, gets = closed_line(m, "spliced.bin")
+    assert read == size
+    assert spliced == (0 if copies else size)
+
+
+def test_replaced_object_mid_stream_gives_eio_never_mixed(lakefs, repo, s3, mount):
+    """A spliced stream whose object is replaced: what it read came from the
+    version opened, until a read meets a GET answered by the new one: EIO."""
+    if not splice_pipes_available():
+        pytest.skip("pipes of 4 MiB cannot be made here (needs root or fs.pipe-max-size)")
+    size = 96 * MiB
+    a = BigStream(seed=5, size=size)
+    b = BigStream(seed=6, size=size)
+    upload_stream_multipart(s3, repo, "main/moving.bin", a.pieces(), part_size=16 * MiB)
+    m = mount(uri(repo), "--cache-size", "32")
+    off, err = 0, None
+    with open(m.path / "main" / "moving.bin", "rb", buffering=0) as f:
+        for _ in range(8):
+            assert f.read(MiB) == a.read_at(off, MiB)
+            off += MiB
+        upload_stream_multipart(s3, repo, "main/moving.bin", b.pieces(), part_size=16 * MiB)
+        try:
+            while off < size:
+                got = f.read(MiB)
+                assert got == a.read_at(off, len(got)), f"mixed versions at {off}"
+                off += len(got)
+        except OSError as e:
+            err = e.errno
+    assert err == errno.EIO, f"read the whole replaced object without EIO (at {off})"
+    assert off < size
+    assert re.search(r"object replaced while open", m.log())
 
 
 def test_direct_io_bypasses_the_page_cache(lakefs, repo, s3, mount):
