@@ -1210,8 +1210,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     struct lf_fs *fs = fs_of(req);
     struct change from, to;
     enum lf_kind kind = LF_FILE, tkind = LF_FILE;
-    struct lf_obj_attr attr = {0}, tattr;
+    struct lf_obj_attr attr = {0}, tattr, stored;
     struct lf_sfile *sf = NULL;
+    bool flushed = false; /* sf was stored under the new name: `stored` */
     int rc;
 
     memset(&to, 0, sizeof(to));
@@ -1270,6 +1271,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
             /* The pending upload goes to the new name; what the old name
              * held on the branch goes away. */
             rc = lf_sfile_rename(sf, to.key.data);
+            lf_meta_lock(fs->meta);
+            struct wstate *w = wstate_of(n);
+            bool writer = w && w->sf == sf && w->writers > 0;
+            lf_meta_unlock(fs->meta);
+            /* A writer's close or release stores it later. With none left
+             * (or if the last one's release settled the file meanwhile,
+             * its upload done under the old name), the new name gets it
+             * now, before the old one goes. */
+            if (!rc && !writer && !(rc = lf_sfile_flush(sf, &stored)))
+                flushed = true;
+            else if (!rc && !writer)
+                lf_sfile_rename(sf, from.key.data); /* back: staged under its old name */
             if (!rc)
                 rc = fs->store->ops->remove(fs->store->ctx, from.repo, from.key.data);
         } else {
@@ -1299,6 +1312,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     if (n) {
         if (lf_meta_move(fs->meta, n, to.parent, newname) != 0)
             lf_meta_detach(fs->meta, n);
+        if (flushed) {
+            n->attr = stored;
+            n->attr_expiry = now() + ttl_of(fs, n);
+            snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", stored.etag);
+            if (wstate_of(n) && wstate_of(n)->sf == sf)
+                wstate_settle(fs, n);
+        }
         if (kind == LF_FILE)
             attr = n->attr;
     } else {
@@ -1467,6 +1487,20 @@ static void fileh_free(struct lf_fs *fs, struct fileh *fh)
     struct wstate *w = wstate_of(fh->node);
     if (fh->write && w && w->writers > 0)
         w->writers--;
+    /* The kernel sends the release some time after close() has flushed:
+     * a chmod, utimens or rename in between (rsync does all three) rides
+     * along with the staged file while this handle still counts as a
+     * writer, and no flush follows. The last writer's release stores it. */
+    struct lf_sfile *late = fh->write && w && w->writers == 0 && lf_sfile_dirty(w->sf) ? w->sf
+                                                                                     : NULL;
+    if (late)
+        lf_sfile_ref(late);
+    lf_meta_unlock(fs->meta);
+    if (late) {
+        flush_node(fs, fh->node, late); /* a failure stays staged; flush_node says so */
+        lf_sfile_unref(late);
+    }
+    lf_meta_lock(fs->meta);
     wstate_settle(fs, fh->node);
     lf_meta_unpin(fs->meta, fh->node);
     lf_meta_unlock(fs->meta);

@@ -966,9 +966,11 @@ int lf_sfile_rename(struct lf_sfile *f, const char *new_key)
     pthread_mutex_lock(&f->lock);
     free(f->key);
     f->key = k;
-    bool rewrite = f->manifest_written;
+    /* The new key has none of it yet, even if the old one got it all (an
+     * upload that ended while the rename waited for it). */
+    touch(f);
     pthread_mutex_unlock(&f->lock);
-    int rc = rewrite ? write_manifest(f) : 0;
+    int rc = write_manifest(f);
     pthread_mutex_unlock(&f->flush_lock);
     return rc;
 }

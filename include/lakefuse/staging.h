@@ -81,7 +81,8 @@ void lf_sfile_set_meta(struct lf_sfile *f, const struct lf_put_meta *m, bool mar
 int lf_sfile_flush(struct lf_sfile *f, struct lf_obj_attr *out);
 /* Drops the staged content (the object was deleted); aborts uploads. */
 void lf_sfile_discard(struct lf_sfile *f);
-/* The pending upload goes to another key (rename of an open file). */
+/* The staged content goes to another key (rename of a file with a pending
+ * upload), to be uploaded there by the next flush. */
 int lf_sfile_rename(struct lf_sfile *f, const char *new_key);
 
 /* For every staged file of bucket whose key starts with prefix: flush

@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from lf_helpers import MiB, BigStream, det_bytes, sha256_bytes
+from lf_helpers import MiB, BigStream, det_bytes, sha256_bytes, wait_until
 
 GiB = 1 << 30
 
@@ -111,6 +111,49 @@ def test_rsync_a_twice_transfers_nothing_the_second_time(lakefs, repo, s3, mount
                              f"{dst}/"], check=True, capture_output=True, text=True,
                             timeout=600).stdout
     assert re.search(r"Number of regular files transferred: 0", second), second
+
+
+def test_changes_between_close_and_release_are_stored(lakefs, repo, s3, mount):
+    """close() flushes, but the kernel releases the file later: a chmod and
+    a rename in between (rsync's way with its temporary files) ride along
+    with the staged file, and the release stores them. A mapping keeps the
+    file from being released until munmap, which makes the order sure (made
+    with libc's mmap: Python's keeps a descriptor of its own, whose close
+    would flush)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    m = mount(uri(repo))
+    tmp, final = m.path / "main" / ".late.tmp", m.path / "main" / "late.bin"
+    data = det_bytes(7, 50000)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, data)
+    addr = libc.mmap(None, len(data), 1, 1, fd, 0)     # PROT_READ, MAP_SHARED
+    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    os.close(fd)                      # flushes: uploaded; no release yet
+    assert get(s3, repo, "main/.late.tmp") == data
+    os.chmod(tmp, 0o640)
+    os.rename(tmp, final)
+    assert libc.munmap(addr, len(data)) == 0     # the release
+    wait_until(lambda: key_exists(s3, repo, "main/late.bin"), 10, interval=0.1,
+               what="the renamed file to be stored after its release")
+    assert get(s3, repo, "main/late.bin") == data
+    # lakeFS answers metadata names Go-capitalised ("Mode")
+    head = {k.lower(): v for k, v in
+            s3.head_object(Bucket=repo, Key="main/late.bin")["Metadata"].items()}
+    assert int(head["mode"]) & 0o7777 == 0o640, head
+    assert not key_exists(s3, repo, "main/.late.tmp")
+
+
+def key_exists(s3, repo, key):
+    try:
+        s3.head_object(Bucket=repo, Key=key)
+        return True
+    except s3.exceptions.ClientError:
+        return False
 
 
 def test_sqlite3_database_built_on_the_mount(lakefs, repo, s3, mount, tmp_path):
