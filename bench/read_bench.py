@@ -6,7 +6,10 @@ directory), uploads the data set, mounts lakefs://REPO with build/lakefuse
 (--foreground, credentials in the environment) and measures:
 
   (a) sequential read of a 1 GiB object through the mount (`dd bs=1M` to
-      /dev/null), three ways: the default, --async-read and --direct-io.
+      /dev/null), three ways: the default, --async-read and --direct-io
+      (objects over half the cache are spliced from the gateway's socket to
+      the kernel where 4 MiB pipes can be had: as root the benchmark raises
+      fs.pipe-max-size for its run if needed, and says which way it read).
       Each run mounts afresh and reads the object right away (first read
       after mount: what a new mount pays once is in it), then a second
       1 GiB object on the same mount (a running mount). Against curl
@@ -56,8 +59,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import Sim, new_repo_name  # noqa: E402  (tests/conftest.py)
-from lf_helpers import (BINARY, MiB, BigStream, Signer, bulk_put, is_mounted,  # noqa: E402
-                        readahead_kb, vm_status)
+from lf_helpers import (BINARY, MiB, BigStream, PipeLimit, Signer, bulk_put,  # noqa: E402
+                        is_mounted, readahead_kb, splice_pipes_available, vm_status)
 
 GiB = 1 << 30
 MB = 1e6
@@ -444,6 +447,11 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
 
     try:
+        pipes = PipeLimit().raise_()
+        cleanup.push(pipes.restore, "fs.pipe-max-size")
+        spliced = splice_pipes_available() and not any("--no-splice" in a
+                                                         for a in args.lakefuse_arg)
+        log(f"spliced reads: {'yes' if spliced else 'no (copied through memory)'}")
         sim = Sim(workdir / "data")
         sim.start()
         cleanup.push(sim.stop, f"simulator pid {sim.pid}")
@@ -499,7 +507,8 @@ def main():
         print()
         print(f"lakefuse read benchmark: {os.cpu_count()} CPUs, simulator on loopback, "
               f"median of {args.runs} runs, {'cold' if args.drop_caches else 'warm'} gateway "
-              f"page cache, fresh mount per run; cache budget {budget}"
+              f"page cache, fresh mount per run; cache budget {budget}; spliced reads "
+              f"{'on (not with --async-read)' if spliced else 'off'}"
               f"{'; lakefuse args ' + ' '.join(args.lakefuse_arg) if args.lakefuse_arg else ''}")
         print()
         print("| measure | " + " | ".join(f"gateway latency {lbl}" for lbl in labels) + " |")

@@ -21,7 +21,8 @@ import pytest
 
 import importlib.util
 from lf_helpers import (BINARY, MiB, BigStream, det_bytes, is_mounted, pid_alive,
-                        sha256_bytes, upload_stream_multipart, wait_until)
+                        sha256_bytes, splice_pipes_available, upload_stream_multipart,
+                        wait_until)
 
 GiB = 1 << 30
 
@@ -231,16 +232,39 @@ def test_slow_gateway_ls_and_cat_finish_and_ctrl_c_interrupts(lakefs, repo, s3, 
     # a reader blocked on a very slow gateway, interrupted: the file is
     # open (and not cached) before the gateway slows down
     s3.put_object(Bucket=repo, Key="main/b.bin", Body=det_bytes(2, 8 * MiB))
+    interrupt_a_stalled_read(lakefs, m.path / "main" / "b.bin", 4 * MiB)
+    assert m.alive()
+
+
+def test_ctrl_c_interrupts_a_stream_stalled_on_the_gateway(lakefs, repo, s3, mount):
+    """The same for a stream (an object over half the cache, read from its
+    start): the read waits for its stream's first bytes, and Ctrl-C ends
+    the wait."""
+    if not splice_pipes_available():
+        pytest.skip("pipes of 4 MiB cannot be made here (needs root or fs.pipe-max-size)")
+    s3.put_object(Bucket=repo, Key="main/s.bin", Body=det_bytes(4, 24 * MiB))
+    m = mount(uri(repo), "--cache-size", "16", "--timeout", "60")
+    interrupt_a_stalled_read(lakefs, m.path / "main" / "s.bin", 0)
+    assert m.alive()
+    # and the stream reads on once the gateway is back
+    with open(m.path / "main" / "s.bin", "rb") as f:
+        assert sha256_bytes(f.read()) == sha256_bytes(det_bytes(4, 24 * MiB))
+
+
+def interrupt_a_stalled_read(lakefs, path, off):
+    """A program that catches SIGINT opens path, the gateway then answers
+    in 30 s, the program reads 1 MiB at off, and gets SIGINT 1.5 s later:
+    its read must end (EINTR) within 5 s."""
     code = ("import os, signal, sys, time\n"
             "class Stop(Exception): pass\n"
             "def h(*a): raise Stop()\n"
             "signal.signal(signal.SIGINT, h)\n"
-            f"fd = os.open({str(m.path / 'main' / 'b.bin')!r}, os.O_RDONLY)\n"
+            f"fd = os.open({str(path)!r}, os.O_RDONLY)\n"
             "print('ready', flush=True)\n"
             "sys.stdin.readline()\n"
             "t = time.monotonic()\n"
             "try:\n"
-            "    os.pread(fd, 1 << 20, 4 << 20)\n"
+            f"    os.pread(fd, 1 << 20, {off})\n"
             "    print('finished', flush=True)\n"
             "except Stop:\n"
             "    print('interrupted %.2f' % (time.monotonic() - t), flush=True)\n")
@@ -259,7 +283,9 @@ def test_slow_gateway_ls_and_cat_finish_and_ctrl_c_interrupts(lakefs, repo, s3, 
         assert time.monotonic() - t0 < 5
     finally:
         lakefs.set_faults(latency_ms=0)
-    assert m.alive()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 # ------------------------------------------------------------ hostile answers
