@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1623,8 +1624,13 @@ static void count_read(struct fileh *fh, size_t n)
  * not show: its custom-io read hook sees every request, and the thread
  * that reads a request is the one that handles it, so the hook notes each
  * READ for its thread. op_read checks the note against its arguments and
- * afterwards frees libfuse's request with fuse_reply_none. */
+ * afterwards frees libfuse's request with fuse_reply_none.
+ *
+ * The same hooks give --direct-io shared mmap: the kernel (6.6 on) keeps
+ * such mappings coherent once the INIT answer has FUSE_DIRECT_IO_ALLOW_MMAP,
+ * a flag this libfuse does not know; the answer gets it on its way out. */
 #define PIPE_ROOM (4 << 20)
+#define DIRECT_IO_ALLOW_MMAP (1ull << 36) /* INIT flag; newer than our headers */
 
 struct pending_read {
     bool valid;
@@ -1633,6 +1639,10 @@ struct pending_read {
     uint32_t size;
 };
 static __thread struct pending_read pending;
+
+/* The INIT this thread is answering, if the kernel offered mmap of
+ * direct-io files: libfuse answers INIT in the thread that read it. */
+static __thread uint64_t init_unique;
 
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
@@ -1648,11 +1658,31 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
         pending.off = in->offset;
         pending.size = in->size;
     }
+    if (n >= (ssize_t)(sizeof(*h) + sizeof(struct fuse_init_in)) && h->opcode == FUSE_INIT) {
+        const struct fuse_init_in *in = (const void *)(h + 1);
+        bool offered = (in->flags & FUSE_INIT_EXT) &&
+                       (((uint64_t)in->flags2 << 32) & DIRECT_IO_ALLOW_MMAP);
+        init_unique = offered ? h->unique : 0;
+        if (!offered && ((struct lf_fs *)userdata)->cfg->direct_io)
+            lf_info("--direct-io: a shared mmap of a file open for reading fails with ENODEV "
+                    "(this kernel cannot keep it coherent)");
+    }
     return n;
 }
 
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
+    struct fuse_out_header *h = iov[0].iov_base;
+    if (init_unique && count == 2 && iov[0].iov_len == sizeof(*h) && h->unique == init_unique &&
+        h->error == 0 &&
+        iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
+        init_unique = 0;
+        struct fuse_init_out *out = iov[1].iov_base;
+        if (((struct lf_fs *)userdata)->cfg->direct_io && (out->flags & FUSE_INIT_EXT)) {
+            out->flags2 |= (uint32_t)(DIRECT_IO_ALLOW_MMAP >> 32);
+            lf_info("--direct-io: shared mmap allowed (the kernel keeps it coherent)");
+        }
+    }
     return writev(fd, iov, count);
 }
 
@@ -1732,8 +1762,10 @@ static bool read_spliced(fuse_req_t req, struct fileh *fh, size_t size, off_t of
 
 void lf_fs_attach(struct lf_fs *fs, struct fuse_session *se)
 {
-    if (fs->splice && fuse_session_custom_io(se, &IO, fuse_session_fd(se)) != 0) {
-        lf_warn("reads are copied through memory: libfuse refused the custom I/O hooks");
+    if ((fs->splice || fs->cfg->direct_io) &&
+        fuse_session_custom_io(se, &IO, fuse_session_fd(se)) != 0) {
+        lf_warn("libfuse refused the custom I/O hooks: reads are copied through memory%s",
+                fs->cfg->direct_io ? " and shared mmap of --direct-io files fails" : "");
         fs->splice = false;
         fs->ra.stream_min = 0;
     }
