@@ -50,8 +50,8 @@ static const struct opt OPTS[] = {
     {"readahead-max", 0, K_MIB, F(readahead_max), "MIB", "64", "largest readahead window per file"},
     {"request-size", 0, K_MIB, F(request_size), "MIB", "8", "size of one ranged GET"},
     {"direct-io", 0, K_FLAG, F(direct_io), NULL, "off",
-     "files opened for reading bypass the kernel page cache: fastest streams, but no shared "
-     "mmap (ENODEV) and every read is a request"},
+     "files opened for reading bypass the kernel page cache: fastest streams, but every read "
+     "is a request (and shared mmap needs Linux 6.6 or later)"},
     {"async-read", 0, K_FLAG, F(async_read), NULL, "off",
      "let the kernel send readahead in parallel: faster streams, but Ctrl-C no longer "
      "interrupts a read stalled on the gateway (it waits for --timeout)"},

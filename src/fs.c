@@ -2235,8 +2235,14 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
     /* Nor with --async-read: readahead sent in parallel reaches us out of
      * order, and a stream (read in order) would have to wait for the
      * stragglers or fetch their bytes twice. */
-    fs->splice = !cfg->no_splice && store->ops->get_stream && !cfg->disk_cache_size &&
-                 !cfg->async_read;
+    const char *nosplice = cfg->no_splice              ? NULL
+                           : !store->ops->get_stream   ? "the endpoint is HTTPS"
+                           : cfg->disk_cache_size      ? "--disk-cache-size keeps them on disk"
+                           : cfg->async_read           ? "--async-read"
+                                                       : NULL;
+    if (nosplice)
+        lf_info("big sequential reads are copied through memory, not spliced (%s)", nosplice);
+    fs->splice = !cfg->no_splice && !nosplice;
     if (fs->splice) {
         int *p = pipe_new();
         if (p)
