@@ -1753,9 +1753,10 @@ static bool read_spliced(fuse_req_t req, struct fileh *fh, size_t size, off_t of
     /* fh may be released as soon as the reply is out: it is not touched
      * after this. */
     ssize_t w = splice(p[0], NULL, pr.fd, NULL, h.len, 0);
-    if (w != (ssize_t)h.len) /* the request went away (interrupted), or worse */
+    if (w != (ssize_t)h.len) { /* the request went away (interrupted), or worse */
         lf_dbg("spliced reply of %zu bytes: %s", n, w < 0 ? strerror(errno) : "short");
-    lf_pipe_drain(p[0]);
+        lf_pipe_drain(p[0]);
+    }
     fuse_reply_none(req);
     return true;
 }
