@@ -4,8 +4,10 @@
 #ifndef LAKEFUSE_TEST_CHECK_H
 #define LAKEFUSE_TEST_CHECK_H
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static int check_failures;
 static int check_count;
@@ -43,6 +45,20 @@ static int check_count;
                     check_b_ ? check_b_ : "(null)");                         \
         }                                                                    \
     } while (0)
+
+/* Reads until n bytes arrived or the descriptor has no more (a pipe the
+ * code under test filled); returns how many arrived. */
+static inline size_t test_read_full(int fd, void *dst, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)dst + got, n - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    return got;
+}
 
 static inline int check_summary(const char *name)
 {

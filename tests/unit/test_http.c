@@ -238,18 +238,6 @@ static int open_body(struct lf_http *h, struct lf_http_resp *resp, struct lf_htt
     return lf_http_open(h, &q, resp, b);
 }
 
-static size_t read_n(int fd, unsigned char *dst, size_t n)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, dst + got, n - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    return got;
-}
-
 static struct timespec t_start;
 
 static int cancel_after_300ms(void *arg)
@@ -392,7 +380,7 @@ int main(void)
     for (int i = 0; i < 3; i++) {
         CHECK_INT(lf_http_body_splice(b, p[1], pieces[i], NULL, NULL, &moved), 0);
         CHECK_INT(moved, pieces[i]);
-        CHECK_INT(read_n(p[0], got + at, pieces[i]), pieces[i]);
+        CHECK_INT(test_read_full(p[0], got + at, pieces[i]), pieces[i]);
         at += pieces[i];
     }
     CHECK(memcmp(got, srv.body, BODY_LEN) == 0);
@@ -422,7 +410,7 @@ int main(void)
     CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
     CHECK_INT(lf_http_body_splice(b, p[1], BODY_LEN, NULL, NULL, &moved), -EPROTO);
     CHECK_INT(moved, BODY_LEN / 2);
-    CHECK_INT(read_n(p[0], got, moved), moved);
+    CHECK_INT(test_read_full(p[0], got, moved), moved);
     lf_http_body_close(b);
 
     /* Stalled: the stall window ends the wait; cancelled: EINTR. */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -281,18 +282,6 @@ static void stream_pipe(int p[2], size_t room)
     CHECK(fcntl(p[0], F_SETPIPE_SZ, (int)room) >= (int)room);
 }
 
-static size_t pipe_take(int fd, unsigned char *dst, size_t n)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, dst + got, n - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    return got;
-}
-
 static int pipe_empty(int fd)
 {
     unsigned char c;
@@ -310,7 +299,7 @@ static ssize_t read_either(struct lf_reader *r, const int p[2], unsigned char *d
     ssize_t n = lf_reader_splice(r, len, off, NULL, 0, p, ctl);
     if (n >= 0) {
         s->spliced++;
-        return (ssize_t)pipe_take(p[0], dst, (size_t)n) == n ? n : -EIO;
+        return (ssize_t)test_read_full(p[0], dst, (size_t)n) == n ? n : -EIO;
     }
     if (n != -EAGAIN)
         return n;
@@ -329,194 +318,176 @@ static struct lf_reader *open_streaming(struct env *e, const char *key, const st
 
 static const struct lf_ra_opts STREAM_OPTS = {.stream_min = 1};
 
+/* One stream test's world: `size` pattern bytes at main/s.bin, a buffer
+ * for what comes back, a pipe, and a reader that streams. */
+struct sfix {
+    struct env e;
+    unsigned char *data, *out;
+    size_t size;
+    int p[2];
+    struct lf_reader *r;
+    struct sread s;
+};
+
+static void sfix_init(struct sfix *f, size_t budget, size_t size, unsigned seed)
+{
+    memset(f, 0, sizeof(*f));
+    env_init(&f->e, budget);
+    f->size = size;
+    f->data = pattern(size, seed);
+    f->out = calloc(1, size);
+    lf_mem_store_put(f->e.mem, "repo", "main/s.bin", f->data, size);
+    stream_pipe(f->p, MiB);
+    f->r = open_streaming(&f->e, "main/s.bin", &STREAM_OPTS);
+}
+
+static void sfix_fini(struct sfix *f)
+{
+    lf_reader_free(f->r);
+    close(f->p[0]);
+    close(f->p[1]);
+    free(f->data);
+    free(f->out);
+    env_fini(&f->e);
+}
+
+static ssize_t sfix_read(struct sfix *f, size_t len, uint64_t off, const struct lf_read_ctl *ctl)
+{
+    return read_either(f->r, f->p, f->out + off, len, off, ctl, &f->s);
+}
+
+/* Reads the whole object in steps; whether every read got what it asked. */
+static bool sfix_read_all(struct sfix *f, size_t step)
+{
+    bool ok = true;
+    for (size_t off = 0; off < f->size; off += step) {
+        size_t want = f->size - off < step ? f->size - off : step;
+        ok &= sfix_read(f, want, off, NULL) == (ssize_t)want;
+    }
+    return ok;
+}
+
 /* Sequential reads of odd sizes (crossing every lane boundary) come from
  * the stream, byte-exact, with a few large GETs, nothing through the
  * blocks, and no cache memory. */
 static void test_stream_sequential(void)
 {
-    struct env e;
-    env_init(&e, 16 * MiB);
-    size_t size = 70 * MiB + 4321, step = 300 * 1000;
-    unsigned char *data = pattern(size, 30), *out = calloc(1, size);
-    lf_mem_store_put(e.mem, "repo", "main/s.bin", data, size);
-    int p[2];
-    stream_pipe(p, MiB);
-    struct lf_reader *r = open_streaming(&e, "main/s.bin", &STREAM_OPTS);
-    struct sread s = {0};
-    int ok = 1;
-    for (size_t off = 0; off < size; off += step) {
-        size_t want = size - off < step ? size - off : step;
-        ok &= read_either(r, p, out + off, step, off, NULL, &s) == (ssize_t)want;
-    }
-    CHECK(ok);
-    CHECK_INT(read_either(r, p, out, step, size, NULL, &s), 0); /* end of object */
-    CHECK(memcmp(out, data, size) == 0);
+    struct sfix f;
+    sfix_init(&f, 16 * MiB, 70 * MiB + 4321, 30);
+    CHECK(sfix_read_all(&f, 300 * 1000));
+    CHECK_INT(sfix_read(&f, 4096, f.size, NULL), 0); /* end of object */
+    CHECK(memcmp(f.out, f.data, f.size) == 0);
     struct lf_ra_stats st;
-    lf_reader_get_stats(r, &st);
+    lf_reader_get_stats(f.r, &st);
     struct lf_bcache_stats cs;
-    lf_bcache_get_stats(e.cache, &cs);
-    lf_reader_free(r);
-    CHECK_INT(s.copied, 0);
-    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET), 0);
-    CHECK_INT(st.spliced, size);
-    CHECK_INT(lf_mem_store_bytes_out(e.mem), size); /* each byte fetched once */
+    lf_bcache_get_stats(f.e.cache, &cs);
+    lf_reader_free(f.r);
+    f.r = NULL;
+    CHECK_INT(f.s.copied, 0);
+    CHECK_INT(lf_mem_store_calls(f.e.mem, LF_MEM_GET), 0);
+    CHECK_INT(st.spliced, f.size);
+    CHECK_INT(lf_mem_store_bytes_out(f.e.mem), f.size); /* each byte fetched once */
     /* windows of 1, 2, 4, 8 MiB, then 8 MiB GETs */
-    CHECK(st.streams >= size / (8 * MiB) && st.streams <= size / (8 * MiB) + 6);
-    CHECK_INT(st.streams, lf_mem_store_calls(e.mem, LF_MEM_GET_STREAM));
+    CHECK(st.streams >= f.size / (8 * MiB) && st.streams <= f.size / (8 * MiB) + 6);
+    CHECK_INT(st.streams, lf_mem_store_calls(f.e.mem, LF_MEM_GET_STREAM));
     CHECK_INT(cs.used_bytes, 0);
-    close(p[0]);
-    close(p[1]);
-    free(data);
-    free(out);
-    env_fini(&e);
+    sfix_fini(&f);
 }
 
 /* Objects under stream_min, random reads and re-reads go through blocks;
  * reading on sequentially from a random place streams again. */
 static void test_stream_only_for_sequential_reads(void)
 {
-    struct env e;
-    env_init(&e, 64 * MiB);
-    size_t size = 40 * MiB;
-    unsigned char *data = pattern(size, 31), *out = calloc(1, size);
-    lf_mem_store_put(e.mem, "repo", "main/r.bin", data, size);
-    int p[2];
-    stream_pipe(p, MiB);
-    struct sread s = {0};
+    struct sfix f;
+    sfix_init(&f, 64 * MiB, 40 * MiB, 31);
+    lf_reader_free(f.r);
+    struct lf_ra_opts big_min = {.stream_min = f.size + 1};
+    f.r = open_streaming(&f.e, "main/s.bin", &big_min);
+    CHECK_INT(sfix_read(&f, MiB, 0, NULL), MiB);
+    CHECK_INT(f.s.copied, 1);
+    lf_reader_free(f.r);
 
-    struct lf_ra_opts big_min = {.stream_min = size + 1};
-    struct lf_reader *r = open_streaming(&e, "main/r.bin", &big_min);
-    CHECK_INT(read_either(r, p, out, MiB, 0, NULL, &s), MiB);
-    CHECK_INT(s.copied, 1);
-    lf_reader_free(r);
-
-    lf_bcache_free(e.cache); /* forget those blocks */
-    e.cache = lf_bcache_new(64 * MiB, MiB);
-    s = (struct sread){0};
-    r = open_streaming(&e, "main/r.bin", &STREAM_OPTS);
+    lf_bcache_free(f.e.cache); /* forget those blocks */
+    f.e.cache = lf_bcache_new(64 * MiB, MiB);
+    f.s = (struct sread){0};
+    f.r = open_streaming(&f.e, "main/s.bin", &STREAM_OPTS);
     uint64_t offs[] = {17 * MiB + 5, 3 * MiB, 29 * MiB};
     for (int i = 0; i < 3; i++) {
-        CHECK_INT(read_either(r, p, out, 4096, offs[i], NULL, &s), 4096);
-        CHECK(memcmp(out, data + offs[i], 4096) == 0);
+        CHECK_INT(sfix_read(&f, 4096, offs[i], NULL), 4096);
+        CHECK(memcmp(f.out + offs[i], f.data + offs[i], 4096) == 0);
     }
-    CHECK_INT(s.copied, 3);
-    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET_STREAM), 0);
-    CHECK(lf_mem_store_bytes_out(e.mem) <= 3 * 2 * MiB); /* no readahead of blocks */
+    CHECK_INT(f.s.copied, 3);
+    CHECK_INT(lf_mem_store_calls(f.e.mem, LF_MEM_GET_STREAM), 0);
+    CHECK(lf_mem_store_bytes_out(f.e.mem) <= 3 * 2 * MiB); /* no readahead of blocks */
     /* On from the last random read: the seven reads left in its block,
      * which is cached, through blocks; from the one that leaves it, a
      * stream. */
     uint64_t at = 29 * MiB + 4096;
-    int ok = 1;
+    bool ok = true;
     for (int i = 0; i < 16; i++, at += 128 * 1024)
-        ok &= read_either(r, p, out + at, 128 * 1024, at, NULL, &s) == 128 * 1024 &&
-              memcmp(out + at, data + at, 128 * 1024) == 0;
+        ok &= sfix_read(&f, 128 * 1024, at, NULL) == 128 * 1024 &&
+              memcmp(f.out + at, f.data + at, 128 * 1024) == 0;
     CHECK(ok);
-    CHECK_INT(s.spliced, 9);
+    CHECK_INT(f.s.spliced, 9);
     /* back to a part the stream gave already: blocks */
-    unsigned copied = s.copied;
-    CHECK_INT(read_either(r, p, out, 4096, 30 * MiB + 8192, NULL, &s), 4096);
-    CHECK(memcmp(out, data + 30 * MiB + 8192, 4096) == 0);
-    CHECK_INT(s.copied, copied + 1);
-    lf_reader_free(r);
-    close(p[0]);
-    close(p[1]);
-    free(data);
-    free(out);
-    env_fini(&e);
+    unsigned copied = f.s.copied;
+    CHECK_INT(sfix_read(&f, 4096, 30 * MiB + 8192, NULL), 4096);
+    CHECK(memcmp(f.out + 30 * MiB + 8192, f.data + 30 * MiB + 8192, 4096) == 0);
+    CHECK_INT(f.s.copied, copied + 1);
+    sfix_fini(&f);
 }
 
 /* A connection lost mid-answer costs that read a trip through the blocks
  * (which fetch again); the stream carries on after it. */
 static void test_stream_broken_connection(void)
 {
-    struct env e;
-    env_init(&e, 16 * MiB);
-    size_t size = 48 * MiB, step = 512 * 1024;
-    unsigned char *data = pattern(size, 32), *out = calloc(1, size);
-    lf_mem_store_put(e.mem, "repo", "main/b.bin", data, size);
-    int p[2];
-    stream_pipe(p, MiB);
-    struct sread s = {0};
-    struct lf_reader *r = open_streaming(&e, "main/b.bin", &STREAM_OPTS);
-    lf_mem_store_break_streams(e.mem, 300 * 1024, -ECONNRESET, 3);
-    int ok = 1;
-    for (size_t off = 0; off < size; off += step)
-        ok &= read_either(r, p, out + off, step, off, NULL, &s) == (ssize_t)step;
-    lf_reader_free(r);
-    CHECK(ok);
-    CHECK(memcmp(out, data, size) == 0);
-    CHECK(s.copied >= 3);
-    CHECK(s.spliced > s.copied * 10);
-    close(p[0]);
-    close(p[1]);
-    free(data);
-    free(out);
-    env_fini(&e);
+    struct sfix f;
+    sfix_init(&f, 16 * MiB, 48 * MiB, 32);
+    lf_mem_store_break_streams(f.e.mem, 300 * 1024, -ECONNRESET, 3);
+    CHECK(sfix_read_all(&f, 512 * 1024));
+    CHECK(memcmp(f.out, f.data, f.size) == 0);
+    CHECK(f.s.copied >= 3);
+    CHECK(f.s.spliced > f.s.copied * 10);
+    sfix_fini(&f);
 }
 
 /* Lanes opened before the object was replaced give the version seen at
  * open; the first one opened after it says -ESTALE. Never a mix. */
 static void test_stream_replaced_object(void)
 {
-    struct env e;
-    env_init(&e, 16 * MiB);
-    size_t size = 64 * MiB, step = MiB;
-    unsigned char *v1 = pattern(size, 33), *v2 = pattern(size, 34), *out = calloc(1, size);
-    lf_mem_store_put(e.mem, "repo", "main/x.bin", v1, size);
-    int p[2];
-    stream_pipe(p, MiB);
-    struct sread s = {0};
-    struct lf_reader *r = open_streaming(&e, "main/x.bin", &STREAM_OPTS);
+    struct sfix f;
+    sfix_init(&f, 16 * MiB, 64 * MiB, 33);
     size_t off = 0;
     ssize_t n = 0;
-    for (; off < 4 * MiB; off += step)
-        n = read_either(r, p, out + off, step, off, NULL, &s);
-    CHECK_INT(n, step);
-    lf_mem_store_put(e.mem, "repo", "main/x.bin", v2, size);
-    for (; off < size; off += step)
-        if ((n = read_either(r, p, out + off, step, off, NULL, &s)) != (ssize_t)step)
+    for (; off < 4 * MiB; off += MiB)
+        n = sfix_read(&f, MiB, off, NULL);
+    CHECK_INT(n, MiB);
+    unsigned char *v2 = pattern(f.size, 34);
+    lf_mem_store_put(f.e.mem, "repo", "main/s.bin", v2, f.size);
+    for (; off < f.size; off += MiB)
+        if ((n = sfix_read(&f, MiB, off, NULL)) != (ssize_t)MiB)
             break;
     CHECK_INT(n, -ESTALE);
-    CHECK(off < size);
-    CHECK(memcmp(out, v1, off) == 0);
-    lf_reader_free(r);
-    close(p[0]);
-    close(p[1]);
-    free(v1);
+    CHECK(off < f.size);
+    CHECK(memcmp(f.out, f.data, off) == 0);
     free(v2);
-    free(out);
-    env_fini(&e);
+    sfix_fini(&f);
 }
 
 /* When open streams hold all the connections they may (-EBUSY), the
  * reader reads through the blocks and their readahead instead. */
 static void test_stream_refused(void)
 {
-    struct env e;
-    env_init(&e, 64 * MiB);
-    size_t size = 32 * MiB, step = MiB;
-    unsigned char *data = pattern(size, 35), *out = calloc(1, size);
-    lf_mem_store_put(e.mem, "repo", "main/f.bin", data, size);
-    int p[2];
-    stream_pipe(p, MiB);
-    struct sread s = {0};
-    lf_mem_store_fail(e.mem, LF_MEM_GET_STREAM, -EBUSY, 100);
-    struct lf_reader *r = open_streaming(&e, "main/f.bin", &STREAM_OPTS);
-    int ok = 1;
-    for (size_t off = 0; off < size; off += step)
-        ok &= read_either(r, p, out + off, step, off, NULL, &s) == (ssize_t)step;
-    lf_reader_free(r);
-    CHECK(ok);
-    CHECK(memcmp(out, data, size) == 0);
-    CHECK_INT(s.spliced, 0);
-    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET_STREAM), 1); /* tried once */
+    struct sfix f;
+    sfix_init(&f, 64 * MiB, 32 * MiB, 35);
+    lf_mem_store_fail(f.e.mem, LF_MEM_GET_STREAM, -EBUSY, 100);
+    CHECK(sfix_read_all(&f, MiB));
+    CHECK(memcmp(f.out, f.data, f.size) == 0);
+    CHECK_INT(f.s.spliced, 0);
+    CHECK_INT(lf_mem_store_calls(f.e.mem, LF_MEM_GET_STREAM), 1); /* tried once */
     /* readahead of blocks took over: far fewer GETs than reads */
-    CHECK(lf_mem_store_calls(e.mem, LF_MEM_GET) < size / step / 2);
-    close(p[0]);
-    close(p[1]);
-    free(data);
-    free(out);
-    env_fini(&e);
+    CHECK(lf_mem_store_calls(f.e.mem, LF_MEM_GET) < f.size / MiB / 2);
+    sfix_fini(&f);
 }
 
 static int always(void *arg) { return 1; }
@@ -524,33 +495,20 @@ static int always(void *arg) { return 1; }
 /* A read waiting for a slow GET ends with -EINTR when its caller gives up. */
 static void test_stream_cancelled(void)
 {
-    struct env e;
-    env_init(&e, 16 * MiB);
-    size_t size = 16 * MiB;
-    unsigned char *data = pattern(size, 36), *out = calloc(1, size);
-    lf_mem_store_put(e.mem, "repo", "main/c.bin", data, size);
-    int p[2];
-    stream_pipe(p, MiB);
-    struct sread s = {0};
-    struct lf_reader *r = open_streaming(&e, "main/c.bin", &STREAM_OPTS);
-    lf_mem_store_set_delay_us(e.mem, 300 * 1000);
+    struct sfix f;
+    sfix_init(&f, 16 * MiB, 16 * MiB, 36);
+    lf_mem_store_set_delay_us(f.e.mem, 300 * 1000);
     struct lf_read_ctl ctl = {.cancelled = always};
-    CHECK_INT(read_either(r, p, out, MiB, 0, &ctl, &s), -EINTR);
-    CHECK(pipe_empty(p[0]));
-    lf_reader_free(r); /* waits for the GET, closes what it opened */
-    close(p[0]);
-    close(p[1]);
-    free(data);
-    free(out);
-    env_fini(&e);
+    CHECK_INT(sfix_read(&f, MiB, 0, &ctl), -EINTR);
+    CHECK(pipe_empty(f.p[0]));
+    sfix_fini(&f); /* waits for the GET, closes what it opened */
 }
 
 /* Readahead sent in parallel: two threads take alternate reads of one
  * reader, each with its own pipe, arriving in any order. */
 struct alt {
-    struct lf_reader *r;
-    unsigned char *out, *data;
-    size_t size, step;
+    struct sfix *f;
+    size_t step;
     int phase, ok;
     struct sread s;
 };
@@ -561,8 +519,8 @@ static void *alt_reader(void *arg)
     int p[2];
     stream_pipe(p, MiB);
     a->ok = 1;
-    for (size_t off = (size_t)a->phase * a->step; off < a->size; off += 2 * a->step)
-        a->ok &= read_either(a->r, p, a->out + off, a->step, off, NULL, &a->s) ==
+    for (size_t off = (size_t)a->phase * a->step; off < a->f->size; off += 2 * a->step)
+        a->ok &= read_either(a->f->r, p, a->f->out + off, a->step, off, NULL, &a->s) ==
                  (ssize_t)a->step;
     close(p[0]);
     close(p[1]);
@@ -571,64 +529,48 @@ static void *alt_reader(void *arg)
 
 static void test_stream_parallel_reads(void)
 {
-    struct env e;
-    env_init(&e, 16 * MiB);
-    size_t size = 48 * MiB, step = 256 * 1024;
-    unsigned char *data = pattern(size, 37), *out = calloc(1, size);
-    lf_mem_store_put(e.mem, "repo", "main/p.bin", data, size);
-    struct lf_reader *r = open_streaming(&e, "main/p.bin", &STREAM_OPTS);
+    struct sfix f;
+    sfix_init(&f, 16 * MiB, 48 * MiB, 37);
     struct alt a[2];
     pthread_t t[2];
     for (int i = 0; i < 2; i++) {
-        a[i] = (struct alt){.r = r, .out = out, .data = data, .size = size, .step = step,
-                            .phase = i};
+        a[i] = (struct alt){.f = &f, .step = 256 * 1024, .phase = i};
         pthread_create(&t[i], NULL, alt_reader, &a[i]);
     }
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
-    lf_reader_free(r);
     CHECK(a[0].ok && a[1].ok);
-    CHECK(memcmp(out, data, size) == 0);
+    CHECK(memcmp(f.out, f.data, f.size) == 0);
     CHECK(a[0].s.spliced + a[1].s.spliced > 0);
-    free(data);
-    free(out);
-    env_fini(&e);
+    sfix_fini(&f);
 }
 
 /* A head (a reply header) goes in first, after any bytes a lane had to
  * drop to reach the read: the pipe then holds exactly head + data. */
 static void test_stream_head_and_gap(void)
 {
-    struct env e;
-    env_init(&e, 16 * MiB);
-    size_t size = 16 * MiB, half = MiB / 2;
-    unsigned char *data = pattern(size, 38), *out = malloc(half + 4);
-    lf_mem_store_put(e.mem, "repo", "main/g.bin", data, size);
-    int p[2];
-    stream_pipe(p, MiB);
-    struct lf_reader *r = open_streaming(&e, "main/g.bin", &STREAM_OPTS);
-    CHECK_INT(lf_reader_size(r), size);
-    CHECK_INT(lf_reader_splice(r, half, 0, "HEAD", 4, p, NULL), half);
-    CHECK_INT(pipe_take(p[0], out, half + 4), half + 4);
-    CHECK(memcmp(out, "HEAD", 4) == 0 && memcmp(out + 4, data, half) == 0);
+    struct sfix f;
+    sfix_init(&f, 16 * MiB, 16 * MiB, 38);
+    size_t half = MiB / 2;
+    unsigned char *got = malloc(half + 4);
+    CHECK_INT(lf_reader_size(f.r), f.size);
+    CHECK_INT(lf_reader_splice(f.r, half, 0, "HEAD", 4, f.p, NULL), half);
+    CHECK_INT(test_read_full(f.p[0], got, half + 4), half + 4);
+    CHECK(memcmp(got, "HEAD", 4) == 0 && memcmp(got + 4, f.data, half) == 0);
     /* the kernel had [512 KiB, 576 KiB) already: the lane drops it */
     uint64_t at = half + 64 * 1024;
-    CHECK_INT(lf_reader_splice(r, 128 * 1024, at, "HD", 2, p, NULL), 128 * 1024);
-    CHECK_INT(pipe_take(p[0], out, 128 * 1024 + 2), 128 * 1024 + 2);
-    CHECK(memcmp(out, "HD", 2) == 0 && memcmp(out + 2, data + at, 128 * 1024) == 0);
-    CHECK(pipe_empty(p[0]));
+    CHECK_INT(lf_reader_splice(f.r, 128 * 1024, at, "HD", 2, f.p, NULL), 128 * 1024);
+    CHECK_INT(test_read_full(f.p[0], got, 128 * 1024 + 2), 128 * 1024 + 2);
+    CHECK(memcmp(got, "HD", 2) == 0 && memcmp(got + 2, f.data + at, 128 * 1024) == 0);
+    CHECK(pipe_empty(f.p[0]));
     /* the end of the object: nothing, not even the head */
-    CHECK_INT(lf_reader_splice(r, 4096, size, "HD", 2, p, NULL), 0);
-    CHECK(pipe_empty(p[0]));
+    CHECK_INT(lf_reader_splice(f.r, 4096, f.size, "HD", 2, f.p, NULL), 0);
+    CHECK(pipe_empty(f.p[0]));
     struct lf_ra_stats st;
-    lf_reader_get_stats(r, &st);
+    lf_reader_get_stats(f.r, &st);
     CHECK_INT(st.spliced, half + 128 * 1024);
-    lf_reader_free(r);
-    close(p[0]);
-    close(p[1]);
-    free(data);
-    free(out);
-    env_fini(&e);
+    free(got);
+    sfix_fini(&f);
 }
 
 int main(void)
