@@ -644,7 +644,9 @@ static int refresh_file(struct lf_fs *fs, struct lf_node *n)
     struct lf_buf key = LF_BUF_INIT;
     struct lf_obj_attr a;
     lf_meta_lock(fs->meta);
-    bool fresh = n->attr_expiry > now();
+    /* While the node is staged, the staged file is the truth: the object
+     * may not even exist yet (a file created and not closed). */
+    bool fresh = n->attr_expiry > now() || wstate_of(n);
     char *repo = fresh ? NULL : strdup(n->ref->repo);
     int rc = fresh ? 0 : node_key(fs, n, false, &key);
     lf_meta_unlock(fs->meta);
@@ -1731,14 +1733,15 @@ static int *thread_pipe(void)
 
 /* Answers req from its reader's stream when that reader streams this
  * read; false when the caller must answer it another way. */
-static bool read_spliced(fuse_req_t req, struct fileh *fh, size_t size, off_t off,
-                         const struct lf_read_ctl *ctl)
+static bool read_spliced(struct lf_fs *fs, fuse_req_t req, struct fileh *fh, size_t size,
+                         off_t off, const struct lf_read_ctl *ctl)
 {
     struct pending_read pr = pending;
     uint64_t osize = lf_reader_size(fh->reader);
     int *p;
-    if (!pr.valid || pr.off != (uint64_t)off || pr.size != size || pr.fh != (uintptr_t)fh ||
-        (uint64_t)off >= osize || !(p = thread_pipe()))
+    if (osize < fs->ra.stream_min || (uint64_t)off >= osize || !pr.valid ||
+        pr.off != (uint64_t)off || pr.size != size || pr.fh != (uintptr_t)fh ||
+        !(p = thread_pipe()))
         return false;
     size_t n = osize - (uint64_t)off < size ? (size_t)(osize - (uint64_t)off) : size;
     struct fuse_out_header h = {.len = (uint32_t)(sizeof(h) + n), .unique = pr.unique};
@@ -1778,7 +1781,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
     struct lf_read_ctl ctl = {.cancelled = req_cancelled, .arg = req};
     if (!(fh->sf && lf_sfile_has_data(fh->sf)) && fh->reader) {
-        if (fs_of(req)->splice && read_spliced(req, fh, size, off, &ctl))
+        if (fs_of(req)->splice && read_spliced(fs_of(req), req, fh, size, off, &ctl))
             return;
         /* Straight from the cache blocks to the kernel: no copy here. */
         struct lf_pinned p;

@@ -9,7 +9,6 @@
 #include "lakefuse/readahead.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -766,13 +765,17 @@ ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const vo
     }
     if (!rc && end > r->last_end)
         r->last_end = end;
-    if (r->streaming && ((rc == -EBUSY && r->nlanes == 0) || rc == -EOPNOTSUPP)) {
-        /* Open streams hold all the connections they may, or the server
-         * cannot be read this way: this reader goes through blocks (and
-         * their readahead) from now on. */
+    if (r->streaming && ((rc == -EBUSY && r->nlanes == 0) || rc == -EOPNOTSUPP ||
+                         rc == -ENOBUFS)) {
+        /* Open streams hold all the connections they may, the server
+         * cannot be read this way, or the network hands its bytes over in
+         * pieces too small for the pipe: this reader goes through blocks
+         * (and their readahead) from now on. */
         r->streaming = false;
-        lf_dbg("read %s/%s: %s, reading through the cache", r->bucket, r->key,
-               rc == -EBUSY ? "no connection for a stream" : "streams unavailable");
+        lf_info("read %s/%s: %s; reading through the cache", r->bucket, r->key,
+                rc == -EBUSY      ? "no connection for a stream"
+                : rc == -ENOBUFS ? "the answer's pieces do not fit a pipe"
+                                 : "the server's answers cannot be spliced");
     }
     r->splicers--;
     pthread_mutex_unlock(&r->lock);
