@@ -1,13 +1,17 @@
 """The daemon under valgrind's memcheck through a read and write scenario:
-no invalid access, no uninitialised value used, no definite leak."""
+no invalid access, no uninitialised value used, no definite leak. The
+cache is small enough that the big file's read is spliced (where 4 MiB
+pipes can be had), so streams are part of it."""
 import os
+import re
 import shutil
 import signal
 import subprocess
 
 import pytest
 
-from lf_helpers import ROOT, MiB, det_bytes, is_mounted, sha256_bytes, wait_until
+from lf_helpers import (ROOT, MiB, det_bytes, is_mounted, sha256_bytes, splice_pipes_available,
+                        wait_until)
 
 # Always the plain build: valgrind and AddressSanitizer do not mix.
 BINARY = os.path.join(ROOT, "build", "lakefuse")
@@ -16,7 +20,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind n
 
 @pytest.mark.slow
 def test_read_write_scenario_is_clean_under_memcheck(lakefs, repo, s3, tmp_path):
-    big = det_bytes(7, 3 * MiB + 5)
+    big = det_bytes(7, 5 * MiB + 5)
     s3.put_object(Bucket=repo, Key="main/data/big.bin", Body=big)
     s3.put_object(Bucket=repo, Key="main/data/small.txt", Body=b"small\n")
     mnt, cache, vlog, log = (tmp_path / "mnt", tmp_path / "cache", tmp_path / "vg.log",
@@ -29,7 +33,7 @@ def test_read_write_scenario_is_clean_under_memcheck(lakefs, repo, s3, tmp_path)
            "--track-origins=yes", f"--log-file={vlog}",
            str(BINARY), "mount", "--foreground", "--endpoint", lakefs.endpoint,
            "--cache-dir", str(cache), "--log-file", str(log), "--log-level", "debug",
-           "--part-size", "5", f"lakefs://{repo}", str(mnt)]
+           "--part-size", "5", "--cache-size", "8", f"lakefs://{repo}", str(mnt)]
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
     try:
         wait_until(lambda: is_mounted(mnt), 60, what="the mount under valgrind")
@@ -62,6 +66,9 @@ def test_read_write_scenario_is_clean_under_memcheck(lakefs, repo, s3, tmp_path)
     got = s3.get_object(Bucket=repo, Key="main/out/m.bin")["Body"].read()
     assert sha256_bytes(got) == sha256_bytes(payload)
     assert s3.get_object(Bucket=repo, Key="main/out/b.txt")["Body"].read() == b"hello world"
+    if splice_pipes_available():
+        assert re.search(r"closed big\.bin after \d+ reads of \d+ bytes .*, [1-9]\d* bytes spliced",
+                         log.read_text()), log.read_text()[-3000:]
     report = vlog.read_text()
     assert "ERROR SUMMARY: 0 errors" in report, report[-4000:]
     assert "definitely lost: 0 bytes" in report or "All heap blocks were freed" in report \
