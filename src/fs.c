@@ -2252,8 +2252,9 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
         if (p)
             pipe_close(p);
         else
-            lf_info("reads are copied through memory: splicing them needs pipes of %d MiB "
-                    "(root, or fs.pipe-max-size >= %d)", PIPE_ROOM >> 20, PIPE_ROOM);
+            lf_info("big sequential reads are copied through memory, not spliced: that "
+                    "needs pipes of %d MiB (CAP_SYS_RESOURCE, or sysctl fs.pipe-max-size=%d)",
+                    PIPE_ROOM >> 20, PIPE_ROOM);
         fs->splice = p != NULL;
     }
     fs->ra.stream_min = fs->splice ? cfg->cache_size / 2 : 0;
