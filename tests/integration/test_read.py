@@ -281,7 +281,11 @@ def test_big_sequential_reads_are_spliced(lakefs, repo, s3, mount, mode):
     assert sha256_file(m.path / "main" / "spliced.bin") == want   # 1 MiB reads
     st = lakefs.stats()
     assert st["bytes_out"] <= size + 64 * 1024, st   # nothing fetched twice
-    assert st["requests"].get("GetObject", 0) <= -(-size // (8 * MiB)) + 4, st["requests"]
+    # Large GETs: the window's 1, 2 and 4 MiB start, then 8 MiB. Readahead
+    # sent in parallel (--async-read, through the blocks) also fetches a
+    # block on demand now and then, when a read overtakes the window.
+    extra = 8 if "--async-read" in mode else 4
+    assert st["requests"].get("GetObject", 0) <= -(-size // (8 * MiB)) + extra, st["requests"]
     read, spliced, gets = closed_line(m, "spliced.bin")
     assert read == size
     assert spliced == (0 if copies else size)
