@@ -13,6 +13,23 @@
  *   lookup, cold           HEAD + LIST(prefix "name/", max-keys 1), in
  *                          parallel
  *   getattr of a file      0 within its TTL, else one HEAD
+ *
+ * Lifetimes, the one rule every operation follows:
+ *   - A node is used outside the metadata lock only by whoever pinned it
+ *     under the lock (open handles, operations in flight); the unpin, under
+ *     the lock, may free it, so nothing touches it afterwards.
+ *   - A node's write state (node->priv) is read and changed under the lock
+ *     only. Outside it, a user holds what it needs: a reference to the
+ *     staged file, and, if it may write, a writer count (wstate_get ...
+ *     wstate_put) that keeps the state on its node. The state leaves the
+ *     node only when no writer counts and nothing is left to upload, and
+ *     a node never gets a second state while it has one.
+ *   - A staged file's key is its node's path for as long as it may be
+ *     uploaded: a rename re-keys it (lf_sfile_rename), an unlink or a
+ *     replacement discards it (lf_sfile_discard: never uploaded again;
+ *     descriptors keep it as their anonymous file). While an unlink or a
+ *     rename talks to the gateway, its nodes are marked `changing` and no
+ *     write state is made below them (wstate_get waits on fs->changed).
  */
 #include "lakefuse/fs.h"
 
@@ -59,6 +76,7 @@ struct lf_fs {
     uid_t uid;
     gid_t gid;
     struct timespec started;
+    pthread_cond_t changed; /* a node's `changing` went to 0 */
 };
 
 struct fileh {
@@ -128,6 +146,8 @@ static int reply_errno(int rc)
 }
 
 static struct wstate *wstate_of(const struct lf_node *n);
+struct fileh;
+static void fileh_free(struct lf_fs *fs, struct fileh *fh);
 
 static double ttl_of(const struct lf_fs *fs, const struct lf_node *n)
 {
@@ -334,6 +354,8 @@ static int load_listing(struct lf_fs *fs, struct lf_node *n)
     struct lf_listing *l = lf_listing_new();
     if (!l)
         rc = -ENOMEM;
+    else
+        l->started = now();
     while (!rc) {
         rc = fetch_page(fs, kind, repo, prefix, &token, l);
         if (!token)
@@ -374,9 +396,9 @@ static struct lf_refinfo *new_ref(struct lf_fs *fs, const char *repo, const char
                           is_branch && !immutable && !fs->cfg->read_only);
 }
 
-/* Creates (or finds) the child for a listing entry. Lock held. */
+/* Creates (or finds) the child for an entry of listing l. Lock held. */
 static struct lf_node *child_from_dent(struct lf_fs *fs, struct lf_node *parent,
-                                       const struct lf_dent *d)
+                                       const struct lf_listing *l, const struct lf_dent *d)
 {
     struct lf_node *c;
     if (parent->kind == LF_ROOT)
@@ -394,7 +416,10 @@ static struct lf_node *child_from_dent(struct lf_fs *fs, struct lf_node *parent,
     }
     c = lf_meta_child_get(fs->meta, parent, d->name, d->is_dir ? LF_DIR : LF_FILE,
                           parent->ref);
-    if (c && !d->is_dir)
+    /* A listing asked for before our own last change of the file (a
+     * write, a chmod) would put back what the gateway had then; a staged
+     * file is the truth while it is staged. */
+    if (c && !d->is_dir && !c->priv && l->started >= c->attr_own)
         set_file_attr(fs, c, &d->attr);
     return c;
 }
@@ -517,7 +542,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name)
         if (usable) {
             const struct lf_dent *d = lf_listing_find(p->listing, name);
             if (d) {
-                struct lf_node *c = child_from_dent(fs, p, d);
+                struct lf_node *c = child_from_dent(fs, p, p->listing, d);
                 if (!c) {
                     lf_meta_unlock(fs->meta);
                     fuse_reply_err(req, ENOMEM);
@@ -808,52 +833,113 @@ static struct lf_put_meta meta_of(const struct lf_fs *fs, const struct lf_node *
 
 static void now_realtime(struct timespec *ts) { clock_gettime(CLOCK_REALTIME, ts); }
 
-/* Gives the node a staged file (for writing), based on the object as it
- * is now. Returns the state with the lock NOT held. */
-static int wstate_get(struct lf_fs *fs, struct lf_node *n, struct wstate **out)
+/* Is an unlink or rename of n, or of a directory above it, under way? Lock held. */
+static bool under_change(const struct lf_node *n)
 {
-    struct lf_buf key = LF_BUF_INIT;
-    char *repo = NULL;
-    lf_meta_lock(fs->meta);
-    struct wstate *w = wstate_of(n);
-    lf_meta_unlock(fs->meta);
-    if (w) {
-        *out = w;
-        return 0;
-    }
-    int rc = refresh_file(fs, n);
-    lf_meta_lock(fs->meta);
-    struct lf_obj_attr base = n->attr;
-    struct lf_put_meta meta = meta_of(fs, n);
-    if (!rc)
-        rc = node_key(fs, n, false, &key);
-    if (!rc && !(repo = strdup(n->ref->repo)))
-        rc = -ENOMEM;
-    lf_meta_unlock(fs->meta);
+    for (; n; n = n->parent)
+        if (n->changing)
+            return true;
+    return false;
+}
+
+/* Marks a name as changing on the gateway (unlink, rename); see the top of
+ * the file. Lock held; the node must be pinned by the caller. */
+static void change_mark(struct lf_node *n)
+{
+    if (n)
+        n->changing++;
+}
+
+static void change_unmark(struct lf_fs *fs, struct lf_node *n)
+{
+    if (n && --n->changing == 0)
+        pthread_cond_broadcast(&fs->changed);
+}
+
+static void wait_no_change(struct lf_fs *fs, const struct lf_node *n)
+{
+    while (under_change(n))
+        lf_meta_wait(fs->meta, &fs->changed);
+}
+
+/* Makes the node's write state (from the object as it is now) if it has
+ * none, and counts the caller as a writer: *sfp gets a reference to the
+ * staged file, and the state stays until wstate_put. A node no longer
+ * reachable by its name (unlinked or replaced meanwhile) gets a discarded
+ * file: the caller's writes land nowhere visible. */
+static int wstate_get(struct lf_fs *fs, struct lf_node *n, struct lf_sfile **sfp)
+{
+    struct lf_buf key = LF_BUF_INIT, now_key = LF_BUF_INIT;
     struct lf_sfile *sf = NULL;
-    if (!rc)
-        rc = lf_sfile_new(fs->staging, repo, key.data, &base, &sf);
-    if (!rc) {
-        lf_sfile_set_meta(sf, &meta, false);
+    char *repo = NULL;
+    int rc = 0;
+    *sfp = NULL;
+    for (;;) {
         lf_meta_lock(fs->meta);
-        w = wstate_of(n);
-        if (w) { /* another thread was quicker */
-            lf_meta_unlock(fs->meta);
-            lf_sfile_unref(sf);
-        } else if (!(w = calloc(1, sizeof(*w)))) {
-            lf_meta_unlock(fs->meta);
-            lf_sfile_unref(sf);
-            rc = -ENOMEM;
-        } else {
-            w->sf = sf;
-            n->priv = w;
-            lf_meta_unlock(fs->meta);
+        wait_no_change(fs, n);
+        struct wstate *w = wstate_of(n);
+        if (!w && sf && lf_meta_attached(n)) {
+            /* Our file is right only if no rename moved the node since. */
+            rc = node_key(fs, n, false, &now_key);
+            if (!rc && strcmp(now_key.data, key.data) != 0) {
+                lf_meta_unlock(fs->meta);
+                lf_sfile_unref(sf);
+                sf = NULL;
+                continue;
+            }
         }
+        if (!w && !rc && sf && !(w = calloc(1, sizeof(*w))))
+            rc = -ENOMEM;
+        if (!rc && w && !wstate_of(n)) {
+            w->sf = sf;
+            sf = NULL;
+            n->priv = w;
+            if (!lf_meta_attached(n))
+                lf_sfile_discard(w->sf); /* cheap: nothing was sent yet */
+        }
+        if (!rc && w) {
+            w->writers++;
+            lf_sfile_ref(w->sf);
+            *sfp = w->sf;
+        }
+        lf_meta_unlock(fs->meta);
+        if (rc || w)
+            break;
+        /* None yet: make one, outside the lock (a HEAD, a file). */
+        rc = refresh_file(fs, n);
+        lf_meta_lock(fs->meta);
+        struct lf_obj_attr base = n->attr;
+        struct lf_put_meta meta = meta_of(fs, n);
+        if (!rc)
+            rc = node_key(fs, n, false, &key);
+        free(repo);
+        repo = NULL;
+        if (!rc && !(repo = strdup(n->ref->repo)))
+            rc = -ENOMEM;
+        lf_meta_unlock(fs->meta);
+        if (!rc)
+            rc = lf_sfile_new(fs->staging, repo, key.data, &base, &sf);
+        if (rc)
+            break;
+        lf_sfile_set_meta(sf, &meta, false);
     }
+    lf_sfile_unref(sf); /* another thread was quicker */
     free(repo);
     lf_buf_free(&key);
-    *out = w;
+    lf_buf_free(&now_key);
     return rc;
+}
+
+static void wstate_settle(struct lf_fs *fs, struct lf_node *n);
+
+/* Ends what wstate_get began. Lock held. */
+static void wstate_put(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
+{
+    struct wstate *w = wstate_of(n);
+    if (w && w->sf == sf && w->writers > 0)
+        w->writers--;
+    lf_sfile_unref(sf);
+    wstate_settle(fs, n);
 }
 
 /* Keeps the node alive while its staged content is not uploaded. Lock held. */
@@ -887,8 +973,9 @@ static int flush_node(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
     struct lf_obj_attr a;
     int rc = lf_sfile_flush(sf, &a);
     lf_meta_lock(fs->meta);
-    if (!rc) {
+    if (!rc && wstate_of(n) && wstate_of(n)->sf == sf) {
         n->attr = a;
+        n->attr_own = now();
         n->attr_expiry = now() + ttl_of(fs, n);
         /* The page cache holds what was written: keep it at the next open. */
         snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", a.etag);
@@ -922,18 +1009,22 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     lf_sfile_set_meta(sf, &meta, false);
 
     lf_meta_lock(fs->meta);
-    struct lf_node *n = lf_meta_child_get(fs->meta, c.parent, name, LF_FILE, c.parent->ref);
+    struct lf_node *n = lf_meta_child(fs->meta, c.parent, name);
+    struct lf_sfile *old = NULL;
+    if (n && wstate_of(n)) {
+        /* The kernel thought the name free while we still stage a file
+         * under it: that file is replaced, and keeps its own node for
+         * the descriptors that hold it. */
+        old = wstate_of(n)->sf;
+        lf_sfile_ref(old);
+        lf_meta_detach(fs->meta, n);
+    }
+    n = lf_meta_child_get(fs->meta, c.parent, name, LF_FILE, c.parent->ref);
     if (!n) {
         lf_meta_unlock(fs->meta);
+        lf_sfile_unref(old);
         rc = -ENOMEM;
         goto out;
-    }
-    if (wstate_of(n)) {
-        /* A staged file of that name (unlinked, or replaced): drop it. */
-        lf_sfile_discard(wstate_of(n)->sf);
-        if (wstate_of(n)->pinned)
-            lf_meta_unpin(fs->meta, n);
-        release_node(n);
     }
     memset(&n->attr, 0, sizeof(n->attr));
     n->attr.has = meta.has;
@@ -958,10 +1049,25 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     listing_note(c.parent, name, false, &n->attr, false);
     make_entry(fs, n, &e);
     lf_meta_unlock(fs->meta);
+    if (old) {
+        /* Before the new file can be uploaded: an upload of the old one
+         * under way lands first. */
+        lf_sfile_discard(old);
+        lf_sfile_unref(old);
+    }
     fi->fh = (uintptr_t)fh;
-    fh = NULL;
-    if (fuse_reply_create(req, &e, fi) != 0)
+    if (fuse_reply_create(req, &e, fi) != 0) {
+        /* The caller went away: no release will come for this handle.
+         * The name was visible meanwhile, so the (empty) file is stored
+         * as if created and closed. */
         lf_warn("create of %s: the caller went away", c.key.data);
+        lf_meta_lock(fs->meta);
+        if (n->nlookup) /* make_entry's, which the kernel never got; fh pins n */
+            n->nlookup--;
+        lf_meta_unlock(fs->meta);
+        fileh_free(fs, fh);
+    }
+    fh = NULL;
 out:
     if (rc)
         fuse_reply_err(req, reply_errno(rc));
@@ -1065,23 +1171,53 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct lf_fs *fs = fs_of(req);
     struct change c;
+    struct lf_node *n = NULL;
+    struct lf_sfile *sf = NULL;
+    bool keep = false, pending = false;
     int rc = change_begin(fs, parent, name, &c);
     if (!rc) {
         lf_meta_lock(fs->meta);
-        struct lf_node *n = lf_meta_child(fs->meta, c.parent, name);
+        n = lf_meta_child(fs->meta, c.parent, name);
         if (n && n->kind != LF_FILE)
             rc = -EISDIR;
-        if (!rc && n && wstate_of(n)) {
-            /* Nothing staged for a deleted file may be uploaded later. */
-            lf_sfile_discard(wstate_of(n)->sf);
-            wstate_settle(fs, n);
+        if (!rc && n) {
+            lf_meta_pin(n);
+            change_mark(n);
+            struct wstate *w = wstate_of(n);
+            if (w) {
+                sf = w->sf;
+                lf_sfile_ref(sf);
+                keep = w->writers > 0;
+            }
+        } else {
+            n = NULL;
         }
         lf_meta_unlock(fs->meta);
+    }
+    if (sf) {
+        /* A descriptor open for writing keeps the file: it needs the
+         * object's bytes before they go. */
+        if (keep && !lf_sfile_has_data(sf) && lf_sfile_load(sf) != 0)
+            lf_warn("unlink of %s: a descriptor still open on it cannot read it any more",
+                    c.key.data);
+        /* Nothing staged for a deleted file is uploaded from now on, and
+         * an upload under way lands before the delete below. */
+        pending = lf_sfile_discard(sf);
     }
     if (!rc)
         rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data);
     if (!rc)
         forget_name(fs, c.parent, name, false);
+    else if (sf)
+        lf_sfile_restore(sf, pending); /* the name stays, and so does its content */
+    lf_sfile_unref(sf);
+    if (n) {
+        lf_meta_lock(fs->meta);
+        change_unmark(fs, n);
+        wstate_settle(fs, n);
+        lf_meta_unpin(fs->meta, n);
+        lf_meta_unlock(fs->meta);
+    }
     fuse_reply_err(req, rc ? reply_errno(rc) : 0);
     change_end(fs, &c);
 }
@@ -1144,35 +1280,41 @@ static int probe_name(struct lf_fs *fs, struct lf_node *parent, const char *name
     return lookup_cold(fs, parent, name, kind, attr);
 }
 
-/* Copies every object under src (a "dir/" prefix) to dst, then deletes
- * the sources: a failure half way leaves the source whole. */
-static int rename_tree(struct lf_fs *fs, const char *repo, const char *src, const char *dst)
+/* A directory rename on the gateway: every object under src (a "dir/"
+ * prefix) is copied to dst, then the sources are deleted, so a failure
+ * half way leaves the source whole. */
+struct tree_move {
+    struct lf_fs *fs;
+    const char *repo, *src, *dst;
+    char **keys;
+    size_t n, copied;
+};
+
+static int tree_list(struct tree_move *t)
 {
     struct lf_list_page page;
     char *token = NULL;
-    char **keys = NULL;
-    size_t n = 0, cap = 0, copied = 0, deleted = 0, slen = strlen(src);
-    struct lf_buf to = LF_BUF_INIT;
+    size_t cap = 0;
     int rc = 0;
     do {
-        rc = fs->store->ops->list(fs->store->ctx, repo, src, NULL, token, 1000, &page);
+        rc = t->fs->store->ops->list(t->fs->store->ctx, t->repo, t->src, NULL, token, 1000,
+                                     &page);
         free(token);
         token = NULL;
         if (rc)
             break;
         for (size_t i = 0; !rc && i < page.nentries; i++) {
-            if (n == cap) {
+            if (t->n == cap) {
                 cap = cap ? cap * 2 : 64;
-                char **nk = realloc(keys, cap * sizeof(*nk));
+                char **nk = realloc(t->keys, cap * sizeof(*nk));
                 if (!nk) {
                     rc = -ENOMEM;
                     break;
                 }
-                keys = nk;
+                t->keys = nk;
             }
-            keys[n] = page.entries[i].key;
-            page.entries[i].key = strdup(""); /* ownership moved */
-            n++;
+            t->keys[t->n++] = page.entries[i].key;
+            page.entries[i].key = NULL; /* ownership moved */
         }
         if (page.truncated) {
             token = page.next_token;
@@ -1181,30 +1323,105 @@ static int rename_tree(struct lf_fs *fs, const char *repo, const char *src, cons
         lf_list_page_free(&page);
     } while (!rc && token);
     free(token);
-    for (size_t i = 0; !rc && i < n; i++) {
+    return rc;
+}
+
+/* The copy half; staging calls it between noting and re-keying the
+ * staged files under src (lf_staging_rename_prefix). */
+static int tree_copy(void *arg)
+{
+    struct tree_move *t = arg;
+    struct lf_buf to = LF_BUF_INIT;
+    size_t slen = strlen(t->src);
+    int rc = tree_list(t);
+    for (size_t i = 0; !rc && i < t->n; i++) {
         char etag[LF_ETAG_MAX];
         lf_buf_reset(&to);
-        rc = lf_buf_printf(&to, "%s%s", dst, keys[i] + slen);
+        rc = lf_buf_printf(&to, "%s%s", t->dst, t->keys[i] + slen);
         if (!rc)
-            rc = fs->store->ops->copy(fs->store->ctx, repo, keys[i], to.data, NULL, etag);
+            rc = t->fs->store->ops->copy(t->fs->store->ctx, t->repo, t->keys[i], to.data, NULL,
+                                         etag);
         if (!rc)
-            copied++;
+            t->copied++;
     }
-    for (size_t i = 0; !rc && i < n; i++) {
-        rc = fs->store->ops->remove(fs->store->ctx, repo, keys[i]);
+    lf_buf_free(&to);
+    return rc;
+}
+
+static int rename_tree(struct lf_fs *fs, const char *repo, const char *src, const char *dst)
+{
+    struct tree_move t = {.fs = fs, .repo = repo, .src = src, .dst = dst};
+    size_t deleted = 0;
+    int rc = lf_staging_rename_prefix(fs->staging, repo, src, dst, tree_copy, &t);
+    for (size_t i = 0; !rc && i < t.n; i++) {
+        rc = fs->store->ops->remove(fs->store->ctx, repo, t.keys[i]);
         if (!rc)
             deleted++;
     }
     if (rc)
         lf_err("rename of %s/%s to %s stopped after copying %zu and deleting %zu of %zu "
-               "objects: %s", repo, src, dst, copied, deleted, n, strerror(-rc));
+               "objects: %s", repo, src, dst, t.copied, deleted, t.n, strerror(-rc));
     else
-        lf_info("renamed %s/%s to %s (%zu objects)", repo, src, dst, n);
-    for (size_t i = 0; i < n; i++)
-        free(keys[i]);
-    free(keys);
-    lf_buf_free(&to);
+        lf_info("renamed %s/%s to %s (%zu objects)", repo, src, dst, t.n);
+    for (size_t i = 0; i < t.n; i++)
+        free(t.keys[i]);
+    free(t.keys);
     return rc == -ENOENT ? -EIO : rc;
+}
+
+/* Moves a file's object (and its staged content, if any) from one key to
+ * another on the gateway. n is the source node (pinned, marked changing,
+ * or NULL if the kernel never looked it up); *stored gets the stored
+ * attributes when the staged content was uploaded here. */
+static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, const char *src,
+                       const char *dst, struct lf_obj_attr *stored, bool *flushed)
+{
+    struct lf_sfile *sf = NULL;
+    bool writer = false;
+    char etag[LF_ETAG_MAX];
+    int rc;
+    *flushed = false;
+    lf_meta_lock(fs->meta);
+    struct wstate *w = n ? wstate_of(n) : NULL;
+    if (w) { /* stable: nothing makes or drops a state while n is changing */
+        sf = w->sf;
+        lf_sfile_ref(sf);
+        w->writers++; /* ours, for the time of the rename */
+        writer = w->writers > 1;
+    }
+    lf_meta_unlock(fs->meta);
+    if (!sf) {
+        rc = fs->store->ops->copy(fs->store->ctx, repo, src, dst, NULL, etag);
+        return rc ? rc : fs->store->ops->remove(fs->store->ctx, repo, src);
+    }
+    unsigned gen;
+    if (lf_sfile_dirty_gen(sf, &gen)) {
+        /* Pending content goes to the new name; what the old name held on
+         * the branch goes away. */
+        rc = lf_sfile_rename(sf, dst, NULL);
+    } else {
+        /* Stored as it is: the gateway copies it, and the staged file
+         * follows, so the descriptors' next writes reach the new name.
+         * A change that slipped in between makes it pending again. */
+        rc = fs->store->ops->copy(fs->store->ctx, repo, src, dst, NULL, etag);
+        if (!rc)
+            rc = lf_sfile_rename(sf, dst, &gen);
+    }
+    /* With no writer left (or if the last one's release settled the file
+     * meanwhile, its upload done under the old name), the new name gets
+     * it now, before the old one goes. A writer's close stores it later. */
+    if (rc == 1 && !writer) {
+        rc = lf_sfile_flush(sf, stored);
+        if (rc)
+            lf_sfile_rename(sf, src, NULL); /* back: staged under its old name */
+        *flushed = !rc;
+    }
+    if (rc >= 0)
+        rc = fs->store->ops->remove(fs->store->ctx, repo, src);
+    lf_meta_lock(fs->meta);
+    wstate_put(fs, n, sf);
+    lf_meta_unlock(fs->meta);
+    return rc;
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -1214,8 +1431,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     struct change from, to;
     enum lf_kind kind = LF_FILE, tkind = LF_FILE;
     struct lf_obj_attr attr = {0}, tattr, stored;
-    struct lf_sfile *sf = NULL;
-    bool flushed = false; /* sf was stored under the new name: `stored` */
+    struct lf_node *n = NULL, *t = NULL;
+    struct lf_sfile *tsf = NULL;
+    bool flushed = false; /* the staged content was stored under the new name: `stored` */
     int rc;
 
     memset(&to, 0, sizeof(to));
@@ -1257,77 +1475,59 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
             goto out;
     }
 
+    /* Both names are changing until the gateway has the result. */
+    lf_meta_lock(fs->meta);
+    n = lf_meta_child(fs->meta, from.parent, name);
+    t = lf_meta_child(fs->meta, to.parent, newname);
+    if (t == n)
+        t = NULL;
+    for (int i = 0; i < 2; i++) {
+        struct lf_node *x = i ? t : n;
+        if (x) {
+            lf_meta_pin(x);
+            change_mark(x);
+        }
+    }
+    if (t && wstate_of(t)) {
+        tsf = wstate_of(t)->sf;
+        lf_sfile_ref(tsf);
+    }
+    lf_meta_unlock(fs->meta);
+    /* The replaced file is never uploaded again; an upload of it under
+     * way lands before ours. */
+    bool tpending = tsf && lf_sfile_discard(tsf);
+
     if (kind == LF_FILE) {
-        lf_meta_lock(fs->meta);
-        struct lf_node *n = lf_meta_child(fs->meta, from.parent, name);
-        struct lf_node *t = lf_meta_child(fs->meta, to.parent, newname);
-        if (t && t != n && wstate_of(t)) {
-            lf_sfile_discard(wstate_of(t)->sf); /* replaced: never upload it */
-            wstate_settle(fs, t);
-        }
-        if (n && wstate_of(n) && lf_sfile_dirty(wstate_of(n)->sf)) {
-            sf = wstate_of(n)->sf;
-            lf_sfile_ref(sf);
-        }
-        lf_meta_unlock(fs->meta);
-        if (sf) {
-            /* The pending upload goes to the new name; what the old name
-             * held on the branch goes away. */
-            rc = lf_sfile_rename(sf, to.key.data);
-            lf_meta_lock(fs->meta);
-            struct wstate *w = wstate_of(n);
-            bool writer = w && w->sf == sf && w->writers > 0;
-            lf_meta_unlock(fs->meta);
-            /* A writer's close or release stores it later. With none left
-             * (or if the last one's release settled the file meanwhile,
-             * its upload done under the old name), the new name gets it
-             * now, before the old one goes. */
-            if (!rc && !writer && !(rc = lf_sfile_flush(sf, &stored)))
-                flushed = true;
-            else if (!rc && !writer)
-                lf_sfile_rename(sf, from.key.data); /* back: staged under its old name */
-            if (!rc)
-                rc = fs->store->ops->remove(fs->store->ctx, from.repo, from.key.data);
-        } else {
-            char etag[LF_ETAG_MAX];
-            rc = fs->store->ops->copy(fs->store->ctx, from.repo, from.key.data, to.key.data,
-                                      NULL, etag);
-            if (!rc)
-                rc = fs->store->ops->remove(fs->store->ctx, from.repo, from.key.data);
-        }
+        rc = rename_file(fs, n, from.repo, from.key.data, to.key.data, &stored, &flushed);
     } else {
         struct lf_buf sp = LF_BUF_INIT, dp = LF_BUF_INIT;
         rc = lf_buf_printf(&sp, "%s/", from.key.data);
         if (!rc)
             rc = lf_buf_printf(&dp, "%s/", to.key.data);
         if (!rc)
-            rc = lf_staging_rename_prefix(fs->staging, from.repo, sp.data, dp.data);
-        if (!rc)
             rc = rename_tree(fs, from.repo, sp.data, dp.data);
         lf_buf_free(&sp);
         lf_buf_free(&dp);
     }
+    if (rc && tsf)
+        lf_sfile_restore(tsf, tpending); /* still there */
     if (rc)
         goto out;
 
     lf_meta_lock(fs->meta);
-    struct lf_node *n = lf_meta_child(fs->meta, from.parent, name);
-    if (n) {
+    if (n && lf_meta_attached(n)) {
         if (lf_meta_move(fs->meta, n, to.parent, newname) != 0)
             lf_meta_detach(fs->meta, n);
         if (flushed) {
             n->attr = stored;
             n->attr_expiry = now() + ttl_of(fs, n);
+            n->attr_own = now();
             snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", stored.etag);
-            if (wstate_of(n) && wstate_of(n)->sf == sf)
-                wstate_settle(fs, n);
         }
         if (kind == LF_FILE)
             attr = n->attr;
-    } else {
-        struct lf_node *t = lf_meta_child(fs->meta, to.parent, newname);
-        if (t)
-            lf_meta_detach(fs->meta, t);
+    } else if (t) {
+        lf_meta_detach(fs->meta, t);
     }
     listing_note(from.parent, name, kind != LF_FILE, NULL, true);
     if (trc == 0 && tkind != kind)
@@ -1335,7 +1535,17 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     listing_note(to.parent, newname, kind != LF_FILE, kind == LF_FILE ? &attr : NULL, false);
     lf_meta_unlock(fs->meta);
 out:
-    lf_sfile_unref(sf);
+    lf_meta_lock(fs->meta);
+    for (int i = 0; i < 2; i++) {
+        struct lf_node *x = i ? t : n;
+        if (x) {
+            change_unmark(fs, x);
+            wstate_settle(fs, x);
+            lf_meta_unpin(fs->meta, x);
+        }
+    }
+    lf_meta_unlock(fs->meta);
+    lf_sfile_unref(tsf);
     fuse_reply_err(req, rc ? reply_errno(rc) : 0);
     change_end(fs, &from);
     change_end(fs, &to);
@@ -1368,6 +1578,7 @@ static int set_object_meta(struct lf_fs *fs, struct lf_node *n, const struct lf_
     char etag[LF_ETAG_MAX];
     int rc = refresh_file(fs, n);
     lf_meta_lock(fs->meta);
+    wait_no_change(fs, n); /* the key must be the one the gateway has */
     struct lf_put_meta cur = meta_of(fs, n);
     bool same = (n->attr.has & (LF_ATTR_MODE | LF_ATTR_UID | LF_ATTR_GID | LF_ATTR_MTIME)) ==
                     (LF_ATTR_MODE | LF_ATTR_UID | LF_ATTR_GID | LF_ATTR_MTIME) &&
@@ -1389,6 +1600,7 @@ static int set_object_meta(struct lf_fs *fs, struct lf_node *n, const struct lf_
         if (etag[0])
             snprintf(n->attr.etag, sizeof(n->attr.etag), "%s", etag);
         n->attr_expiry = now() + ttl_of(fs, n);
+        n->attr_own = now();
         lf_meta_unlock(fs->meta);
     }
     free(repo);
@@ -1400,6 +1612,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
                        struct fuse_file_info *fi)
 {
     struct lf_fs *fs = fs_of(req);
+    struct lf_sfile *held = NULL; /* a writer's count while we truncate */
     int rc;
     lf_meta_lock(fs->meta);
     struct lf_node *n = lf_meta_get(fs->meta, ino);
@@ -1420,7 +1633,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     }
     struct wstate *w = NULL;
     if (to_set & FUSE_SET_ATTR_SIZE) {
-        if ((rc = wstate_get(fs, n, &w)) || (rc = lf_sfile_truncate(w->sf, (uint64_t)attr->st_size)))
+        if ((rc = wstate_get(fs, n, &held)) ||
+            (rc = lf_sfile_truncate(held, (uint64_t)attr->st_size)))
             goto reply;
     }
     unsigned mt = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
@@ -1429,7 +1643,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         lf_meta_lock(fs->meta);
         struct lf_put_meta m = meta_of(fs, n);
         w = wstate_of(n);
-        lf_meta_unlock(fs->meta);
         if (to_set & FUSE_SET_ATTR_MODE)
             m.mode = (m.mode & ~07777u) | (attr->st_mode & 07777);
         if (to_set & FUSE_SET_ATTR_UID)
@@ -1440,15 +1653,21 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
             now_realtime(&m.mtime);
         else if (to_set & FUSE_SET_ATTR_MTIME)
             m.mtime = attr->st_mtim;
-        if (w && (lf_sfile_dirty(w->sf) || w->writers)) {
+        struct lf_sfile *wsf = w && (lf_sfile_dirty(w->sf) || w->writers) ? w->sf : NULL;
+        if (wsf)
+            lf_sfile_ref(wsf);
+        lf_meta_unlock(fs->meta);
+        if (wsf) {
             /* Rides along with the pending upload. */
-            lf_sfile_set_meta(w->sf, &m, true);
+            lf_sfile_set_meta(wsf, &m, true);
+            lf_sfile_unref(wsf);
             lf_meta_lock(fs->meta);
             n->attr.has |= m.has;
             n->attr.mode = m.mode;
             n->attr.uid = m.uid;
             n->attr.gid = m.gid;
             n->attr.mtime = m.mtime;
+            n->attr_own = now();
             lf_meta_unlock(fs->meta);
         } else {
             rc = set_object_meta(fs, n, &m);
@@ -1458,7 +1677,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
      * close will come, so store it now. */
     lf_meta_lock(fs->meta);
     w = wstate_of(n);
-    bool now_flush = !rc && w && w->writers == 0 && lf_sfile_dirty(w->sf);
+    unsigned others = held ? 1 : 0;
+    bool now_flush = !rc && w && w->writers == others && lf_sfile_dirty(w->sf);
     struct lf_sfile *sf = now_flush ? w->sf : NULL;
     if (sf)
         lf_sfile_ref(sf);
@@ -1468,6 +1688,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         lf_sfile_unref(sf);
     }
 reply:
+    if (held) {
+        lf_meta_lock(fs->meta);
+        wstate_put(fs, n, held);
+        lf_meta_unlock(fs->meta);
+    }
     reply_attr_unpin(fs, req, n, rc);
 }
 
@@ -1485,26 +1710,23 @@ static void fileh_free(struct lf_fs *fs, struct fileh *fh)
                st.spliced, st.gets);
     }
     lf_reader_free(fh->reader);
-    lf_sfile_unref(fh->sf);
     lf_meta_lock(fs->meta);
     struct wstate *w = wstate_of(fh->node);
-    if (fh->write && w && w->writers > 0)
-        w->writers--;
+    /* A writer's handle holds the node's state (wstate_get): it is there. */
+    bool last = fh->write && w && w->sf == fh->sf && w->writers == 1;
     /* The kernel sends the release some time after close() has flushed:
      * a chmod, utimens or rename in between (rsync does all three) rides
      * along with the staged file while this handle still counts as a
      * writer, and no flush follows. The last writer's release stores it. */
-    struct lf_sfile *late = fh->write && w && w->writers == 0 && lf_sfile_dirty(w->sf) ? w->sf
-                                                                                     : NULL;
-    if (late)
-        lf_sfile_ref(late);
+    bool late = last && lf_sfile_dirty(fh->sf);
     lf_meta_unlock(fs->meta);
-    if (late) {
-        flush_node(fs, fh->node, late); /* a failure stays staged; flush_node says so */
-        lf_sfile_unref(late);
-    }
+    if (late)
+        flush_node(fs, fh->node, fh->sf); /* a failure stays staged; flush_node says so */
     lf_meta_lock(fs->meta);
-    wstate_settle(fs, fh->node);
+    if (fh->write && fh->sf)
+        wstate_put(fs, fh->node, fh->sf); /* also drops the handle's reference */
+    else
+        lf_sfile_unref(fh->sf);
     lf_meta_unpin(fs->meta, fh->node);
     lf_meta_unlock(fs->meta);
     free(fh);
@@ -1541,15 +1763,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fh->node = n;
     fh->write = write;
     if (write) {
-        struct wstate *w;
-        if ((rc = wstate_get(fs, n, &w)))
+        /* The handle counts as a writer until fileh_free. */
+        if ((rc = wstate_get(fs, n, &fh->sf)))
             goto out;
-        lf_meta_lock(fs->meta);
-        w->writers++;
-        lf_sfile_ref(w->sf);
-        fh->sf = w->sf;
-        lf_meta_unlock(fs->meta);
-        if ((fi->flags & O_TRUNC) && (rc = lf_sfile_truncate(w->sf, 0)))
+        if ((fi->flags & O_TRUNC) && (rc = lf_sfile_truncate(fh->sf, 0)))
             goto out;
     } else {
         lf_meta_lock(fs->meta);
@@ -1756,11 +1973,19 @@ static bool read_spliced(struct lf_fs *fs, fuse_req_t req, struct fileh *fh, siz
     /* fh may be released as soon as the reply is out: it is not touched
      * after this. */
     ssize_t w = splice(p[0], NULL, pr.fd, NULL, h.len, 0);
-    if (w != (ssize_t)h.len) { /* the request went away (interrupted), or worse */
-        lf_dbg("spliced reply of %zu bytes: %s", n, w < 0 ? strerror(errno) : "short");
-        lf_pipe_drain(p[0]);
+    int err = errno;
+    if (w == (ssize_t)h.len || (w < 0 && err == ENOENT)) {
+        /* Answered, or the request went away (interrupted): nothing to say. */
+        fuse_reply_none(req);
+        return true;
     }
-    fuse_reply_none(req);
+    /* Any other failure leaves the request unanswered and its reader
+     * waiting in D state: answer it with an error (the kernel ignores
+     * the answer if it ended the request itself). */
+    lf_warn("spliced reply of %zu bytes at %lld failed (%s): the read gets EIO", n,
+            (long long)off, w < 0 ? strerror(err) : "short");
+    lf_pipe_drain(p[0]);
+    fuse_reply_err(req, EIO);
     return true;
 }
 
@@ -1828,12 +2053,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         fuse_reply_err(req, EBADF);
         return;
     }
+    /* A write changes the modification time, as on a local disk; set
+     * before the bytes, so an upload that sees them sees it too. */
+    struct lf_put_meta m = {.has = LF_ATTR_MTIME};
+    now_realtime(&m.mtime);
+    lf_sfile_set_meta(fh->sf, &m, false);
     ssize_t n = lf_sfile_write(fh->sf, buf, size, (uint64_t)off);
     if (n >= 0) {
-        /* A write changes the modification time, as on a local disk. */
-        struct lf_put_meta m = {.has = LF_ATTR_MTIME};
-        now_realtime(&m.mtime);
-        lf_sfile_set_meta(fh->sf, &m, false);
         lf_meta_lock(fs->meta);
         fh->node->attr.mtime = m.mtime;
         fh->node->attr.has |= LF_ATTR_MTIME;
@@ -1852,20 +2078,12 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_err(req, 0);
 }
 
-/* close() and fsync() learn whether the data is on the branch. */
+/* close() and fsync() learn whether the data is on the branch: the data
+ * of the handle's own file, which after an unlink or a replacement is
+ * nobody's (a discarded file flushes as a no-op). */
 static int sync_handle(struct lf_fs *fs, struct fileh *fh)
 {
-    lf_meta_lock(fs->meta);
-    struct wstate *w = wstate_of(fh->node);
-    struct lf_sfile *sf = w ? w->sf : NULL;
-    if (sf)
-        lf_sfile_ref(sf);
-    lf_meta_unlock(fs->meta);
-    if (!sf)
-        return 0;
-    int rc = flush_node(fs, fh->node, sf);
-    lf_sfile_unref(sf);
-    return rc;
+    return fh->sf ? flush_node(fs, fh->node, fh->sf) : 0;
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1918,6 +2136,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
             d->done = true;
         } else {
             d->listing = lf_listing_new();
+            if (d->listing)
+                d->listing->started = now();
             d->changes = n->changes;
             rc = d->listing ? dir_location(fs, n, &repo, &d->prefix) : -ENOMEM;
         }
@@ -1938,7 +2158,12 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     /* Commit trees never change: let the kernel cache their listings. */
     fi->cache_readdir = n->ref && n->ref->immutable;
     fi->keep_cache = fi->cache_readdir;
-    fuse_reply_open(req, fi);
+    if (fuse_reply_open(req, fi) != 0) { /* the caller went away: no releasedir */
+        lf_meta_lock(fs->meta);
+        lf_meta_unpin(fs->meta, d->node);
+        lf_meta_unlock(fs->meta);
+        dirh_free(d);
+    }
 }
 
 /* Pulls pages until entry idx exists or the listing ends. d->lock held. */
@@ -2025,7 +2250,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             break;
         const struct lf_dent *de = &d->listing->v[idx];
         lf_meta_lock(fs->meta);
-        struct lf_node *c = child_from_dent(fs, d->node, de);
+        struct lf_node *c = child_from_dent(fs, d->node, d->listing, de);
         if (!c) {
             lf_meta_unlock(fs->meta);
             rc = -ENOMEM;
@@ -2038,9 +2263,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         need = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e, o + 1)
                     : fuse_add_direntry(req, buf + pos, size - pos, de->name, &e.attr, o + 1);
         if (need <= size - pos && plus)
-            c->nlookup++;
-        else if (need > size - pos && c->nlookup == 0 && c->pins == 0)
-            lf_meta_forget(fs->meta, c, 0); /* created for nothing */
+            c->nlookup++; /* the kernel holds the entry now */
+        else if (c->nlookup == 0 && c->pins == 0)
+            lf_meta_forget(fs->meta, c, 0); /* nobody refers to it: plain readdir keeps none */
         lf_meta_unlock(fs->meta);
         if (need > size - pos)
             break;

@@ -899,8 +899,9 @@ int lf_http_open(struct lf_http *h, const struct lf_http_req *req, struct lf_htt
     *out = b;
 out:
     free(d);
-    if (slot) {
+    if (slot)
         pool_put(h, slot);
+    if (!*out) { /* whatever failed, the room taken above goes back */
         pthread_mutex_lock(&h->lock);
         h->held--;
         pthread_mutex_unlock(&h->lock);

@@ -250,6 +250,10 @@ void lf_meta_unpin(struct lf_meta *m, struct lf_node *n)
 
 void lf_meta_detach(struct lf_meta *m, struct lf_node *n) { unlink_name(m, n); }
 
+bool lf_meta_attached(const struct lf_node *n) { return !n->parent || n->next_name != n; }
+
+void lf_meta_wait(struct lf_meta *m, pthread_cond_t *c) { pthread_cond_wait(c, &m->lock); }
+
 void lf_meta_set_release(struct lf_meta *m, void (*fn)(struct lf_node *n)) { m->release = fn; }
 
 int lf_meta_move(struct lf_meta *m, struct lf_node *n, struct lf_node *newparent,
@@ -488,6 +492,7 @@ static int listing_unshare(struct lf_listing **lp)
         }
     c->complete = l->complete;
     c->expiry = l->expiry;
+    c->started = l->started;
     lf_listing_put(l);
     *lp = c;
     return 0;

@@ -353,6 +353,7 @@ static int pin_range(struct lf_reader *r, uint64_t off, size_t len,
                      const struct lf_read_ctl *ctl, struct lf_block **held, unsigned *nheld)
 {
     int rc = -EINTR;
+    *nheld = 0; /* a reader cancelled before the first attempt holds nothing */
     for (int attempt = 0; attempt < 3 && rc == -EINTR && !cancelled(ctl); attempt++) {
         if (attempt > 0)
             unpin_range(r->cache, r->bs, off, len, held, *nheld);

@@ -4,8 +4,14 @@
  * request or disk I/O of size; f->flush_lock serialises the uploads of one
  * file (flushes, renames, discards), so a flush sees one consistent plan.
  * Writes may go on during a flush: every write bumps the file's
- * generation, and a flush only marks the file clean when the generation it
- * uploaded is still the current one.
+ * generation once its bytes are in the staging file (never before: a
+ * flush that saw the new generation must also see the bytes), and a flush
+ * only marks the file clean when the generation it uploaded is still the
+ * current one.
+ *
+ * A discarded file (its name was unlinked or replaced) stays usable for
+ * the descriptors that hold it, as an unlinked local file does, but is
+ * never uploaded again: writes reach only the staging file.
  *
  * Parts: a sequential writer's parts are uploaded by jobs on the work
  * queue as soon as the writer has moved past them. A later write into an
@@ -56,6 +62,8 @@ struct lf_staging {
     unsigned nfiles;
     struct lf_sfile *files;
     uint64_t puts, parts, completes, aborts, failures;
+    void (*hook)(void *arg, const char *point, struct lf_sfile *f); /* tests only */
+    void *hook_arg;
 };
 
 struct lf_sfile {
@@ -74,6 +82,7 @@ struct lf_sfile {
     bool has_base;
     bool loaded;                  /* the staging file holds the content */
     bool dirty;
+    bool discarded;               /* unlinked or replaced: never upload */
     bool manifest_written;
     unsigned gen;                 /* bumped by every change */
     uint64_t size;
@@ -82,6 +91,7 @@ struct lf_sfile {
     struct lf_put_meta meta;
 
     char *upload_id;              /* an open multipart upload, or NULL */
+    struct lf_put_meta up_meta;   /* the metadata it was created with */
     size_t ps;                    /* its part size */
     struct part *parts;
     size_t nparts_cap;
@@ -171,7 +181,7 @@ out:
 static void touch(struct lf_sfile *f)
 {
     f->gen++;
-    f->dirty = true;
+    f->dirty = !f->discarded;
 }
 
 /* ---- the area ------------------------------------------------------------------- */
@@ -213,6 +223,13 @@ void lf_staging_free(struct lf_staging *s)
     pthread_mutex_destroy(&s->lock);
     free(s->dir);
     free(s);
+}
+
+void lf_staging_set_hook(struct lf_staging *s,
+                         void (*fn)(void *arg, const char *point, struct lf_sfile *f), void *arg)
+{
+    s->hook = fn;
+    s->hook_arg = arg;
 }
 
 void lf_staging_get_stats(struct lf_staging *s, struct lf_staging_stats *st)
@@ -460,8 +477,8 @@ static void parts_changed(struct lf_sfile *f, uint64_t a, uint64_t b)
 static int ensure_manifest(struct lf_sfile *f)
 {
     pthread_mutex_lock(&f->lock);
-    bool need = !f->manifest_written;
-    f->manifest_written = true;
+    bool need = !f->manifest_written && !f->discarded;
+    f->manifest_written |= need;
     pthread_mutex_unlock(&f->lock);
     return need ? write_manifest(f) : 0;
 }
@@ -483,9 +500,18 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
     if (len == 0)
         return 0;
     pthread_mutex_lock(&f->lock);
-    uint64_t end = off + len;
-    rc = charge(f, end);
-    if (!rc) {
+    rc = charge(f, off + len);
+    pthread_mutex_unlock(&f->lock);
+    if (rc)
+        return rc;
+    if (f->s->hook)
+        f->s->hook(f->s->hook_arg, "write", f);
+    /* The bytes first, the generation after: see the top of the file. */
+    ssize_t w = pwrite(f->fd, buf, len, (off_t)off);
+    int err = errno;
+    pthread_mutex_lock(&f->lock);
+    if (w > 0) {
+        uint64_t end = off + (uint64_t)w;
         if (off != f->size)
             f->sequential = false;
         parts_changed(f, off, end);
@@ -493,15 +519,13 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
         if (end > f->size)
             f->size = end;
     }
+    if (w != (ssize_t)len)
+        uncharge(f, f->size); /* what the failed part reserved */
     pthread_mutex_unlock(&f->lock);
-    if (rc)
-        return rc;
-    ssize_t w = pwrite(f->fd, buf, len, (off_t)off);
     if (w < 0) {
-        rc = errno == ENOSPC ? -ENOSPC : -EIO;
         lf_err("staging %s/%s: write to %s failed: %s", f->bucket, f->key, f->path,
-               strerror(errno));
-        return rc;
+               strerror(err));
+        return err == ENOSPC ? -ENOSPC : -EIO;
     }
     start_streaming_parts(f);
     return w;
@@ -605,6 +629,12 @@ static int abort_upload(struct lf_sfile *f)
     return rc;
 }
 
+static bool meta_same(const struct lf_put_meta *a, const struct lf_put_meta *b)
+{
+    return a->has == b->has && a->mode == b->mode && a->uid == b->uid && a->gid == b->gid &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
 /* Opens the multipart upload with part size ps. Called with flush_lock. */
 static int begin_upload(struct lf_sfile *f, size_t ps)
 {
@@ -628,6 +658,7 @@ static int begin_upload(struct lf_sfile *f, size_t ps)
     }
     pthread_mutex_lock(&f->lock);
     f->upload_id = id;
+    f->up_meta = meta;
     f->ps = ps;
     f->parts = parts;
     f->nparts_cap = MAX_PARTS;
@@ -789,7 +820,7 @@ static int upload_single(struct lf_sfile *f, uint64_t size, const struct lf_put_
 }
 
 static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
-                            char etag[LF_ETAG_MAX])
+                            const struct lf_put_meta *meta, char etag[LF_ETAG_MAX])
 {
     size_t ps = part_size_for(f->s, size);
     pthread_mutex_lock(&f->lock);
@@ -848,12 +879,22 @@ static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
     }
     if (!rc && !(id = strdup(f->upload_id)))
         rc = -ENOMEM;
+    struct lf_put_meta created = f->up_meta;
     pthread_mutex_unlock(&f->lock);
     if (!rc) {
         rc = f->s->store->ops->mpu_complete(f->s->store->ctx, f->bucket, key, id, list, n, etag);
         count(f->s, &f->s->completes);
         if (rc)
             lf_err("CompleteMultipartUpload %s/%s (%zu parts) failed: %s", f->bucket, key, n,
+                   strerror(-rc));
+    }
+    if (!rc && !meta_same(&created, meta)) {
+        /* The upload streamed before the writer set the mode or times
+         * (cp -p does so after its last write): the object gets them by a
+         * copy onto itself, which moves no data. */
+        rc = f->s->store->ops->copy(f->s->store->ctx, f->bucket, key, key, meta, etag);
+        if (rc)
+            lf_err("%s/%s: setting its metadata after the upload failed: %s", f->bucket, key,
                    strerror(-rc));
     }
     free(id);
@@ -877,7 +918,7 @@ int lf_sfile_flush(struct lf_sfile *f, struct lf_obj_attr *out)
     int rc = 0;
     pthread_mutex_lock(&f->flush_lock);
     pthread_mutex_lock(&f->lock);
-    bool dirty = f->dirty;
+    bool dirty = f->dirty; /* never set once discarded */
     unsigned gen = f->gen;
     uint64_t size = f->size;
     struct lf_put_meta meta = f->meta;
@@ -902,7 +943,7 @@ int lf_sfile_flush(struct lf_sfile *f, struct lf_obj_attr *out)
             abort_upload(f);
         rc = upload_single(f, size, &meta, key, etag);
     } else {
-        rc = upload_multipart(f, size, key, etag);
+        rc = upload_multipart(f, size, key, &meta, etag);
     }
     if (rc) {
         count(f->s, &f->s->failures);
@@ -942,20 +983,65 @@ done:
     return rc;
 }
 
-void lf_sfile_discard(struct lf_sfile *f)
+bool lf_sfile_discard(struct lf_sfile *f)
 {
+    /* Marked first, so a flush that starts from now on finds nothing to
+     * send; one already sending finishes before flush_lock is ours, so
+     * the caller's delete on the gateway comes after its upload. */
+    pthread_mutex_lock(&f->lock);
+    bool was_dirty = f->dirty;
+    f->discarded = true;
+    f->dirty = false;
+    f->gen++;
+    pthread_mutex_unlock(&f->lock);
     pthread_mutex_lock(&f->flush_lock);
     abort_upload(f);
     pthread_mutex_lock(&f->lock);
-    f->dirty = false;
-    f->gen++;
     f->manifest_written = false;
     pthread_mutex_unlock(&f->lock);
     unlink(f->manifest);
     pthread_mutex_unlock(&f->flush_lock);
+    return was_dirty;
 }
 
-int lf_sfile_rename(struct lf_sfile *f, const char *new_key)
+void lf_sfile_restore(struct lf_sfile *f, bool dirty)
+{
+    pthread_mutex_lock(&f->lock);
+    f->discarded = false;
+    if (dirty)
+        touch(f);
+    pthread_mutex_unlock(&f->lock);
+    if (dirty && ensure_manifest(f) != 0)
+        lf_err("staging %s/%s: its manifest is lost; a crash now would lose it", f->bucket,
+               f->key);
+}
+
+bool lf_sfile_discarded(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    bool v = f->discarded;
+    pthread_mutex_unlock(&f->lock);
+    return v;
+}
+
+int lf_sfile_load(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->flush_lock);
+    int rc = load(f);
+    pthread_mutex_unlock(&f->flush_lock);
+    return rc;
+}
+
+bool lf_sfile_dirty_gen(struct lf_sfile *f, unsigned *gen)
+{
+    pthread_mutex_lock(&f->lock);
+    bool v = f->dirty;
+    *gen = f->gen;
+    pthread_mutex_unlock(&f->lock);
+    return v;
+}
+
+int lf_sfile_rename(struct lf_sfile *f, const char *new_key, const unsigned *stored_gen)
 {
     char *k = strdup(new_key);
     if (!k)
@@ -966,13 +1052,19 @@ int lf_sfile_rename(struct lf_sfile *f, const char *new_key)
     pthread_mutex_lock(&f->lock);
     free(f->key);
     f->key = k;
-    /* The new key has none of it yet, even if the old one got it all (an
-     * upload that ended while the rename waited for it). */
-    touch(f);
+    /* The new key has none of it (even if the old one got it all in an
+     * upload that ended while the rename waited for it), unless the
+     * caller copied generation *stored_gen there and nothing changed
+     * since. */
+    if (!stored_gen || f->gen != *stored_gen || f->dirty)
+        touch(f);
+    bool dirty = f->dirty;
+    if (dirty)
+        f->manifest_written = true;
     pthread_mutex_unlock(&f->lock);
-    int rc = write_manifest(f);
+    int rc = dirty ? write_manifest(f) : 0;
     pthread_mutex_unlock(&f->flush_lock);
-    return rc;
+    return rc ? rc : dirty;
 }
 
 /* Every staged file of bucket under prefix, referenced, in an array. */
@@ -1015,24 +1107,42 @@ int lf_staging_flush_prefix(struct lf_staging *s, const char *bucket, const char
 }
 
 int lf_staging_rename_prefix(struct lf_staging *s, const char *bucket, const char *prefix,
-                             const char *new_prefix)
+                             const char *new_prefix, int (*copy)(void *arg), void *arg)
 {
     struct lf_sfile **v;
     size_t n, plen = strlen(prefix);
     int rc = collect(s, bucket, prefix, &v, &n);
-    for (size_t i = 0; i < n; i++) {
+    unsigned *gens = rc ? NULL : calloc(n ? n : 1, sizeof(*gens));
+    bool *dirty = rc ? NULL : calloc(n ? n : 1, sizeof(*dirty));
+    if (!rc && (!gens || !dirty))
+        rc = -ENOMEM;
+    /* Which files the gateway's copy will carry as they are: the clean
+     * ones, unless they change before they are re-keyed. */
+    for (size_t i = 0; !rc && i < n; i++)
+        dirty[i] = lf_sfile_dirty_gen(v[i], &gens[i]);
+    if (!rc && copy)
+        rc = copy(arg);
+    for (size_t i = 0; !rc && i < n; i++) {
         char *nk = NULL;
         pthread_mutex_lock(&v[i]->lock);
         if (asprintf(&nk, "%s%s", new_prefix, v[i]->key + plen) < 0)
             nk = NULL;
         pthread_mutex_unlock(&v[i]->lock);
-        int r = nk ? lf_sfile_rename(v[i], nk) : -ENOMEM;
-        if (r && !rc)
-            rc = r;
+        int r = nk ? lf_sfile_rename(v[i], nk, dirty[i] ? NULL : &gens[i]) : -ENOMEM;
         free(nk);
-        lf_sfile_unref(v[i]);
+        /* A clean file written while the copy ran: its upload went to the
+         * old key, which is about to be deleted; the new one gets it now.
+         * (Files pending before the rename wait for their writers.) */
+        if (r == 1 && !dirty[i])
+            r = lf_sfile_flush(v[i], NULL);
+        if (r < 0 && !rc)
+            rc = r;
     }
+    for (size_t i = 0; i < n; i++)
+        lf_sfile_unref(v[i]);
     free(v);
+    free(gens);
+    free(dirty);
     return rc;
 }
 

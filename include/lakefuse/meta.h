@@ -17,6 +17,7 @@
 #ifndef LAKEFUSE_META_H
 #define LAKEFUSE_META_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,7 +47,8 @@ struct lf_listing {
     struct lf_dent *v;
     size_t n, cap;
     bool complete;
-    double expiry; /* monotonic seconds; INFINITY for commits */
+    double expiry;  /* monotonic seconds; INFINITY for commits */
+    double started; /* when its first page was asked for (monotonic) */
 };
 
 struct lf_node {
@@ -60,6 +62,8 @@ struct lf_node {
 
     struct lf_obj_attr attr;  /* files */
     double attr_expiry;
+    double attr_own;          /* when our own change last set attr (monotonic) */
+    unsigned changing;        /* an unlink or rename of this name is under way */
     /* The ETag whose bytes the kernel's page cache holds for this file, so
      * an open can keep the cache when nothing changed. */
     char cached_etag[LF_ETAG_MAX];
@@ -99,6 +103,10 @@ void lf_meta_unpin(struct lf_meta *m, struct lf_node *n);
  * replaced) without freeing it: open handles and kernel references stay
  * valid. */
 void lf_meta_detach(struct lf_meta *m, struct lf_node *n);
+/* Whether the node is still reachable by its name (not detached). */
+bool lf_meta_attached(const struct lf_node *n);
+/* Waits on c with the table's mutex (held by the caller). */
+void lf_meta_wait(struct lf_meta *m, pthread_cond_t *c);
 size_t lf_meta_count(struct lf_meta *m);
 /* Called when a node with priv set is freed (also by lf_meta_free). */
 void lf_meta_set_release(struct lf_meta *m, void (*fn)(struct lf_node *n));

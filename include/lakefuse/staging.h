@@ -49,6 +49,10 @@ struct lf_staging *lf_staging_new(struct lf_store *store, struct lf_workq *wq,
 /* Frees the area; staged files that are still dirty stay on disk. */
 void lf_staging_free(struct lf_staging *s);
 void lf_staging_get_stats(struct lf_staging *s, struct lf_staging_stats *st);
+/* For tests that drive an interleaving: fn runs at named points ("write":
+ * a write's bytes are about to reach the staging file, no lock held). */
+void lf_staging_set_hook(struct lf_staging *s,
+                         void (*fn)(void *arg, const char *point, struct lf_sfile *f), void *arg);
 
 /* A staged file for bucket/key. base: the object as it is now (its bytes
  * are fetched on the first write or truncate), or NULL for a new empty
@@ -79,17 +83,36 @@ void lf_sfile_set_meta(struct lf_sfile *f, const struct lf_put_meta *m, bool mar
  * given, gets the stored attributes); else a negative errno, the file
  * staying dirty for the next try. */
 int lf_sfile_flush(struct lf_sfile *f, struct lf_obj_attr *out);
-/* Drops the staged content (the object was deleted); aborts uploads. */
-void lf_sfile_discard(struct lf_sfile *f);
-/* The staged content goes to another key (rename of a file with a pending
- * upload), to be uploaded there by the next flush. */
-int lf_sfile_rename(struct lf_sfile *f, const char *new_key);
+/* The file's name was unlinked or replaced: nothing of it is uploaded
+ * from now on (an upload under way finishes first, then this returns).
+ * Descriptors that hold it keep reading and writing it locally. Returns
+ * whether an upload was pending. */
+bool lf_sfile_discard(struct lf_sfile *f);
+/* Undoes a discard whose delete failed: dirty is what discard returned
+ * (whether an upload was pending). */
+void lf_sfile_restore(struct lf_sfile *f, bool dirty);
+bool lf_sfile_discarded(struct lf_sfile *f);
+/* Fetches the object's bytes into the staging file now (before its name
+ * is deleted on the gateway, for a descriptor that still needs them). */
+int lf_sfile_load(struct lf_sfile *f);
+/* Whether an upload is pending, and the generation (bumped by every
+ * change) the file is at. */
+bool lf_sfile_dirty_gen(struct lf_sfile *f, unsigned *gen);
+/* The staged content now belongs to new_key (a rename). With stored_gen
+ * NULL the new key has none of it: the next flush uploads it there. With
+ * stored_gen, the caller copied the object of that generation to new_key
+ * on the gateway; the file is dirty only if it changed since. Returns 1
+ * when an upload is pending, 0 when not, or a negative errno. */
+int lf_sfile_rename(struct lf_sfile *f, const char *new_key, const unsigned *stored_gen);
 
 /* For every staged file of bucket whose key starts with prefix: flush
  * (returns the first error), or move to new_prefix + rest. */
 int lf_staging_flush_prefix(struct lf_staging *s, const char *bucket, const char *prefix);
+/* A directory rename: copy(arg) copies the objects on the gateway, then
+ * every staged file under prefix moves to new_prefix + rest, pending
+ * exactly when it was pending before or changed while the copy ran. */
 int lf_staging_rename_prefix(struct lf_staging *s, const char *bucket, const char *prefix,
-                             const char *new_prefix);
+                             const char *new_prefix, int (*copy)(void *arg), void *arg);
 /* Flushes every dirty file (unmount); returns how many still failed. */
 unsigned lf_staging_flush_all(struct lf_staging *s);
 

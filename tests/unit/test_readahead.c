@@ -504,6 +504,29 @@ static void test_stream_cancelled(void)
     sfix_fini(&f); /* waits for the GET, closes what it opened */
 }
 
+/* A reader whose caller gave up before anything was pinned (a read or a
+ * pin through the cache): -EINTR, and nothing released that was not held
+ * (the held count was once left unset). */
+static void test_cancelled_before_the_first_block(void)
+{
+    struct env e;
+    env_init(&e, 64 * MiB);
+    unsigned char *data = pattern(4 * MiB, 40), out[8192];
+    lf_mem_store_put(e.mem, "repo", "main/c.bin", data, 4 * MiB);
+    struct lf_reader *r = open_reader(&e, "main/c.bin");
+    struct lf_read_ctl ctl = {.cancelled = always};
+    CHECK_INT(lf_reader_read(r, out, sizeof(out), 0, &ctl), -EINTR);
+    struct lf_pinned p;
+    CHECK_INT(lf_reader_pin(r, sizeof(out), 4096, &ctl, &p), -EINTR);
+    CHECK_INT(p.nblocks, 0);
+    /* The reader still works for a caller who waits. */
+    CHECK_INT(lf_reader_read(r, out, sizeof(out), 0, NULL), sizeof(out));
+    CHECK(memcmp(out, data, sizeof(out)) == 0);
+    lf_reader_free(r);
+    free(data);
+    env_fini(&e);
+}
+
 /* Readahead sent in parallel: two threads take alternate reads of one
  * reader, each with its own pipe, arriving in any order. */
 struct alt {
@@ -588,6 +611,7 @@ int main(void)
     test_stream_replaced_object();
     test_stream_refused();
     test_stream_cancelled();
+    test_cancelled_before_the_first_block();
     test_stream_parallel_reads();
     test_stream_head_and_gap();
     return check_summary("test_readahead");

@@ -284,7 +284,7 @@ static void test_limits_and_rename(struct lf_mem_store *m, struct lf_workq *wq)
     CHECK_INT(lf_sfile_new(s, "repo", "main/e", NULL, &v[3]), -ENFILE);
 
     /* Renaming a directory moves pending uploads with it. */
-    CHECK_INT(lf_staging_rename_prefix(s, "repo", "main/", "dev/x/"), 0);
+    CHECK_INT(lf_staging_rename_prefix(s, "repo", "main/", "dev/x/", NULL, NULL), 0);
     CHECK_INT(lf_staging_flush_prefix(s, "repo", "dev/x/"), 0);
     CHECK(stored_equals(m, "dev/x/b", chunk, sizeof(chunk)));
     CHECK(stored_equals(m, "dev/x/a", "", 0));
@@ -309,6 +309,135 @@ static void test_limits_and_rename(struct lf_mem_store *m, struct lf_workq *wq)
     CHECK(stat(dir, &sb) == 0 && (sb.st_mode & 077) == 0);
 }
 
+/* A flush that runs while a write is under way (after the write reserved
+ * its room, before its bytes reach the staging file) must not leave the
+ * file clean without those bytes: the write returns success, so they are
+ * either in what was stored or still pending. */
+struct mid_write {
+    bool fired;
+    int rc;
+};
+
+static void flush_mid_write(void *arg, const char *point, struct lf_sfile *f)
+{
+    struct mid_write *mw = arg;
+    if (strcmp(point, "write") == 0 && !mw->fired) {
+        mw->fired = true;
+        mw->rc = lf_sfile_flush(f, NULL);
+    }
+}
+
+static void test_flush_during_a_write(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    struct mid_write mw = {0};
+    CHECK_INT(lf_sfile_new(s, "repo", "main/race", NULL, &f), 0);
+    CHECK_INT(lf_sfile_write(f, "AAAA", 4, 0), 4);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/race", "AAAA", 4));
+    lf_staging_set_hook(s, flush_mid_write, &mw);
+    CHECK_INT(lf_sfile_write(f, "BBBB", 4, 0), 4);
+    lf_staging_set_hook(s, NULL, NULL);
+    CHECK(mw.fired);
+    CHECK_INT(mw.rc, 0);
+    CHECK(lf_sfile_dirty(f) || stored_equals(m, "main/race", "BBBB", 4));
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/race", "BBBB", 4));
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
+/* An unlinked or replaced file: descriptors keep reading and writing it,
+ * nothing of it is uploaded again, and a failed delete can undo that. */
+static void test_discarded_file_stays_local(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    char buf[16] = {0};
+    CHECK_INT(lf_sfile_new(s, "repo", "main/gone", NULL, &f), 0);
+    CHECK_INT(lf_sfile_write(f, "one ", 4, 0), 4);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    lf_mem_store_reset_calls(m);
+    CHECK(!lf_sfile_discard(f)); /* nothing was pending */
+    CHECK_INT(lf_sfile_write(f, "two", 3, 4), 3);
+    CHECK_INT(lf_sfile_truncate(f, 6), 0);
+    struct lf_put_meta pm = {.has = LF_ATTR_MODE, .mode = 0100600};
+    lf_sfile_set_meta(f, &pm, true);
+    CHECK(!lf_sfile_dirty(f));
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK_INT(lf_staging_flush_all(s), 0);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_PUT), 0);
+    CHECK(stored_equals(m, "main/gone", "one ", 4));
+    CHECK_INT(lf_sfile_read(f, buf, sizeof(buf), 0), 6);
+    CHECK(memcmp(buf, "one tw", 6) == 0);
+    /* Pending content whose delete failed is pending again. */
+    CHECK_INT(lf_sfile_write(f, "!", 1, 6), 1);
+    lf_sfile_restore(f, true);
+    CHECK(lf_sfile_dirty(f));
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/gone", "one tw!", 7));
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
+/* A rename whose gateway copy carried generation g: clean if nothing
+ * changed since, pending if anything did. */
+static void test_rename_of_a_stored_file(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    unsigned gen;
+    CHECK_INT(lf_sfile_new(s, "repo", "main/r1", NULL, &f), 0);
+    CHECK_INT(lf_sfile_write(f, "data", 4, 0), 4);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(!lf_sfile_dirty_gen(f, &gen));
+    CHECK_INT(lf_sfile_rename(f, "main/r2", &gen), 0);
+    CHECK(!lf_sfile_dirty(f));
+    CHECK(!lf_sfile_dirty_gen(f, &gen));
+    CHECK_INT(lf_sfile_write(f, "DATA", 4, 0), 4); /* slipped in before the re-key */
+    CHECK_INT(lf_sfile_rename(f, "main/r3", &gen), 1);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/r3", "DATA", 4));
+    CHECK_INT(lf_sfile_rename(f, "main/r4", NULL), 1); /* the new key has nothing */
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
+/* A streamed multipart upload is created with the metadata of its first
+ * parts' time; what the writer set afterwards (cp -p's chmod, utimens)
+ * reaches the object when it completes. */
+static void test_streamed_upload_gets_late_metadata(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    size_t total = 3 * PS + 999;
+    unsigned char *data = malloc(total);
+    fill(data, total, 11);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/cp-p.bin", NULL, &f), 0);
+    struct lf_put_meta early = {.has = LF_ATTR_MODE | LF_ATTR_MTIME, .mode = 0100644,
+                                .mtime = {.tv_sec = 2000000000}};
+    lf_sfile_set_meta(f, &early, false);
+    for (size_t off = 0; off < total; off += MiB) {
+        size_t n = total - off < MiB ? total - off : MiB;
+        CHECK_INT(lf_sfile_write(f, data + off, n, off), (long long)n);
+    }
+    struct lf_put_meta late = {.has = LF_ATTR_MODE | LF_ATTR_MTIME, .mode = 0100751,
+                               .mtime = {.tv_sec = 1400000000, .tv_nsec = 5}};
+    lf_sfile_set_meta(f, &late, true);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/cp-p.bin", data, total));
+    struct lf_obj_attr a;
+    struct lf_store *st = lf_mem_store_view(m);
+    CHECK_INT(st->ops->head(st->ctx, "repo", "main/cp-p.bin", &a), 0);
+    CHECK_INT(a.mode, 0100751);
+    CHECK_INT(a.mtime.tv_sec, 1400000000);
+    CHECK_INT(a.mtime.tv_nsec, 5);
+    lf_sfile_unref(f);
+    free(data);
+    lf_staging_free(s);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) {
@@ -325,6 +454,10 @@ int main(void)
     test_failure_stays_staged(m, wq);
     test_recovery(m, wq);
     test_limits_and_rename(m, wq);
+    test_flush_during_a_write(m, wq);
+    test_discarded_file_stays_local(m, wq);
+    test_rename_of_a_stored_file(m, wq);
+    test_streamed_upload_gets_late_metadata(m, wq);
     lf_workq_free(wq);
     lf_mem_store_free(m);
     char cmd[128];
