@@ -9,14 +9,15 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Atomic: checks run from several threads in some tests. */
 static int check_failures;
 static int check_count;
 
 #define CHECK(cond)                                                          \
     do {                                                                     \
-        check_count++;                                                       \
+        __atomic_add_fetch(&check_count, 1, __ATOMIC_RELAXED);               \
         if (!(cond)) {                                                       \
-            check_failures++;                                                \
+            __atomic_add_fetch(&check_failures, 1, __ATOMIC_RELAXED);        \
             fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, \
                     #cond);                                                  \
         }                                                                    \
@@ -25,9 +26,9 @@ static int check_count;
 #define CHECK_INT(a, b)                                                      \
     do {                                                                     \
         long long check_a_ = (long long)(a), check_b_ = (long long)(b);      \
-        check_count++;                                                       \
+        __atomic_add_fetch(&check_count, 1, __ATOMIC_RELAXED);               \
         if (check_a_ != check_b_) {                                          \
-            check_failures++;                                                \
+            __atomic_add_fetch(&check_failures, 1, __ATOMIC_RELAXED);        \
             fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n",      \
                     __FILE__, __LINE__, #a, check_a_, #b, check_b_);         \
         }                                                                    \
@@ -36,9 +37,9 @@ static int check_count;
 #define CHECK_STR(a, b)                                                      \
     do {                                                                     \
         const char *check_a_ = (a), *check_b_ = (b);                         \
-        check_count++;                                                       \
+        __atomic_add_fetch(&check_count, 1, __ATOMIC_RELAXED);               \
         if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) {     \
-            check_failures++;                                                \
+            __atomic_add_fetch(&check_failures, 1, __ATOMIC_RELAXED);        \
             fprintf(stderr, "%s:%d: %s\n    got:      \"%s\"\n"              \
                     "    expected: \"%s\"\n", __FILE__, __LINE__, #a,        \
                     check_a_ ? check_a_ : "(null)",                          \
@@ -62,8 +63,10 @@ static inline size_t test_read_full(int fd, void *dst, size_t n)
 
 static inline int check_summary(const char *name)
 {
-    printf("%s: %d checks, %d failed\n", name, check_count, check_failures);
-    return check_failures ? 1 : 0;
+    int failed = __atomic_load_n(&check_failures, __ATOMIC_SEQ_CST);
+    printf("%s: %d checks, %d failed\n", name, __atomic_load_n(&check_count, __ATOMIC_SEQ_CST),
+           failed);
+    return failed ? 1 : 0;
 }
 
 #endif
