@@ -491,8 +491,8 @@ static void explain_busy(const char *mp)
         fprintf(stderr, " (by no process this user can see)\n");
     }
     if (hidden)
-        fprintf(stderr, "  (%zu processes of other users could not be checked: `sudo fuser -vm "
-                        "%s` lists them all)\n", hidden, mp);
+        fprintf(stderr, "  (%zu other process%s could not be inspected; as root, `fuser -vm "
+                        "%s` lists every user)\n", hidden, hidden == 1 ? "" : "es", mp);
     fprintf(stderr, "Close those files or leave that directory and try again, or detach it "
                     "now with `lakefuse unmount -z %s` (lazy: it goes away when the last user "
                     "leaves).\n", mp);
