@@ -2,8 +2,9 @@
 # The README's main command: installs dependencies, builds, starts the local
 # lakeFS gateway with a demo repository, mounts it and shows it.
 #
-#   LAKEFUSE_MOUNT      where to mount (default /mnt/lakefs)
-#   LAKEFUSE_DEMO_PORT  the local gateway's port on 127.0.0.1 (default 8765)
+#   LAKEFUSE_MOUNT       where to mount (default /mnt/lakefs)
+#   LAKEFUSE_DEMO_PORT   the local gateway's port on 127.0.0.1 (default 8765)
+#   LAKEFUSE_DEMO_STATE  the state directory (default .demo; for tests)
 #
 # Idempotent: a gateway or mount already running from an earlier run is
 # reused. State lives in .demo/ (gateway data, logs, PIDs, the build log,
@@ -14,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-STATE=$ROOT/.demo
+STATE=${LAKEFUSE_DEMO_STATE:-$ROOT/.demo}
+SHOWN=${STATE#"$ROOT"/}   # .demo, as messages name it
 
 # stop without variables acts on the demo as it was started
 if [ "${1:-}" = stop ] && [ -f "$STATE/env.sh" ]; then
@@ -29,7 +31,7 @@ fi
 export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE
 export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
 ENDPOINT=http://127.0.0.1:$PORT
-STOP="LAKEFUSE_MOUNT=$MNT LAKEFUSE_DEMO_PORT=$PORT scripts/demo.sh stop"
+STOP="LAKEFUSE_MOUNT=$MNT LAKEFUSE_DEMO_PORT=$PORT${LAKEFUSE_DEMO_STATE:+ LAKEFUSE_DEMO_STATE=$STATE} scripts/demo.sh stop"
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -48,10 +50,10 @@ fi
 
 scripts/deps.sh
 mkdir -p "$STATE"
-echo "== building lakefuse (log: .demo/build.log)"
+echo "== building lakefuse (log: $SHOWN/build.log)"
 if ! scripts/build.sh > "$STATE/build.log" 2>&1; then
   tail -n 30 "$STATE/build.log" >&2
-  echo "build failed; the whole log is in .demo/build.log" >&2
+  echo "build failed; the whole log is in $SHOWN/build.log" >&2
   exit 1
 fi
 
@@ -68,7 +70,7 @@ if ! alive "$STATE/gateway.pid"; then
   done
   grep -q '^listening on' "$STATE/gateway.out" || { cat "$STATE/gateway.log"; exit 1; }
 fi
-/usr/bin/python3 scripts/seed_demo.py --endpoint "$ENDPOINT"
+/usr/bin/python3 scripts/seed_demo.py --endpoint "$ENDPOINT" --state "$STATE"
 cat > "$STATE/env.sh" <<ENV
 # The demo's gateway and keys: source this file to use them in a shell.
 export LAKEFUSE_MOUNT='$MNT' LAKEFUSE_DEMO_PORT='$PORT'
@@ -95,11 +97,11 @@ The demo repository is mounted at $MNT/demo:
   $MNT/demo/main/...        branch main (read-write: try cp, vi, sqlite3)
   $MNT/demo/v1/...          tag v1 (read-only)
   $MNT/demo/<commit-id>/... any commit, immutable
-Which ref is what: .demo/commits.txt. Logs: .demo/lakefuse.log.
+Which ref is what: $SHOWN/commits.txt. Logs: $SHOWN/lakefuse.log.
 Try:
   sqlite3 $MNT/demo/main/weather.db 'SELECT city, round(avg(temperature), 1) FROM readings GROUP BY city'
   sqlite3 $MNT/demo/main/weather.db "UPDATE stations SET lat = 38.72 WHERE city = 'Lisbon'"
   sqlite3 $MNT/demo/v1/weather.db 'SELECT count(*) FROM readings'     # the first commit
-The demo's endpoint and keys, for lakefuse or curl in your shell: source .demo/env.sh
+The demo's endpoint and keys, for lakefuse or curl in your shell: source $SHOWN/env.sh
 Stop with: $STOP
 MSG

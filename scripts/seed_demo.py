@@ -109,6 +109,8 @@ def commits_file(c1, c2):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--state", default=str(ROOT / ".demo"),
+                    help="directory for commits.txt (default .demo)")
     args = ap.parse_args()
     import boto3
     s3 = boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1",
@@ -116,7 +118,7 @@ def main():
                       aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
                       config=boto_config())
     status, _ = api(args.endpoint, "GET", "/repositories/demo")
-    state = ROOT / ".demo" / "commits.txt"
+    state = pathlib.Path(args.state) / "commits.txt"
     if status == 200 and state.exists():
         print("demo repository exists")
         return
