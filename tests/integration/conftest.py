@@ -11,7 +11,8 @@ local lakeFS gateway simulator of tests/conftest.py).
   mount_bg(uri=None, *extra_args, ...) -> BgResult
       Runs `lakefuse mount` WITHOUT --foreground and records whether the
       mount was live the moment the command returned (.returncode, .stdout,
-      .stderr, .elapsed, .live_on_return, .mount).
+      .stderr, .elapsed, .live_on_return, .mount). log_file=False leaves out
+      --log-file (the daemon then logs to syslog); log_level= sets the level.
 
 Teardown always unmounts (fusermount3 -u, then -u -z if busy, repeated for
 stacked mounts), waits (bounded) for the daemon to exit, kills it by PID if
