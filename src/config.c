@@ -83,12 +83,13 @@ static const struct opt OPTS[] = {
 void lf_config_usage(FILE *out)
 {
     fprintf(out,
-            "usage: lakefuse mount [OPTIONS] [lakefs://REPO[/REF]] MOUNTPOINT\n"
-            "       lakefuse unmount MOUNTPOINT\n"
+            "usage: lakefuse mount [OPTIONS] [lakefs://REPO[/REF[/PATH]]] MOUNTPOINT\n"
+            "       lakefuse unmount [-z] MOUNTPOINT\n"
             "       lakefuse --version\n\n"
             "Mounts lakeFS: without a URI the root lists repositories, with\n"
             "lakefs://REPO the repository's branches, with lakefs://REPO/REF that\n"
-            "ref's tree. Under a repository, any commit ID, tag or expression\n"
+            "ref's tree, with lakefs://REPO/REF/PATH the directory PATH of that ref\n"
+            "(and nothing outside it). Under a repository, any commit ID, tag or expression\n"
             "(main~1, main@) opens by name and is read-only; commit IDs are cached\n"
             "for the life of the mount.\n\n"
             "Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or\n"
@@ -371,6 +372,60 @@ static int default_cache_dir(struct lf_config *c)
     return set_string(&c->cache_dir, path);
 }
 
+#define MOUNT_SYNOPSIS "lakefuse mount [OPTIONS] [lakefs://REPO[/REF[/PATH]]] MOUNTPOINT"
+
+/* Says which part of a URI that lf_lakefs_uri_parse refused is wrong. */
+static void complain_uri(const char *uri, FILE *err)
+{
+    static const char scheme[] = "lakefs://";
+    const char *repo = uri + sizeof(scheme) - 1;
+    size_t repo_len = strcspn(repo, "/");
+    const char *ref = repo + repo_len + (repo[repo_len] == '/');
+    size_t ref_len = strcspn(ref, "/");
+    if (strncmp(uri, scheme, sizeof(scheme) - 1) != 0)
+        fprintf(err, "lakefuse: '%s' is not a lakefs:// URI\n", uri);
+    else if (!lf_repo_name_is_valid(repo, repo_len))
+        fprintf(err, "lakefuse: '%s': the repository name '%.*s' is not valid (3-63 of a-z, "
+                     "0-9 and '-', not starting with '-')\n", uri, (int)repo_len, repo);
+    else if (ref_len == 0)
+        fprintf(err, "lakefuse: '%s': no ref between the slashes\n", uri);
+    else if (!lf_ref_is_valid(ref, ref_len))
+        fprintf(err, "lakefuse: '%s': the ref '%.*s' is not valid (at most %d bytes, no "
+                     "control characters)\n", uri, (int)ref_len, ref, LF_REF_MAX);
+    else
+        fprintf(err, "lakefuse: '%s': the path '%s' is not valid (no empty, '.' or '..' "
+                     "parts, no control characters, at most %d bytes)\n", uri,
+                ref + ref_len + 1, LF_PATH_MAX);
+    fprintf(err, "usage: " MOUNT_SYNOPSIS "\n");
+}
+
+/* [URI] MOUNTPOINT, the arguments after the options. */
+static int take_positionals(struct lf_config *c, int left, char **args, FILE *err)
+{
+    const char *uri = left >= 1 && strncmp(args[0], "lakefs://", 9) == 0 ? args[0] : NULL;
+    if (left == 0 || (left == 1 && uri)) {
+        fprintf(err, "lakefuse: missing MOUNTPOINT%s%s\nusage: " MOUNT_SYNOPSIS "\n",
+                uri ? " after " : "", uri ? uri : "");
+        return -EINVAL;
+    }
+    if (left > 2) {
+        fprintf(err, "lakefuse: too many arguments (from '%s' on)\nusage: " MOUNT_SYNOPSIS
+                     "\n", args[2]);
+        return -EINVAL;
+    }
+    if (left == 2) {
+        struct lf_lakefs_uri u;
+        if (lf_lakefs_uri_parse(args[0], &u)) {
+            complain_uri(args[0], err);
+            return -EINVAL;
+        }
+        if (set_string(&c->repo, u.repo) || (u.ref[0] && set_string(&c->ref, u.ref)) ||
+            (u.path[0] && set_string(&c->path, u.path)))
+            return -ENOMEM;
+    }
+    return set_string(&c->mountpoint, args[left - 1]);
+}
+
 int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
 {
     struct option longopts[NOPTS + 2];
@@ -419,23 +474,7 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
         if ((rc = apply(c, o, optarg, err)))
             return rc;
     }
-    int left = argc - optind;
-    if (left < 1 || left > 2) {
-        fprintf(err, "lakefuse: expected [lakefs://REPO[/REF]] MOUNTPOINT (see lakefuse --help)\n");
-        return -EINVAL;
-    }
-    if (left == 2) {
-        struct lf_lakefs_uri u;
-        if (lf_lakefs_uri_parse(argv[optind], &u)) {
-            fprintf(err, "lakefuse: '%s' is not lakefs://REPO or lakefs://REPO/REF "
-                         "(repository names: 3-63 of a-z, 0-9 and '-')\n", argv[optind]);
-            return -EINVAL;
-        }
-        if (set_string(&c->repo, u.repo) || (u.ref[0] && set_string(&c->ref, u.ref)))
-            return -ENOMEM;
-        optind++;
-    }
-    if ((rc = set_string(&c->mountpoint, argv[optind])))
+    if ((rc = take_positionals(c, argc - optind, argv + optind, err)))
         return rc;
     if ((rc = from_env(c, err)) || (rc = normalise_endpoint(c, err)))
         return rc;
@@ -445,9 +484,10 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
     for (int i = 1; i + 1 < c->fuse_argc; i++)
         if (strcmp(c->fuse_argv[i], "-o") == 0 && has_token(c->fuse_argv[i + 1], "allow_other"))
             others = true;
-    char fsname[LF_REPO_NAME_MAX + LF_REF_MAX + 32];
-    snprintf(fsname, sizeof(fsname), "fsname=lakefs://%s%s%s,subtype=lakefuse",
-             c->repo ? c->repo : "", c->ref ? "/" : "", c->ref ? c->ref : "");
+    char fsname[LF_REPO_NAME_MAX + LF_REF_MAX + LF_PATH_MAX + 32];
+    snprintf(fsname, sizeof(fsname), "fsname=lakefs://%s%s%s%s%s,subtype=lakefuse",
+             c->repo ? c->repo : "", c->ref ? "/" : "", c->ref ? c->ref : "",
+             c->path ? "/" : "", c->path ? c->path : "");
     if ((others && (push_fuse_arg(c, "-o") || push_fuse_arg(c, "default_permissions"))) ||
         push_fuse_arg(c, "-o") || push_fuse_arg(c, fsname))
         return -ENOMEM;
@@ -476,7 +516,7 @@ void lf_config_free(struct lf_config *c)
         OPENSSL_cleanse(c->secret_key, strlen(c->secret_key));
         free(c->secret_key);
     }
-    char **strs[] = {&c->endpoint, &c->access_key, &c->region, &c->repo, &c->ref,
+    char **strs[] = {&c->endpoint, &c->access_key, &c->region, &c->repo, &c->ref, &c->path,
                      &c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle, &c->config_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);

@@ -77,6 +77,7 @@ struct lf_fs {
     gid_t gid;
     struct timespec started;
     pthread_cond_t changed; /* a node's `changing` went to 0 */
+    char *subdir;           /* "a/b/" of a mounted lakefs://REPO/REF/a/b, else "" */
 };
 
 struct fileh {
@@ -239,14 +240,15 @@ static void set_file_attr(struct lf_fs *fs, struct lf_node *n, const struct lf_o
 }
 
 /* The full key of a node below its ref ("<ref>/a/b"), or of a directory's
- * listing prefix ("<ref>/a/b/") when as_dir. */
+ * listing prefix ("<ref>/a/b/") when as_dir. Every key is built here, so a
+ * mounted subdirectory (fs->subdir) is joined in once for all operations. */
 static int node_key(struct lf_fs *fs, struct lf_node *n, bool as_dir, struct lf_buf *out)
 {
     struct lf_buf path = LF_BUF_INIT;
     int rc = lf_meta_path(n, &path);
     if (!rc) {
         lf_buf_reset(out);
-        rc = lf_buf_printf(out, "%s/%s%s", n->ref->name, path.data,
+        rc = lf_buf_printf(out, "%s/%s%s%s", n->ref->name, fs->subdir, path.data,
                            (as_dir && path.len) ? "/" : "");
     }
     lf_buf_free(&path);
@@ -2453,6 +2455,11 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
         return NULL;
     fs->cfg = cfg;
     fs->store = store;
+    if (asprintf(&fs->subdir, "%s%s", root->path ? root->path : "", root->path ? "/" : "") < 0) {
+        free(fs);
+        return NULL;
+    }
+    pthread_cond_init(&fs->changed, NULL);
     fs->uid = getuid();
     fs->gid = getgid();
     clock_gettime(CLOCK_REALTIME, &fs->started);
@@ -2556,5 +2563,7 @@ void lf_fs_free(struct lf_fs *fs)
     lf_workq_free(fs->up_wq);
     lf_staging_free(fs->staging);
     lf_bcache_free(fs->cache);
+    pthread_cond_destroy(&fs->changed);
+    free(fs->subdir);
     free(fs);
 }

@@ -353,7 +353,7 @@ static int map_curl_error(CURLcode rc, const struct xfer *x)
     case CURLE_SSL_CERTPROBLEM:
         return -EKEYREJECTED;
     case CURLE_SSL_CONNECT_ERROR:
-        return -ECONNRESET;
+        return LF_HTTP_ETLS;
     case CURLE_WRITE_ERROR:
         return x->overflow ? -EIO : -ENOMEM;
     default:

@@ -1,10 +1,17 @@
 /* log: level filter and a single write(2) per line so lines from the FUSE
- * worker threads never interleave mid-line. */
+ * worker threads never interleave mid-line.
+ *
+ * Before a background mount forks, stderr is the user's terminal, yet the
+ * log proper is syslog from the fork on. Notes (info and debug) logged
+ * in between are held in memory and replayed into the log once it is
+ * there, so the terminal shows only warnings and errors. */
 #include "lakefuse/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
@@ -14,6 +21,52 @@
 static atomic_int g_level = LF_LOG_INFO;
 static atomic_int g_syslog;
 static atomic_int g_fd = STDERR_FILENO;
+static atomic_int g_hold;
+
+/* Held lines, "<level digit><text>\0" each; later lines that do not fit
+ * are dropped and counted. */
+static pthread_mutex_t g_held_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_held[16384];
+static size_t g_held_len;
+static unsigned g_held_dropped;
+
+void lf_log_hold_notes(int on) { atomic_store(&g_hold, on); }
+
+void lf_log_release_notes(int replay)
+{
+    pthread_mutex_lock(&g_held_lock);
+    atomic_store(&g_hold, 0);
+    for (size_t i = 0; replay && i < g_held_len; i += strlen(g_held + i) + 1)
+        lf_log((enum lf_log_level)(g_held[i] - '0'), "%s", g_held + i + 1);
+    if (replay && g_held_dropped)
+        lf_log(LF_LOG_INFO, "(%u earlier notes did not fit in memory)", g_held_dropped);
+    g_held_len = 0;
+    g_held_dropped = 0;
+    pthread_mutex_unlock(&g_held_lock);
+}
+
+/* Keeps one note while notes are held; false when not holding. */
+static bool hold(enum lf_log_level level, const char *fmt, va_list ap)
+{
+    if (level < LF_LOG_INFO || !atomic_load(&g_hold))
+        return false;
+    char text[1024];
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(text))
+        n = (int)sizeof(text) - 1;
+    pthread_mutex_lock(&g_held_lock);
+    if (g_held_len + (size_t)n + 2 <= sizeof(g_held)) {
+        g_held[g_held_len] = (char)('0' + level);
+        memcpy(g_held + g_held_len + 1, text, (size_t)n + 1);
+        g_held_len += (size_t)n + 2;
+    } else {
+        g_held_dropped++;
+    }
+    pthread_mutex_unlock(&g_held_lock);
+    return true;
+}
 
 void lf_log_set_fd(int fd) { atomic_store(&g_fd, fd); }
 
@@ -42,6 +95,12 @@ void lf_log(enum lf_log_level level, const char *fmt, ...)
 
     if ((int)level > atomic_load(&g_level))
         return;
+    va_start(ap, fmt);
+    if (hold(level, fmt, ap)) {
+        va_end(ap);
+        return;
+    }
+    va_end(ap);
     va_start(ap, fmt);
     if (atomic_load(&g_syslog)) {
         vsnprintf(line, sizeof(line), fmt, ap);

@@ -1,7 +1,7 @@
 /* lakefuse: the command line.
  *
- *   lakefuse mount [OPTIONS] [lakefs://REPO[/REF]] MOUNTPOINT
- *   lakefuse unmount MOUNTPOINT
+ *   lakefuse mount [OPTIONS] [lakefs://REPO[/REF[/PATH]]] MOUNTPOINT
+ *   lakefuse unmount [-z] MOUNTPOINT
  *
  * `mount` checks everything it can before mounting (the gateway answers,
  * the credentials are accepted, the repository and ref exist), so a
@@ -10,9 +10,11 @@
  * so when the command returns the mount is live. Threads start only after
  * the fork.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@
 #include "lakefuse/fs.h"
 #include "lakefuse/http.h"
 #include "lakefuse/log.h"
+#include "lakefuse/mounts.h"
 #include "lakefuse/s3.h"
 #include "lakefuse/uri.h"
 
@@ -60,6 +63,9 @@ static const char *explain(int rc)
                "(check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)";
     case -EKEYREJECTED:
         return "TLS certificate verification failed (see --ca-bundle)";
+    case LF_HTTP_ETLS:
+        return "the TLS handshake failed; the server may speak plain HTTP on that port "
+               "(then use an http:// endpoint)";
     case -EPROTO:
     case -EIO:
         return "the server's answer was not an S3 answer (is this a lakeFS endpoint?)";
@@ -93,6 +99,41 @@ static int is_branch(struct lf_store *st, const char *repo, const char *name)
     } while (token && !found);
     free(token);
     return found;
+}
+
+/* A mounted prefix must be a directory of the ref. On a branch it may not
+ * exist yet (writing there makes it); elsewhere nothing could appear. */
+static int check_subdir(struct lf_store *st, const struct lf_config *cfg, bool branch)
+{
+    struct lf_list_page page;
+    char key[LF_REF_MAX + LF_PATH_MAX + 4];
+    struct lf_obj_attr a;
+    snprintf(key, sizeof(key), "%s/%s/", cfg->ref, cfg->path);
+    int rc = st->ops->list(st->ctx, cfg->repo, key, "/", NULL, 1, &page);
+    if (rc) {
+        fprintf(stderr, "lakefuse: cannot check lakefs://%s/%s/%s: %s\n", cfg->repo, cfg->ref,
+                cfg->path, explain(rc));
+        return rc;
+    }
+    bool dir = page.nentries + page.nprefixes > 0;
+    lf_list_page_free(&page);
+    if (dir)
+        return 0;
+    key[strlen(key) - 1] = '\0';
+    rc = st->ops->head(st->ctx, cfg->repo, key, &a);
+    if (rc == 0) {
+        fprintf(stderr, "lakefuse: lakefs://%s/%s/%s is a file, not a directory: mount the "
+                        "directory it is in\n", cfg->repo, cfg->ref, cfg->path);
+        return -ENOTDIR;
+    }
+    if (!branch) {
+        fprintf(stderr, "lakefuse: nothing under '%s' in ref '%s' of repository '%s'\n",
+                cfg->path, cfg->ref, cfg->repo);
+        return -ENOENT;
+    }
+    lf_warn("nothing under '%s' on branch '%s' yet: files written to the mount create it",
+            cfg->path, cfg->ref);
+    return 0;
 }
 
 /* Checks the gateway, credentials, repository and ref; fills root. */
@@ -138,7 +179,8 @@ static int preflight(const struct lf_config *cfg, struct lf_fs_root *root)
                 goto ref_error;
             lf_list_page_free(&page);
         }
-        rc = 0;
+        rc = cfg->path ? check_subdir(st, cfg, root->ref_is_branch) : 0;
+        root->path = cfg->path;
     }
     goto out;
 ref_error:
@@ -244,6 +286,41 @@ static int check_mountpoint(const char *mp)
     return 0;
 }
 
+/* Files in the mount point are not lost, only hidden by the mount: say
+ * so, since they seem to vanish. */
+static void warn_if_not_empty(const char *mp)
+{
+    DIR *d = opendir(mp);
+    struct dirent *e;
+    size_t n = 0;
+    while (d && (e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    if (d)
+        closedir(d);
+    if (n)
+        fprintf(stderr, "lakefuse: warning: %s is not empty: its %zu entr%s stay%s hidden "
+                        "while lakefuse is mounted there\n", mp, n, n == 1 ? "y" : "ies",
+                n == 1 ? "s" : "");
+}
+
+/* The one line a successful mount prints: what, where, how, and where
+ * its staged writes live. */
+static void announce(const struct lf_config *cfg, const struct lf_fs_root *root)
+{
+    const char *how = cfg->read_only                      ? "read-only"
+                      : !cfg->ref                         ? "branches read-write, other refs read-only"
+                      : root->ref_is_branch && !lf_ref_is_full_commit_id(cfg->ref) ? "read-write"
+                                                          : "read-only";
+    if (cfg->repo)
+        printf("mounted lakefs://%s%s%s%s%s on %s (%s; cache %s)\n", cfg->repo,
+               cfg->ref ? "/" : "", cfg->ref ? cfg->ref : "", cfg->path ? "/" : "",
+               cfg->path ? cfg->path : "", cfg->mountpoint, how, cfg->cache_dir);
+    else
+        printf("mounted all repositories of %s on %s (%s; cache %s)\n", cfg->endpoint,
+               cfg->mountpoint, how, cfg->cache_dir);
+    fflush(stdout); /* before the fork, or the line would be written twice */
+}
+
 static void log_stats(struct lf_store *st)
 {
     struct lf_s3_stats s;
@@ -272,6 +349,8 @@ static int cmd_mount(int argc, char **argv)
     if (rc)
         goto out;
     lf_log_set_level(cfg.log_level);
+    if (!cfg.foreground && !cfg.log_file)
+        lf_log_hold_notes(1); /* the log is syslog once in the background */
     if (cfg.log_file) {
         log_fd = open(cfg.log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         if (log_fd < 0) {
@@ -286,6 +365,7 @@ static int cmd_mount(int argc, char **argv)
     if (check_mountpoint(cfg.mountpoint) || prepare_cache_dir(&cfg) ||
         lf_http_global_init() != 0)
         goto out;
+    warn_if_not_empty(cfg.mountpoint);
     if (preflight(&cfg, &root))
         goto out;
 
@@ -311,18 +391,20 @@ static int cmd_mount(int argc, char **argv)
     lf_fs_attach(fs, se);
     if (fuse_set_signal_handlers(se) != 0)
         goto out;
+    announce(&cfg, &root);
     if (!cfg.foreground) {
         if (!cfg.log_file)
             lf_log_use_syslog(1);
         /* Returns in the child; the parent exits 0 once the child is ready. */
         if (fuse_daemonize(0) != 0)
             goto out;
+        lf_log_release_notes(1);
     }
     if (lf_fs_start(fs) != 0)
         goto out;
-    lf_info("mounted %s%s%s%s at %s (pid %d)", cfg.repo ? "lakefs://" : "all repositories",
+    lf_info("mounted %s%s%s%s%s%s at %s (pid %d)", cfg.repo ? "lakefs://" : "all repositories",
             cfg.repo ? cfg.repo : "", cfg.ref ? "/" : "", cfg.ref ? cfg.ref : "",
-            cfg.mountpoint, (int)getpid());
+            cfg.path ? "/" : "", cfg.path ? cfg.path : "", cfg.mountpoint, (int)getpid());
 
     struct fuse_loop_config *lc = fuse_loop_cfg_create();
     if (!lc)
@@ -335,6 +417,7 @@ static int cmd_mount(int argc, char **argv)
     log_stats(store);
     lf_info("unmounted %s", cfg.mountpoint);
 out:
+    lf_log_release_notes(1); /* a failed mount's notes help explain it */
     if (se) {
         fuse_remove_signal_handlers(se);
         if (mounted)
@@ -350,37 +433,229 @@ out:
     return status;
 }
 
+static void unmount_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: lakefuse unmount [-z] MOUNTPOINT\n\n"
+            "Uploads what is still staged, then unmounts. A mount that is in use (a\n"
+            "shell's working directory, an open file) stays mounted: the message names\n"
+            "the processes holding it.\n\n"
+            "  -z, --lazy     detach now even if busy; the mount goes away when its last\n"
+            "                 user leaves it\n"
+            "  -h, --help     show this help\n");
+}
+
+/* fusermount3 FLAGS MP with its messages caught in msg; its exit status. */
+static int fusermount_quiet(const char *flags, const char *mp, char *msg, size_t cap)
+{
+    int p[2];
+    msg[0] = '\0';
+    if (pipe(p) != 0)
+        return 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], STDERR_FILENO);
+        dup2(p[1], STDOUT_FILENO);
+        close(p[0]);
+        close(p[1]);
+        execlp("fusermount3", "fusermount3", flags, mp, (char *)NULL);
+        fprintf(stderr, "cannot run fusermount3: %s\n", strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (pid > 0 && (r = read(p[0], msg + n, cap - 1 - n)) > 0 && n + (size_t)r < cap - 1)
+        n += (size_t)r;
+    msg[n] = '\0';
+    close(p[0]);
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) < 0)
+        return 1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+
+/* Names who keeps mp busy, and the ways out. */
+static void explain_busy(const char *mp)
+{
+    struct lf_holder *h = NULL;
+    size_t n = 0, hidden = 0;
+    fprintf(stderr, "lakefuse: %s is busy: still in use", mp);
+    if (lf_mount_holders("/proc", mp, &h, &n, &hidden) == 0 && n > 0) {
+        fprintf(stderr, " by\n");
+        for (size_t i = 0; i < n && i < 20; i++)
+            fprintf(stderr, "    pid %d (%s): %s\n", (int)h[i].pid, h[i].comm, h[i].what);
+        if (n > 20)
+            fprintf(stderr, "    ... and %zu more\n", n - 20);
+    } else {
+        fprintf(stderr, " (by no process this user can see)\n");
+    }
+    if (hidden)
+        fprintf(stderr, "  (%zu other process%s could not be inspected; as root, `fuser -vm "
+                        "%s` lists every user)\n", hidden, hidden == 1 ? "" : "es", mp);
+    fprintf(stderr, "Close those files or leave that directory and try again, or detach it "
+                    "now with `lakefuse unmount -z %s` (lazy: it goes away when the last user "
+                    "leaves).\n", mp);
+    free(h);
+}
+
+/* 0 when mp is a lakefuse mount; otherwise says what it is and returns 1. */
+static int check_lakefuse_mount(const char *arg, const char *mp)
+{
+    char *type = NULL, *src = NULL;
+    int rc = lf_mount_find("/proc/self/mountinfo", mp, &type, &src);
+    if (rc == -ENOENT) {
+        struct stat st;
+        if (stat(arg, &st) != 0)
+            fprintf(stderr, "lakefuse: %s: %s\n", arg, strerror(errno));
+        else
+            fprintf(stderr, "lakefuse: %s is not mounted\n", arg);
+    } else if (rc) {
+        fprintf(stderr, "lakefuse: cannot read the mount table: %s\n", strerror(-rc));
+    } else if (strcmp(type, "fuse.lakefuse") != 0) {
+        fprintf(stderr, "lakefuse: %s is not a lakefuse mount (it is %s, from %s): unmount it "
+                        "with umount or fusermount3 -u\n", arg, type, src);
+        rc = -EINVAL;
+    }
+    free(type);
+    free(src);
+    return rc ? 1 : 0;
+}
+
 static int cmd_unmount(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: lakefuse unmount MOUNTPOINT\n");
+    static const struct option longopts[] = {
+        {"lazy", no_argument, NULL, 'z'}, {"help", no_argument, NULL, 'h'}, {0}};
+    bool lazy = false;
+    int ch;
+    optind = 0;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "+zh", longopts, NULL)) != -1) {
+        if (ch == 'h') {
+            unmount_usage(stdout);
+            return 0;
+        }
+        if (ch != 'z') {
+            fprintf(stderr, "lakefuse: unknown option '%s' for unmount\n", argv[optind - 1]);
+            unmount_usage(stderr);
+            return 2;
+        }
+        lazy = true;
+    }
+    if (argc - optind != 1) {
+        fprintf(stderr, "lakefuse: %s\nusage: lakefuse unmount [-z] MOUNTPOINT\n",
+                argc == optind ? "missing MOUNTPOINT" : "unmount takes one MOUNTPOINT");
         return 2;
     }
+    const char *arg = argv[optind];
+    char *mp = lf_mount_abspath(arg);
+    if (!mp) {
+        fprintf(stderr, "lakefuse: %s: %s\n", arg, strerror(errno));
+        return 1;
+    }
+    int rc = check_lakefuse_mount(arg, mp);
+    if (rc)
+        goto out;
     /* Uploads first, while the daemon can still report on them. */
-    int rc = 0;
-    if (setxattr(argv[1], "user.lakefuse.flush", "1", 1, 0) != 0 && errno == EIO) {
+    bool unsent = setxattr(mp, "user.lakefuse.flush", "1", 1, 0) != 0 && errno == EIO;
+    if (unsent)
         fprintf(stderr, "lakefuse: some written files could not be uploaded; they stay staged "
                         "in the cache directory and the next mount uploads them (see the log)\n");
+    char msg[1024];
+    if (fusermount_quiet(lazy ? "-uz" : "-u", mp, msg, sizeof(msg)) != 0) {
+        if (strstr(msg, "busy"))
+            explain_busy(mp);
+        else
+            fprintf(stderr, "lakefuse: cannot unmount %s: %s%s", arg, msg[0] ? msg : "fusermount3 failed",
+                    msg[0] && msg[strlen(msg) - 1] == '\n' ? "" : "\n");
         rc = 1;
+    } else {
+        rc = unsent ? 1 : 0;
     }
-    int u = run_fusermount("-u", argv[1]);
-    return u ? u : rc;
+out:
+    free(mp);
+    return rc;
+}
+
+/* Edit distance of two short words (insert, delete, substitute). */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[32];
+    if (la >= 32 || lb >= 32)
+        return 99;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+/* The command a mistyped word most likely meant, or NULL. */
+static const char *closest_command(const char *word)
+{
+    static const char *const known[] = {"mount", "unmount", "--help", "--version"};
+    /* Words other tools use for ours, tried before spelling: "umount" is
+     * one edit from both verbs, and means this one. */
+    static const char *const alias[][2] = {
+        {"umount", "unmount"}, {"detach", "unmount"}, {"attach", "mount"},
+        {"usage", "--help"}, {"-v", "--version"}};
+    for (size_t i = 0; i < sizeof(alias) / sizeof(alias[0]); i++)
+        if (strcmp(word, alias[i][0]) == 0)
+            return alias[i][1];
+    const char *bare = word + strspn(word, "-"), *best = NULL;
+    size_t best_d = 3; /* further than two edits is a guess, not a typo */
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        size_t d = distance(bare, known[i] + strspn(known[i], "-"));
+        if (d < best_d) {
+            best_d = d;
+            best = known[i];
+        }
+    }
+    return best;
+}
+
+/* "unknown command" and the nearest real one, in two lines. */
+static int unknown_command(const char *word)
+{
+    const char *best = closest_command(word);
+    fprintf(stderr, "lakefuse: unknown command '%s'", word);
+    if (best)
+        fprintf(stderr, "; did you mean `lakefuse %s`?\n", best);
+    else
+        fprintf(stderr, " (commands: mount, unmount)\n");
+    fprintf(stderr, "See `lakefuse --help`.\n");
+    return 2;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "mount") == 0)
+    if (argc < 2) {
+        lf_config_usage(stderr);
+        return 2;
+    }
+    const char *verb = argv[1];
+    if (strcmp(verb, "mount") == 0)
         return cmd_mount(argc - 1, argv + 1);
-    if (argc >= 2 && strcmp(argv[1], "unmount") == 0)
+    if (strcmp(verb, "unmount") == 0)
         return cmd_unmount(argc - 1, argv + 1);
-    if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+    if (strcmp(verb, "--version") == 0 || strcmp(verb, "-V") == 0) {
         printf("lakefuse %s\n", LAKEFUSE_VERSION);
         return 0;
     }
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    if (strcmp(verb, "--help") == 0 || strcmp(verb, "-h") == 0) {
         lf_config_usage(stdout);
         return 0;
     }
-    lf_config_usage(stderr);
-    return 2;
+    return unknown_command(verb);
 }

@@ -76,8 +76,10 @@ static bool retryable_status(long status, const char *code)
 
 static bool retryable_errno(int rc)
 {
+    /* A failed TLS handshake is retried as a reset is: an overloaded
+     * server drops connections mid-handshake too. */
     return rc == -ETIMEDOUT || rc == -ECONNREFUSED || rc == -ECONNRESET || rc == -EPROTO ||
-           rc == -EIO || rc == -EHOSTUNREACH;
+           rc == -EIO || rc == -EHOSTUNREACH || rc == LF_HTTP_ETLS;
 }
 
 /* Sleeps for the attempt's backoff (full jitter), in slices so a

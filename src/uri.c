@@ -113,6 +113,34 @@ bool lf_ref_is_valid(const char *s, size_t n)
     return true;
 }
 
+/* The path after the ref: segments that are usable file names, joined by
+ * single slashes, with one optional trailing slash that is dropped. */
+static int parse_path(const char *p, char *out)
+{
+    size_t n = strlen(p);
+    if (n > 0 && p[n - 1] == '/')
+        n--;
+    /* An empty segment ("main//", "a//b", "a//") is no file name. */
+    if ((n > 0 && p[n - 1] == '/') || p[0] == '/')
+        return -EINVAL;
+    if (n > LF_PATH_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n;) {
+        size_t seg = strcspn(p + i, "/");
+        if (seg > n - i)
+            seg = n - i;
+        if (!lf_name_is_valid_segment(p + i, seg))
+            return -EINVAL;
+        for (size_t k = i; k < i + seg; k++)
+            if (is_control((unsigned char)p[k]))
+                return -EINVAL;
+        i += seg + 1;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
 int lf_lakefs_uri_parse(const char *uri, struct lf_lakefs_uri *out)
 {
     static const char scheme[] = "lakefs://";
@@ -124,17 +152,18 @@ int lf_lakefs_uri_parse(const char *uri, struct lf_lakefs_uri *out)
         return -EINVAL;
     const char *ref = repo + repo_len;
     size_t ref_len = 0;
+    out->path[0] = '\0';
     if (*ref == '/') {
         ref++;
         ref_len = strcspn(ref, "/");
-        /* After the ref only a single trailing slash may follow; after the
-         * repository the slash alone is that trailing slash. */
+        /* After the repository a slash alone is a trailing slash; after
+         * the ref comes an optional path. */
         const char *rest = ref + ref_len;
-        if (ref_len > 0 && *rest == '/')
-            rest++;
-        if (*rest != '\0')
+        if (ref_len == 0 && *rest != '\0')
             return -EINVAL;
         if (ref_len > 0 && !lf_ref_is_valid(ref, ref_len))
+            return -EINVAL;
+        if (*rest == '/' && parse_path(rest + 1, out->path) != 0)
             return -EINVAL;
     }
     memcpy(out->repo, repo, repo_len);

@@ -19,6 +19,7 @@ struct lf_config {
     char *region;
     char *repo;         /* from lakefs://REPO[/REF]; NULL: all repositories */
     char *ref;          /* NULL: the repository's branches */
+    char *path;         /* "a/b": only that directory of the ref; NULL: all of it */
     char *mountpoint;
     char *cache_dir;
     char *log_file;

@@ -23,6 +23,7 @@ struct lf_fs;
 struct lf_fs_root {
     const char *repo;      /* NULL: all repositories */
     const char *ref;       /* NULL: the repository's branches */
+    const char *path;      /* "a/b": the root is that directory of ref; NULL: ref's root */
     bool ref_is_branch;
 };
 

@@ -12,6 +12,7 @@
 #ifndef LAKEFUSE_HTTP_H
 #define LAKEFUSE_HTTP_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -90,11 +91,15 @@ struct lf_http_req {
 struct lf_http *lf_http_new(const struct lf_http_opts *opts);
 void lf_http_free(struct lf_http *h);
 
+/* No errno says "TLS handshake failed"; this one is otherwise unused here. */
+#define LF_HTTP_ETLS (-EPROTONOSUPPORT)
+
 /* Performs the exchange. Returns 0 when an HTTP answer arrived (whatever
  * its status: see resp->status), or a negative errno when none did:
  * -ETIMEDOUT, -ECONNREFUSED, -ECONNRESET, -EHOSTUNREACH, -EINTR (cancelled),
- * -EPROTO (truncated or malformed answer), -EIO (body larger than the sink
- * or another transport failure). resp must be initialised with
+ * -EPROTO (truncated or malformed answer), LF_HTTP_ETLS (the TLS handshake
+ * failed: often an https:// URL for a plain-HTTP port), -EIO (body larger
+ * than the sink or another transport failure). resp must be initialised with
  * lf_http_resp_init and released with lf_http_resp_free. */
 int lf_http_perform(struct lf_http *h, const struct lf_http_req *req,
                     struct lf_http_resp *resp);

@@ -22,6 +22,12 @@ int lf_log_parse_level(const char *name);
 void lf_log_use_syslog(int on);
 /* Write lines to this descriptor instead of stderr (a --log-file). */
 void lf_log_set_fd(int fd);
+/* While on, info and debug lines are kept in memory instead of written
+ * (errors and warnings still are): a background mount's notes belong in
+ * its log, not on the terminal it starts from. Release replays them into
+ * the log as it is then (or drops them) and stops holding. */
+void lf_log_hold_notes(int on);
+void lf_log_release_notes(int replay);
 
 void lf_log(enum lf_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -21,6 +21,8 @@
 #define LF_REPO_NAME_MAX 63
 #define LF_REF_MAX 255
 #define LF_NAME_MAX 255
+/* S3 keys are at most 1024 bytes: a longer prefix could hold nothing. */
+#define LF_PATH_MAX 1024
 
 /* Appends s[0..n) percent-encoded to out. keep_slash leaves '/' as is
  * (paths); otherwise it becomes %2F (query names and values). */
@@ -30,11 +32,14 @@ int lf_uri_encode(struct lf_buf *out, const char *s, size_t n, bool keep_slash);
  * partial result). Decoded bytes may include NUL: use out->len. */
 int lf_uri_decode(struct lf_buf *out, const char *s, size_t n);
 
-/* lakefs://REPO or lakefs://REPO/REF, either with one optional trailing
- * slash. ref is "" when the URI names none. */
+/* lakefs://REPO, lakefs://REPO/REF or lakefs://REPO/REF/PATH, each with
+ * one optional trailing slash. ref is "" when the URI names none; path is
+ * "" or "a/b" (no leading or trailing slash), its segments usable file
+ * names (see lf_name_is_valid_segment) without control characters. */
 struct lf_lakefs_uri {
     char repo[LF_REPO_NAME_MAX + 1];
     char ref[LF_REF_MAX + 1];
+    char path[LF_PATH_MAX + 1];
 };
 /* 0, or -EINVAL for anything that is not such a URI. */
 int lf_lakefs_uri_parse(const char *uri, struct lf_lakefs_uri *out);

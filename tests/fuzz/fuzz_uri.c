@@ -21,6 +21,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort(); /* a parsed URI names a valid repository */
         if (u.ref[0] && !lf_ref_is_valid(u.ref, strlen(u.ref)))
             abort();
+        size_t pl = strlen(u.path);
+        if (pl && (!u.ref[0] || u.path[0] == '/' || u.path[pl - 1] == '/' ||
+                   strstr(u.path, "//")))
+            abort(); /* a path is relative, under a ref, with no empty segment */
     }
     size_t n = strlen(s);
     lf_ref_is_valid(s, n);

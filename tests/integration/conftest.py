@@ -11,7 +11,8 @@ local lakeFS gateway simulator of tests/conftest.py).
   mount_bg(uri=None, *extra_args, ...) -> BgResult
       Runs `lakefuse mount` WITHOUT --foreground and records whether the
       mount was live the moment the command returned (.returncode, .stdout,
-      .stderr, .elapsed, .live_on_return, .mount).
+      .stderr, .elapsed, .live_on_return, .mount). log_file=False leaves out
+      --log-file (the daemon then logs to syslog); log_level= sets the level.
 
 Teardown always unmounts (fusermount3 -u, then -u -z if busy, repeated for
 stacked mounts), waits (bounded) for the daemon to exit, kills it by PID if
@@ -282,7 +283,10 @@ class MountFactory:
             cmd.append("--foreground")
         if endpoint is not False:   # False: leave it to LAKECTL_SERVER_ENDPOINT_URL
             cmd += ["--endpoint", endpoint or self.lakefs.endpoint]
-        cmd += ["--cache-dir", str(cache), "--log-file", str(log), "--log-level", log_level]
+        cmd += ["--cache-dir", str(cache)]
+        if log is not None:         # None: the default log (syslog once in the background)
+            cmd += ["--log-file", str(log)]
+        cmd += ["--log-level", log_level]
         cmd += [str(a) for a in extra_args]
         if uri:
             cmd.append(uri)
@@ -328,13 +332,16 @@ class MountFactory:
 
     def background(self, uri=None, *extra_args, endpoint=None, access_key=None,
                    secret_key=None, env=None, mountpoint=None, timeout=60,
-                   watchdog=DEFAULT_WATCHDOG, check=False):
+                   watchdog=DEFAULT_WATCHDOG, check=False, log_file=True,
+                   log_level="debug"):
         """Runs `lakefuse mount` without --foreground. With check, asserts it
-        succeeded and that the mount was live when the command returned."""
+        succeeded and that the mount was live when the command returned.
+        log_file=False leaves out --log-file (the daemon logs to syslog)."""
         mnt, cache, log, err, san = self._paths()
         if mountpoint is not None:
             mnt = pathlib.Path(mountpoint)
-        cmd = self._cmd(uri, extra_args, False, endpoint, mnt, cache, log)
+        cmd = self._cmd(uri, extra_args, False, endpoint, mnt, cache,
+                        log if log_file else None, log_level)
         t0 = time.monotonic()
         try:
             r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,

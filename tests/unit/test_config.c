@@ -41,6 +41,27 @@ static void test_options(void)
     lf_config_free(&c);
 }
 
+static void test_subdirectory(void)
+{
+    struct lf_config c;
+    char *argv[] = {"mount", "--endpoint", "http://x", "lakefs://demo/main/data/raw/", "/mnt/x",
+                    NULL};
+    CHECK_INT(parse(&c, argv), 0);
+    CHECK_STR(c.repo, "demo");
+    CHECK_STR(c.ref, "main");
+    CHECK_STR(c.path, "data/raw");
+    CHECK_STR(c.mountpoint, "/mnt/x");
+    bool named = false;
+    for (int i = 0; i < c.fuse_argc; i++)
+        named = named || strstr(c.fuse_argv[i], "fsname=lakefs://demo/main/data/raw,") != NULL;
+    CHECK(named);
+    lf_config_free(&c);
+    char *plain[] = {"mount", "--endpoint", "http://x", "lakefs://demo/main/", "/mnt/x", NULL};
+    CHECK_INT(parse(&c, plain), 0);
+    CHECK(c.path == NULL);
+    lf_config_free(&c);
+}
+
 static void test_errors(void)
 {
     struct lf_config c;
@@ -59,6 +80,19 @@ static void test_errors(void)
     lf_config_free(&c);
     char *no_scheme[] = {"mount", "--endpoint", "lakefs.example.com", "/mnt", NULL};
     CHECK_INT(parse(&c, no_scheme), -EINVAL);
+    lf_config_free(&c);
+    /* A URI and no mount point: the URI is not taken for the mount point. */
+    char *no_mp[] = {"mount", "--endpoint", "http://x", "lakefs://demo/main", NULL};
+    CHECK_INT(parse(&c, no_mp), -EINVAL);
+    lf_config_free(&c);
+    char *nothing[] = {"mount", "--endpoint", "http://x", NULL};
+    CHECK_INT(parse(&c, nothing), -EINVAL);
+    lf_config_free(&c);
+    char *three[] = {"mount", "--endpoint", "http://x", "lakefs://demo/main", "/a", "/b", NULL};
+    CHECK_INT(parse(&c, three), -EINVAL);
+    lf_config_free(&c);
+    char *dotdot[] = {"mount", "--endpoint", "http://x", "lakefs://demo/main/../x", "/a", NULL};
+    CHECK_INT(parse(&c, dotdot), -EINVAL);
     lf_config_free(&c);
     char *help[] = {"mount", "--help", NULL};
     CHECK_INT(parse(&c, help), 1);
@@ -112,6 +146,7 @@ int main(void)
     setenv("AWS_SECRET_ACCESS_KEY", "secret", 1);
     test_options();
     test_errors();
+    test_subdirectory();
     test_fuzz_regressions();
     return check_summary("test_config");
 }

@@ -30,6 +30,7 @@ enum mode {
     M_LONG,         /* a body longer than asked for */
     M_STALL,        /* headers, then silence */
     M_IDLE_CLOSE,   /* answers one request per connection without saying so */
+    M_NOT_TLS,      /* a plain-HTTP server meeting a TLS handshake: 400 and close */
 };
 
 static struct {
@@ -120,6 +121,8 @@ static bool answer(int fd, enum mode m)
         put_all(fd, srv.body, BODY_LEN);
         put_all(fd, "x", 1);
         return true;
+    case M_NOT_TLS:
+        return false;
     case M_STALL:
         n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
                      BODY_LEN);
@@ -133,6 +136,17 @@ static bool answer(int fd, enum mode m)
 static void *serve_conn(void *arg)
 {
     int fd = (int)(intptr_t)arg;
+    pthread_mutex_lock(&srv.lock);
+    bool not_tls = srv.mode == M_NOT_TLS;
+    pthread_mutex_unlock(&srv.lock);
+    if (not_tls) {
+        char hello[512];
+        const char *no = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n";
+        if (recv(fd, hello, sizeof(hello), 0) > 0)
+            put_all(fd, no, strlen(no));
+        close(fd);
+        return NULL;
+    }
     while (get_request(fd)) {
         pthread_mutex_lock(&srv.lock);
         srv.reqs++;
@@ -468,6 +482,13 @@ int main(void)
     CHECK(strstr(resp.errmsg, "cannot connect") != NULL);
     sink_free(&s);
     close(closed);
+
+    /* https:// to a plain-HTTP port: its own errno, so the user can be
+     * told the endpoint may be http://. */
+    set_mode(M_NOT_TLS);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d/x", srv.port);
+    q = (struct lf_http_req){.method = "GET", .url = url};
+    CHECK_INT(lf_http_perform(h, &q, &resp), LF_HTTP_ETLS);
     lf_http_free(h);
 
     lf_http_resp_free(&resp);

@@ -122,7 +122,8 @@ static void test_decode(void)
     lf_buf_free(&b);
 }
 
-static void check_uri(const char *uri, int want_rc, const char *repo, const char *ref)
+static void check_uri_path(const char *uri, int want_rc, const char *repo, const char *ref,
+                           const char *path)
 {
     struct lf_lakefs_uri u;
     memset(&u, 0x55, sizeof(u));
@@ -133,7 +134,13 @@ static void check_uri(const char *uri, int want_rc, const char *repo, const char
     if (rc == 0 && want_rc == 0) {
         CHECK_STR(u.repo, repo);
         CHECK_STR(u.ref, ref);
+        CHECK_STR(u.path, path);
     }
+}
+
+static void check_uri(const char *uri, int want_rc, const char *repo, const char *ref)
+{
+    check_uri_path(uri, want_rc, repo, ref, "");
 }
 
 static void test_lakefs_uri(void)
@@ -167,12 +174,43 @@ static void test_lakefs_uri(void)
         "lakefs:/repo/main", "s3://repo/main", "LAKEFS://repo", "lakefs:repo",
         " lakefs://repo", "lakefs://ab", "lakefs://Repo", "lakefs://-repo",
         "lakefs://re_po", "lakefs://re.po", "lakefs://repo//", "lakefs://repo//main",
-        "lakefs://repo/main//", "lakefs://repo/main/x", "lakefs://repo/main/x/",
+        "lakefs://repo/main//", "lakefs://repo/main//x", "lakefs://repo/main/x//",
+        "lakefs://repo/main/x//y", "lakefs://repo/main/.", "lakefs://repo/main/..",
+        "lakefs://repo/main/a/../b", "lakefs://repo/main/./a", "lakefs://repo/main/a\tb",
+        "lakefs://repo/main/a\n",
         "lakefs://repo/ma\tin", "lakefs://repo/ma\x7fin", "lakefs://repo/main\n",
         "lakefs://rep\xc3\xa9/main", "lakefs://repo /main",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         check_uri(bad[i], -EINVAL, NULL, NULL);
+}
+
+/* lakefs://REPO/REF/PATH mounts a prefix. */
+static void test_lakefs_uri_path(void)
+{
+    check_uri_path("lakefs://demo/main/data", 0, "demo", "main", "data");
+    check_uri_path("lakefs://demo/main/data/", 0, "demo", "main", "data");
+    check_uri_path("lakefs://demo/main/data/raw/2024", 0, "demo", "main", "data/raw/2024");
+    check_uri_path("lakefs://demo/v1.0/a b/..c/.d", 0, "demo", "v1.0", "a b/..c/.d");
+    check_uri_path("lakefs://demo/main/\xe1\x88\xb4/", 0, "demo", "main", "\xe1\x88\xb4");
+
+    /* A segment may be 255 bytes, the path 1024. */
+    char uri[1200], want[1100];
+    int n = snprintf(uri, sizeof(uri), "lakefs://demo/main/");
+    for (int len = 255; len <= 256; len++) {
+        memset(uri + n, 's', (size_t)len);
+        uri[n + len] = '\0';
+        check_uri_path(uri, len == 255 ? 0 : -EINVAL, "demo", "main", uri + n);
+    }
+    for (int len = 1024; len <= 1025; len++) {
+        /* segments of 9 bytes and a slash, whatever is left at the end */
+        for (int i = 0; i < len; i++)
+            want[i] = (i % 10 == 9) ? '/' : 'p';
+        want[len - 1] = 'p';
+        want[len] = '\0';
+        snprintf(uri + n, sizeof(uri) - (size_t)n, "%s/", want);
+        check_uri_path(uri, len == 1024 ? 0 : -EINVAL, "demo", "main", want);
+    }
 }
 
 static void test_repo_and_ref_names(void)
@@ -248,6 +286,7 @@ int main(void)
     test_all_bytes();
     test_decode();
     test_lakefs_uri();
+    test_lakefs_uri_path();
     test_repo_and_ref_names();
     test_ref_classes();
     test_segments();
