@@ -30,6 +30,10 @@
  *     descriptors keep it as their anonymous file). While an unlink or a
  *     rename talks to the gateway, its nodes are marked `changing` and no
  *     write state is made below them (wstate_get waits on fs->changed).
+ *   - Operations that compute keys and change names (create, mkdir,
+ *     unlink, rmdir, rename, chmod's copy) hold fs->ns shared from the
+ *     key to the answer; a directory rename holds it alone, so no key it
+ *     is moving is in anybody's hands meanwhile.
  */
 #include "lakefuse/fs.h"
 
@@ -77,16 +81,41 @@ struct lf_fs {
     gid_t gid;
     struct timespec started;
     pthread_cond_t changed; /* a node's `changing` went to 0 */
+    /* Name-space changes hold it shared; a directory rename, which moves
+     * every key below it, holds it alone (ns_enter). */
+    pthread_rwlock_t ns;
     char *subdir;           /* "a/b/" of a mounted lakefs://REPO/REF/a/b, else "" */
 };
 
 struct fileh {
     struct lf_node *node;
+    /* reader and sf can change under concurrent reads (fh_follow): read
+     * them with fh_reader and fh_sf. */
     struct lf_reader *reader; /* the object as it was at open */
     struct lf_sfile *sf;      /* staged content, when the node has one */
     bool write;
+    double opened;            /* monotonic */
+    pthread_mutex_t lock;     /* fh_follow's changes */
+    char *rkey;               /* the reader's key and ETag (fh_follow's) */
+    char retag[LF_ETAG_MAX];
+    struct retired *retired;  /* readers replaced by fh_follow, freed with fh */
     uint64_t reads, read_bytes; /* for the debug line at close */
 };
+
+struct retired {
+    struct lf_reader *r;
+    struct retired *next;
+};
+
+static struct lf_reader *fh_reader(struct fileh *fh)
+{
+    return __atomic_load_n(&fh->reader, __ATOMIC_ACQUIRE);
+}
+
+static struct lf_sfile *fh_sf(struct fileh *fh)
+{
+    return __atomic_load_n(&fh->sf, __ATOMIC_ACQUIRE);
+}
 
 /* A file's write state, hung on its node (node->priv) while it is staged.
  * The node stays pinned while the staged content is not uploaded, so a
@@ -109,6 +138,16 @@ struct dirh {
 };
 
 /* ---- small helpers ------------------------------------------------------ */
+
+static void ns_enter(struct lf_fs *fs, bool alone)
+{
+    if (alone)
+        pthread_rwlock_wrlock(&fs->ns);
+    else
+        pthread_rwlock_rdlock(&fs->ns);
+}
+
+static void ns_leave(struct lf_fs *fs) { pthread_rwlock_unlock(&fs->ns); }
 
 static double now(void)
 {
@@ -148,6 +187,7 @@ static int reply_errno(int rc)
 
 static struct wstate *wstate_of(const struct lf_node *n);
 struct fileh;
+static struct fileh *fileh_alloc(void);
 static void fileh_free(struct lf_fs *fs, struct fileh *fh);
 
 static double ttl_of(const struct lf_fs *fs, const struct lf_node *n)
@@ -354,10 +394,12 @@ static int load_listing(struct lf_fs *fs, struct lf_node *n)
     if (rc)
         return rc;
     struct lf_listing *l = lf_listing_new();
-    if (!l)
+    if (!l) {
         rc = -ENOMEM;
-    else
+    } else {
         l->started = now();
+        l->changes = changes;
+    }
     while (!rc) {
         rc = fetch_page(fs, kind, repo, prefix, &token, l);
         if (!token)
@@ -416,8 +458,19 @@ static struct lf_node *child_from_dent(struct lf_fs *fs, struct lf_node *parent,
         lf_refinfo_put(r);
         return c;
     }
-    c = lf_meta_child_get(fs->meta, parent, d->name, d->is_dir ? LF_DIR : LF_FILE,
-                          parent->ref);
+    enum lf_kind kind = d->is_dir ? LF_DIR : LF_FILE;
+    c = lf_meta_child(fs->meta, parent, d->name);
+    if (l->changes != parent->changes) {
+        /* A listing older than one of our own changes in this directory
+         * (an open handle's snapshot): the name's current node wins, and
+         * a name we removed or moved meanwhile gets a node of its own,
+         * detached, so it never stands for the name again. */
+        if (c)
+            return c;
+        c = lf_meta_child_detached(fs->meta, parent, d->name, kind, parent->ref);
+    } else {
+        c = lf_meta_child_get(fs->meta, parent, d->name, kind, parent->ref);
+    }
     /* A listing asked for before our own last change of the file (a
      * write, a chmod) would put back what the gateway had then; a staged
      * file is the truth while it is staged. */
@@ -764,13 +817,18 @@ struct change {
     struct lf_node *parent; /* pinned */
     char *repo;
     struct lf_buf key;      /* "<ref>/dir/name" */
+    bool ns;                /* holds fs->ns shared until change_end */
 };
 
-/* Looks up a writable parent directory and builds the child's key. */
-static int change_begin(struct lf_fs *fs, fuse_ino_t parent_ino, const char *name,
-                        struct change *c)
+/* Looks up a writable parent directory and builds the child's key; with
+ * ns, holds the name space shared until change_end (see the top). */
+static int change_begin_ns(struct lf_fs *fs, fuse_ino_t parent_ino, const char *name,
+                           struct change *c, bool ns)
 {
     memset(c, 0, sizeof(*c));
+    if (ns)
+        ns_enter(fs, false);
+    c->ns = ns;
     if (strlen(name) > LF_NAME_MAX)
         return -ENAMETOOLONG;
     lf_meta_lock(fs->meta);
@@ -792,8 +850,17 @@ static int change_begin(struct lf_fs *fs, fuse_ino_t parent_ino, const char *nam
     return rc;
 }
 
+static int change_begin(struct lf_fs *fs, fuse_ino_t parent_ino, const char *name,
+                        struct change *c)
+{
+    return change_begin_ns(fs, parent_ino, name, c, true);
+}
+
 static void change_end(struct lf_fs *fs, struct change *c)
 {
+    if (c->ns)
+        ns_leave(fs);
+    c->ns = false;
     if (c->parent) {
         lf_meta_lock(fs->meta);
         lf_meta_unpin(fs->meta, c->parent);
@@ -812,6 +879,8 @@ static void listing_note(struct lf_node *parent, const char *name, bool is_dir,
         return;
     int rc = removed ? lf_listing_remove(&parent->listing, name, is_dir)
                      : lf_listing_upsert(&parent->listing, name, is_dir, attr);
+    if (!rc)
+        parent->listing->changes = parent->changes; /* true again */
     if (rc) {
         /* Cannot keep it true: forget it, the next access lists again. */
         lf_listing_put(parent->listing);
@@ -867,8 +936,8 @@ static void wait_no_change(struct lf_fs *fs, const struct lf_node *n)
 /* Makes the node's write state (from the object as it is now) if it has
  * none, and counts the caller as a writer: *sfp gets a reference to the
  * staged file, and the state stays until wstate_put. A node no longer
- * reachable by its name (unlinked or replaced meanwhile) gets a discarded
- * file: the caller's writes land nowhere visible. */
+ * reachable by its name (unlinked or replaced before its state could be
+ * made) gets none: -ENOENT, as an open that came after the unlink. */
 static int wstate_get(struct lf_fs *fs, struct lf_node *n, struct lf_sfile **sfp)
 {
     struct lf_buf key = LF_BUF_INIT, now_key = LF_BUF_INIT;
@@ -890,14 +959,14 @@ static int wstate_get(struct lf_fs *fs, struct lf_node *n, struct lf_sfile **sfp
                 continue;
             }
         }
+        if (!w && sf && !lf_meta_attached(n))
+            rc = -ENOENT;
         if (!w && !rc && sf && !(w = calloc(1, sizeof(*w))))
             rc = -ENOMEM;
         if (!rc && w && !wstate_of(n)) {
             w->sf = sf;
             sf = NULL;
             n->priv = w;
-            if (!lf_meta_attached(n))
-                lf_sfile_discard(w->sf); /* cheap: nothing was sent yet */
         }
         if (!rc && w) {
             w->writers++;
@@ -955,9 +1024,19 @@ static void wstate_settle(struct lf_fs *fs, struct lf_node *n)
         w->pinned = true;
         lf_meta_pin(n);
     }
-    if (!dirty && w->writers == 0) {
+    if (!dirty && w->writers == 0 && !n->changing) {
         /* Uploaded and closed: the object is the truth again, and the
-         * staging space goes back. Readers hold their own reference. */
+         * staging space goes back. Readers hold their own reference.
+         * (Not while an unlink or rename may still restore it.) What the
+         * file's last upload stored is the node's from now on, whoever
+         * uploaded it (a close, a directory rename, a retry). */
+        struct lf_obj_attr a;
+        if (lf_sfile_stored(w->sf, &a) && !lf_etag_same(a.etag, n->attr.etag)) {
+            a.last_modified = n->attr.last_modified;
+            n->attr = a;
+            n->attr_expiry = now() + ttl_of(fs, n);
+            n->attr_own = now();
+        }
         bool pinned = w->pinned;
         release_node(n);
         if (pinned)
@@ -975,6 +1054,8 @@ static int flush_node(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
     struct lf_obj_attr a;
     int rc = lf_sfile_flush(sf, &a);
     lf_meta_lock(fs->meta);
+    if (rc)
+        n->attr_expiry = 0; /* what the gateway holds now is unknown: ask again */
     if (!rc && wstate_of(n) && wstate_of(n)->sf == sf) {
         n->attr = a;
         n->attr_own = now();
@@ -995,9 +1076,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     struct lf_fs *fs = fs_of(req);
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     struct fuse_entry_param e;
-    struct change c;
+    struct change c = {0};
     struct lf_sfile *sf = NULL;
-    struct fileh *fh = calloc(1, sizeof(*fh));
+    struct fileh *fh = fileh_alloc();
     struct wstate *w = calloc(1, sizeof(*w));
     int rc = fh && w ? change_begin(fs, parent, name, &c) : -ENOMEM;
     if (!rc)
@@ -1016,7 +1097,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     if (n && wstate_of(n)) {
         /* The kernel thought the name free while we still stage a file
          * under it: that file is replaced, and keeps its own node for
-         * the descriptors that hold it. */
+         * the descriptors that hold it (a new file created over it, as
+         * O_CREAT without O_EXCL after our listing said it was gone). */
         old = wstate_of(n)->sf;
         lf_sfile_ref(old);
         lf_meta_detach(fs->meta, n);
@@ -1343,8 +1425,12 @@ static int tree_copy(void *arg)
         if (!rc)
             rc = t->fs->store->ops->copy(t->fs->store->ctx, t->repo, t->keys[i], to.data, NULL,
                                          etag);
-        if (!rc)
+        if (rc == -ENOENT) { /* deleted since the listing (another client): gone either way */
+            t->keys[i][0] = '\0';
+            rc = 0;
+        } else if (!rc) {
             t->copied++;
+        }
     }
     lf_buf_free(&to);
     return rc;
@@ -1356,6 +1442,8 @@ static int rename_tree(struct lf_fs *fs, const char *repo, const char *src, cons
     size_t deleted = 0;
     int rc = lf_staging_rename_prefix(fs->staging, repo, src, dst, tree_copy, &t);
     for (size_t i = 0; !rc && i < t.n; i++) {
+        if (!t.keys[i][0])
+            continue;
         rc = fs->store->ops->remove(fs->store->ctx, repo, t.keys[i]);
         if (!rc)
             deleted++;
@@ -1438,18 +1526,28 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     bool flushed = false; /* the staged content was stored under the new name: `stored` */
     int rc;
 
+    memset(&from, 0, sizeof(from));
     memset(&to, 0, sizeof(to));
     if (flags & RENAME_EXCHANGE) {
         fuse_reply_err(req, EINVAL);
         return;
     }
-    rc = change_begin(fs, parent, name, &from);
-    if (!rc)
-        rc = change_begin(fs, newparent, newname, &to);
-    if (!rc && strcmp(from.repo, to.repo) != 0)
-        rc = -EXDEV;
-    if (!rc)
-        rc = probe_name(fs, from.parent, name, &kind, &attr);
+    for (bool alone = false;; alone = true) {
+        ns_enter(fs, alone);
+        rc = change_begin_ns(fs, parent, name, &from, false);
+        if (!rc)
+            rc = change_begin_ns(fs, newparent, newname, &to, false);
+        if (!rc && strcmp(from.repo, to.repo) != 0)
+            rc = -EXDEV;
+        if (!rc)
+            rc = probe_name(fs, from.parent, name, &kind, &attr);
+        if (rc || kind != LF_DIR || alone)
+            break;
+        /* A directory: its keys move, nobody may hold one meanwhile. */
+        change_end(fs, &from);
+        change_end(fs, &to);
+        ns_leave(fs);
+    }
     if (rc)
         goto out;
     int trc = probe_name(fs, to.parent, newname, &tkind, &tattr);
@@ -1490,11 +1588,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
             change_mark(x);
         }
     }
+    bool tkeep = false;
     if (t && wstate_of(t)) {
         tsf = wstate_of(t)->sf;
         lf_sfile_ref(tsf);
+        tkeep = wstate_of(t)->writers > 0;
     }
     lf_meta_unlock(fs->meta);
+    /* Descriptors open on the replaced file keep it: they need its bytes
+     * before the name's object becomes the new one. */
+    if (tkeep && !lf_sfile_has_data(tsf) && lf_sfile_load(tsf) != 0)
+        lf_warn("rename onto %s: a descriptor still open on the old file cannot read it any "
+                "more", to.key.data);
     /* The replaced file is never uploaded again; an upload of it under
      * way lands before ours. */
     bool tpending = tsf && lf_sfile_discard(tsf);
@@ -1551,6 +1656,7 @@ out:
     fuse_reply_err(req, rc ? reply_errno(rc) : 0);
     change_end(fs, &from);
     change_end(fs, &to);
+    ns_leave(fs);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -1579,8 +1685,9 @@ static int set_object_meta(struct lf_fs *fs, struct lf_node *n, const struct lf_
     struct lf_buf key = LF_BUF_INIT;
     char etag[LF_ETAG_MAX];
     int rc = refresh_file(fs, n);
+    ns_enter(fs, false); /* the key stays the object's until the copy is done */
     lf_meta_lock(fs->meta);
-    wait_no_change(fs, n); /* the key must be the one the gateway has */
+    wait_no_change(fs, n);
     struct lf_put_meta cur = meta_of(fs, n);
     bool same = (n->attr.has & (LF_ATTR_MODE | LF_ATTR_UID | LF_ATTR_GID | LF_ATTR_MTIME)) ==
                     (LF_ATTR_MODE | LF_ATTR_UID | LF_ATTR_GID | LF_ATTR_MTIME) &&
@@ -1605,6 +1712,7 @@ static int set_object_meta(struct lf_fs *fs, struct lf_node *n, const struct lf_
         n->attr_own = now();
         lf_meta_unlock(fs->meta);
     }
+    ns_leave(fs);
     free(repo);
     lf_buf_free(&key);
     return rc;
@@ -1700,6 +1808,16 @@ reply:
 
 /* ---- files ------------------------------------------------------------------ */
 
+static struct fileh *fileh_alloc(void)
+{
+    struct fileh *fh = calloc(1, sizeof(*fh));
+    if (fh) {
+        pthread_mutex_init(&fh->lock, NULL);
+        fh->opened = now();
+    }
+    return fh;
+}
+
 static void fileh_free(struct lf_fs *fs, struct fileh *fh)
 {
     if (fh->reads) {
@@ -1712,6 +1830,13 @@ static void fileh_free(struct lf_fs *fs, struct fileh *fh)
                st.spliced, st.gets);
     }
     lf_reader_free(fh->reader);
+    for (struct retired *x = fh->retired, *next; x; x = next) {
+        next = x->next;
+        lf_reader_free(x->r);
+        free(x);
+    }
+    pthread_mutex_destroy(&fh->lock);
+    free(fh->rkey);
     lf_meta_lock(fs->meta);
     struct wstate *w = wstate_of(fh->node);
     /* A writer's handle holds the node's state (wstate_get): it is there. */
@@ -1758,7 +1883,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         rc = -EISDIR;
     if (rc)
         goto out;
-    if (!(fh = calloc(1, sizeof(*fh)))) {
+    if (!(fh = fileh_alloc())) {
         rc = -ENOMEM;
         goto out;
     }
@@ -1798,8 +1923,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         if (!rc)
             fh->reader = lf_reader_new(fs->cache, fs->store, fs->data_wq, repo, key.data, a.etag,
                                        a.size, &fs->ra);
-        if (!rc && !fh->reader)
+        if (!rc && (!fh->reader || !(fh->rkey = strdup(key.data))))
             rc = -ENOMEM;
+        snprintf(fh->retag, sizeof(fh->retag), "%s", a.etag);
         if (rc)
             goto out;
     }
@@ -1950,27 +2076,27 @@ static int *thread_pipe(void)
     return p;
 }
 
-/* Answers req from its reader's stream when that reader streams this
- * read; false when the caller must answer it another way. */
-static bool read_spliced(struct lf_fs *fs, fuse_req_t req, struct fileh *fh, size_t size,
-                         off_t off, const struct lf_read_ctl *ctl)
+/* Answers req from reader r's stream when r streams this read: 1 once
+ * answered, 0 when the caller must answer it another way, or a negative
+ * errno the caller answers. */
+static int read_spliced(struct lf_fs *fs, fuse_req_t req, struct fileh *fh,
+                        struct lf_reader *r, size_t size, off_t off,
+                        const struct lf_read_ctl *ctl)
 {
     struct pending_read pr = pending;
-    uint64_t osize = lf_reader_size(fh->reader);
+    uint64_t osize = lf_reader_size(r);
     int *p;
     if (osize < fs->ra.stream_min || (uint64_t)off >= osize || !pr.valid ||
         pr.off != (uint64_t)off || pr.size != size || pr.fh != (uintptr_t)fh ||
         !(p = thread_pipe()))
-        return false;
+        return 0;
     size_t n = osize - (uint64_t)off < size ? (size_t)(osize - (uint64_t)off) : size;
     struct fuse_out_header h = {.len = (uint32_t)(sizeof(h) + n), .unique = pr.unique};
-    ssize_t got = lf_reader_splice(fh->reader, n, (uint64_t)off, &h, sizeof(h), p, ctl);
+    ssize_t got = lf_reader_splice(r, n, (uint64_t)off, &h, sizeof(h), p, ctl);
     if (got == -EAGAIN)
-        return false;
-    if (got < 0) {
-        fuse_reply_err(req, reply_errno((int)got));
-        return true;
-    }
+        return 0;
+    if (got < 0)
+        return (int)got;
     count_read(fh, n);
     /* fh may be released as soon as the reply is out: it is not touched
      * after this. */
@@ -1979,7 +2105,7 @@ static bool read_spliced(struct lf_fs *fs, fuse_req_t req, struct fileh *fh, siz
     if (w == (ssize_t)h.len || (w < 0 && err == ENOENT)) {
         /* Answered, or the request went away (interrupted): nothing to say. */
         fuse_reply_none(req);
-        return true;
+        return 1;
     }
     /* Any other failure leaves the request unanswered and its reader
      * waiting in D state: answer it with an error (the kernel ignores
@@ -1988,7 +2114,7 @@ static bool read_spliced(struct lf_fs *fs, fuse_req_t req, struct fileh *fh, siz
             (long long)off, w < 0 ? strerror(err) : "short");
     lf_pipe_drain(p[0]);
     fuse_reply_err(req, EIO);
-    return true;
+    return 1;
 }
 
 void lf_fs_attach(struct lf_fs *fs, struct fuse_session *se)
@@ -2002,48 +2128,117 @@ void lf_fs_attach(struct lf_fs *fs, struct fuse_session *se)
     }
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                    struct fuse_file_info *fi)
+/* After a read met its object replaced or gone: the descriptor follows
+ * the file as a local one's would when the change is ours (this mount
+ * stored a new version, or stages one, since the descriptor was opened)
+ * or only moved it (a rename of it or of a directory above it: same
+ * bytes under another key). Any other change stays an error: never a mix
+ * of two versions of someone else's file. */
+static bool fh_follow(struct lf_fs *fs, struct fileh *fh)
 {
-    struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
-    struct lf_read_ctl ctl = {.cancelled = req_cancelled, .arg = req};
-    if (!(fh->sf && lf_sfile_has_data(fh->sf)) && fh->reader) {
-        if (fs_of(req)->splice && read_spliced(fs_of(req), req, fh, size, off, &ctl))
-            return;
+    struct lf_buf key = LF_BUF_INIT;
+    struct lf_obj_attr a;
+    char *repo = NULL;
+    bool follow = false, staged = false;
+    lf_meta_lock(fs->meta);
+    struct lf_node *n = fh->node;
+    struct wstate *w = wstate_of(n);
+    if (w && lf_sfile_has_data(w->sf)) {
+        pthread_mutex_lock(&fh->lock);
+        if (!fh->sf) {
+            lf_sfile_ref(w->sf);
+            __atomic_store_n(&fh->sf, w->sf, __ATOMIC_RELEASE);
+        }
+        pthread_mutex_unlock(&fh->lock);
+        staged = follow = true;
+    } else if (n->attr.etag[0] && lf_meta_attached(n) && node_key(fs, n, false, &key) == 0) {
+        a = n->attr;
+        pthread_mutex_lock(&fh->lock);
+        bool ours = n->attr_own > fh->opened && !lf_etag_same(a.etag, fh->retag);
+        bool moved = strcmp(key.data, fh->rkey) != 0 && lf_etag_same(a.etag, fh->retag);
+        pthread_mutex_unlock(&fh->lock);
+        follow = (ours || moved) && (repo = strdup(n->ref->repo)) != NULL;
+    }
+    lf_meta_unlock(fs->meta);
+    if (follow && !staged) {
+        struct lf_reader *r = lf_reader_new(fs->cache, fs->store, fs->data_wq, repo, key.data,
+                                            a.etag, a.size, &fs->ra);
+        struct retired *x = r ? malloc(sizeof(*x)) : NULL;
+        char *rkey = x ? strdup(key.data) : NULL;
+        follow = rkey != NULL;
+        if (follow) {
+            pthread_mutex_lock(&fh->lock);
+            x->r = fh->reader;
+            x->next = fh->retired;
+            fh->retired = x;
+            free(fh->rkey);
+            fh->rkey = rkey;
+            snprintf(fh->retag, sizeof(fh->retag), "%s", a.etag);
+            __atomic_store_n(&fh->reader, r, __ATOMIC_RELEASE);
+            pthread_mutex_unlock(&fh->lock);
+        } else {
+            lf_reader_free(r);
+            free(x);
+        }
+    }
+    free(repo);
+    lf_buf_free(&key);
+    return follow;
+}
+
+/* One try at answering a read: 0 once answered, else the errno to answer. */
+static int read_once(struct lf_fs *fs, fuse_req_t req, struct fileh *fh, size_t size, off_t off,
+                     const struct lf_read_ctl *ctl)
+{
+    struct lf_sfile *sf = fh_sf(fh);
+    struct lf_reader *r = fh_reader(fh);
+    bool staged = sf && lf_sfile_has_data(sf);
+    if (!staged && r) {
+        int s = fs->splice ? read_spliced(fs, req, fh, r, size, off, ctl) : 0;
+        if (s)
+            return s > 0 ? 0 : s;
         /* Straight from the cache blocks to the kernel: no copy here. */
         struct lf_pinned p;
-        int rc = lf_reader_pin(fh->reader, size, (uint64_t)off, &ctl, &p);
+        int rc = lf_reader_pin(r, size, (uint64_t)off, ctl, &p);
         if (rc == 0) {
             count_read(fh, p.len);
             /* fh may be released once the reply is out: touch only p. */
             fuse_reply_iov(req, p.iov, (int)p.nblocks);
             lf_reader_unpin(&p);
-            return;
+            return 0;
         }
-        if (rc != -EINVAL) {
-            fuse_reply_err(req, reply_errno(rc));
-            return;
-        }
+        if (rc != -EINVAL)
+            return rc;
     }
     char *buf = malloc(size ? size : 1);
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
+    if (!buf)
+        return -ENOMEM;
     ssize_t n;
-    if (fh->sf && lf_sfile_has_data(fh->sf))
-        n = lf_sfile_read(fh->sf, buf, size, (uint64_t)off);
-    else if (fh->reader)
-        n = lf_reader_read(fh->reader, buf, size, (uint64_t)off, &ctl);
+    if (staged)
+        n = lf_sfile_read(sf, buf, size, (uint64_t)off);
+    else if (r)
+        n = lf_reader_read(r, buf, size, (uint64_t)off, ctl);
     else
         n = -EIO; /* opened on staged data that was since discarded */
-    if (n < 0) {
-        fuse_reply_err(req, reply_errno((int)n));
-    } else {
+    if (n >= 0) {
         count_read(fh, (size_t)n);
         fuse_reply_buf(req, buf, (size_t)n);
     }
     free(buf);
+    return n < 0 ? (int)n : 0;
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct lf_fs *fs = fs_of(req);
+    struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
+    struct lf_read_ctl ctl = {.cancelled = req_cancelled, .arg = req};
+    int rc = read_once(fs, req, fh, size, off, &ctl);
+    if ((rc == -ESTALE || rc == -ENOENT) && fh_follow(fs, fh))
+        rc = read_once(fs, req, fh, size, off, &ctl);
+    if (rc)
+        fuse_reply_err(req, reply_errno(rc));
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -2061,6 +2256,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     now_realtime(&m.mtime);
     lf_sfile_set_meta(fh->sf, &m, false);
     ssize_t n = lf_sfile_write(fh->sf, buf, size, (uint64_t)off);
+    if (n < 0)
+        lf_warn("write of %zu bytes at %lld to %s: %s", size, (long long)off, fh->node->name,
+                strerror((int)-n));
     if (n >= 0) {
         lf_meta_lock(fs->meta);
         fh->node->attr.mtime = m.mtime;
@@ -2085,21 +2283,27 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  * nobody's (a discarded file flushes as a no-op). */
 static int sync_handle(struct lf_fs *fs, struct fileh *fh)
 {
-    return fh->sf ? flush_node(fs, fh->node, fh->sf) : 0;
+    struct lf_sfile *sf = fh_sf(fh);
+    return sf ? flush_node(fs, fh->node, sf) : 0;
+}
+
+static void reply_sync(fuse_req_t req, struct fileh *fh, const char *what, int rc)
+{
+    if (rc)
+        lf_warn("%s of %s: %s (the data stays staged)", what, fh->node->name, strerror(-rc));
+    fuse_reply_err(req, rc ? reply_errno(rc) : 0);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
-    int rc = fh->write ? sync_handle(fs_of(req), fh) : 0;
-    fuse_reply_err(req, rc ? reply_errno(rc) : 0);
+    reply_sync(req, fh, "close", fh->write ? sync_handle(fs_of(req), fh) : 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     struct fileh *fh = (struct fileh *)(uintptr_t)fi->fh;
-    int rc = sync_handle(fs_of(req), fh);
-    fuse_reply_err(req, rc ? reply_errno(rc) : 0);
+    reply_sync(req, fh, "fsync", sync_handle(fs_of(req), fh));
 }
 
 /* ---- directories ------------------------------------------------------------ */
@@ -2138,8 +2342,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
             d->done = true;
         } else {
             d->listing = lf_listing_new();
-            if (d->listing)
+            if (d->listing) {
                 d->listing->started = now();
+                d->listing->changes = n->changes;
+            }
             d->changes = n->changes;
             rc = d->listing ? dir_location(fs, n, &repo, &d->prefix) : -ENOMEM;
         }
@@ -2260,7 +2466,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         }
         memset(&e, 0, sizeof(e));
         e.ino = c->ino;
-        e.attr_timeout = e.entry_timeout = ttl_of(fs, c);
+        /* A detached node (see child_from_dent) is asked about again. */
+        e.attr_timeout = e.entry_timeout = lf_meta_attached(c) ? ttl_of(fs, c) : 0;
         fill_stat(fs, c, &e.attr);
         need = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e, o + 1)
                     : fuse_add_direntry(req, buf + pos, size - pos, de->name, &e.attr, o + 1);
@@ -2460,6 +2667,13 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
         return NULL;
     }
     pthread_cond_init(&fs->changed, NULL);
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    /* Writer preference: a directory rename is not starved by a stream
+     * of creates. */
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fs->ns, &ra);
+    pthread_rwlockattr_destroy(&ra);
     fs->uid = getuid();
     fs->gid = getgid();
     clock_gettime(CLOCK_REALTIME, &fs->started);
@@ -2564,6 +2778,7 @@ void lf_fs_free(struct lf_fs *fs)
     lf_staging_free(fs->staging);
     lf_bcache_free(fs->cache);
     pthread_cond_destroy(&fs->changed);
+    pthread_rwlock_destroy(&fs->ns);
     free(fs->subdir);
     free(fs);
 }

@@ -219,6 +219,20 @@ struct lf_node *lf_meta_child_get(struct lf_meta *m, struct lf_node *parent,
     return n;
 }
 
+struct lf_node *lf_meta_child_detached(struct lf_meta *m, struct lf_node *parent,
+                                       const char *name, enum lf_kind kind,
+                                       struct lf_refinfo *ref)
+{
+    if (m->count >= m->nbuckets && grow(m) != 0)
+        return NULL;
+    struct lf_node *n = node_alloc(m, parent, name, kind, ref);
+    if (n) {
+        insert(m, n);
+        unlink_name(m, n);
+    }
+    return n;
+}
+
 static void maybe_free(struct lf_meta *m, struct lf_node *n)
 {
     while (n && n != m->root && n->nlookup == 0 && n->pins == 0) {
@@ -493,6 +507,7 @@ static int listing_unshare(struct lf_listing **lp)
     c->complete = l->complete;
     c->expiry = l->expiry;
     c->started = l->started;
+    c->changes = l->changes;
     lf_listing_put(l);
     *lp = c;
     return 0;

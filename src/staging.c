@@ -74,6 +74,7 @@ struct lf_sfile {
     pthread_mutex_t lock;
     pthread_cond_t cond;          /* inflight part jobs finished */
     pthread_mutex_t flush_lock;
+    pthread_mutex_t manifest_lock; /* write_manifest, one at a time */
 
     char *bucket, *key;
     char *path, *manifest;        /* data file and its manifest */
@@ -85,6 +86,7 @@ struct lf_sfile {
     bool discarded;               /* unlinked or replaced: never upload */
     bool manifest_written;
     unsigned gen;                 /* bumped by every change */
+    unsigned writing;             /* writes whose bytes may be in before their gen bump */
     uint64_t size;
     uint64_t charged;             /* bytes counted against s->used */
     bool sequential;              /* every write so far at the end */
@@ -146,11 +148,16 @@ static void count(struct lf_staging *s, uint64_t *counter)
 static int write_manifest(struct lf_sfile *f)
 {
     struct lf_buf b = LF_BUF_INIT, tmp = LF_BUF_INIT;
+    /* One at a time, each with what the file is now: a rename and a first
+     * write may both write it, and the last one must name the new key. */
+    pthread_mutex_lock(&f->manifest_lock);
+    pthread_mutex_lock(&f->lock);
     /* The base ETag lets recovery tell our stale bytes from a newer
      * object someone else wrote since. */
     const char *base = f->has_base ? f->base.etag : "";
     int rc = lf_buf_printf(&b, MANIFEST_MAGIC "%zu %s\n%zu %s\n%zu %s\n", strlen(f->bucket),
                            f->bucket, strlen(f->key), f->key, strlen(base), base);
+    pthread_mutex_unlock(&f->lock);
     if (!rc)
         rc = lf_buf_printf(&tmp, "%s.tmp", f->manifest);
     if (rc)
@@ -168,10 +175,11 @@ static int write_manifest(struct lf_sfile *f)
         rc = -errno;
     if (rc) {
         unlink(tmp.data);
-        lf_err("staging %s/%s: cannot write manifest %s: %s", f->bucket, f->key, f->manifest,
+        lf_err("staging %s: cannot write its manifest %s: %s", f->path, f->manifest,
                strerror(-rc));
     }
 out:
+    pthread_mutex_unlock(&f->manifest_lock);
     lf_buf_free(&b);
     lf_buf_free(&tmp);
     return rc;
@@ -267,6 +275,7 @@ static void init_locks(struct lf_sfile *f)
     pthread_mutex_init(&f->lock, NULL);
     pthread_cond_init(&f->cond, NULL);
     pthread_mutex_init(&f->flush_lock, NULL);
+    pthread_mutex_init(&f->manifest_lock, NULL);
 }
 
 int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
@@ -371,6 +380,7 @@ static void destroy(struct lf_sfile *f)
     pthread_mutex_destroy(&f->lock);
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->flush_lock);
+    pthread_mutex_destroy(&f->manifest_lock);
     free(f->upload_id);
     free(f->parts);
     free(f->bucket);
@@ -501,6 +511,8 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
         return 0;
     pthread_mutex_lock(&f->lock);
     rc = charge(f, off + len);
+    if (!rc)
+        f->writing++;
     pthread_mutex_unlock(&f->lock);
     if (rc)
         return rc;
@@ -510,6 +522,7 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
     ssize_t w = pwrite(f->fd, buf, len, (off_t)off);
     int err = errno;
     pthread_mutex_lock(&f->lock);
+    f->writing--;
     if (w > 0) {
         uint64_t end = off + (uint64_t)w;
         if (off != f->size)
@@ -916,7 +929,9 @@ static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
 int lf_sfile_flush(struct lf_sfile *f, struct lf_obj_attr *out)
 {
     int rc = 0;
+    unsigned tries = 0;
     pthread_mutex_lock(&f->flush_lock);
+again:
     pthread_mutex_lock(&f->lock);
     bool dirty = f->dirty; /* never set once discarded */
     unsigned gen = f->gen;
@@ -944,6 +959,26 @@ int lf_sfile_flush(struct lf_sfile *f, struct lf_obj_attr *out)
         rc = upload_single(f, size, &meta, key, etag);
     } else {
         rc = upload_multipart(f, size, key, &meta, etag);
+    }
+    pthread_mutex_lock(&f->lock);
+    /* A write under way may have put bytes in that its gen bump will
+     * announce only later: it counts as a change already. */
+    bool changed = f->gen != gen || f->writing > 0;
+    pthread_mutex_unlock(&f->lock);
+    if (rc && changed) {
+        /* Written while it went up (another descriptor): what was hashed
+         * is not what was sent. Send the current content; if it keeps
+         * changing, its writers are still at work, and the last of them
+         * to close stores it and hears how that went. */
+        free(key);
+        key = NULL;
+        if (++tries < 3) {
+            lf_info("%s/%s changed while it was uploaded; sending it again", f->bucket, f->path);
+            goto again;
+        }
+        lf_info("%s changes faster than it uploads; its last writer's close stores it", f->path);
+        rc = 0;
+        goto done;
     }
     if (rc) {
         count(f->s, &f->s->failures);
@@ -1030,6 +1065,22 @@ int lf_sfile_load(struct lf_sfile *f)
     int rc = load(f);
     pthread_mutex_unlock(&f->flush_lock);
     return rc;
+}
+
+bool lf_sfile_stored(struct lf_sfile *f, struct lf_obj_attr *out)
+{
+    pthread_mutex_lock(&f->lock);
+    bool v = f->has_base && !f->dirty && !f->discarded;
+    if (v) {
+        *out = f->base;
+        out->has |= f->meta.has;
+        out->mode = f->meta.mode;
+        out->uid = f->meta.uid;
+        out->gid = f->meta.gid;
+        out->mtime = f->meta.mtime;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return v;
 }
 
 bool lf_sfile_dirty_gen(struct lf_sfile *f, unsigned *gen)
@@ -1130,13 +1181,14 @@ int lf_staging_rename_prefix(struct lf_staging *s, const char *bucket, const cha
         pthread_mutex_unlock(&v[i]->lock);
         int r = nk ? lf_sfile_rename(v[i], nk, dirty[i] ? NULL : &gens[i]) : -ENOMEM;
         free(nk);
-        /* A clean file written while the copy ran: its upload went to the
-         * old key, which is about to be deleted; the new one gets it now.
-         * (Files pending before the rename wait for their writers.) */
-        if (r == 1 && !dirty[i])
-            r = lf_sfile_flush(v[i], NULL);
         if (r < 0 && !rc)
             rc = r;
+        /* Pending under the new key: stored now. Its writers may have
+         * closed while the copy ran (their upload went to the old key,
+         * about to be deleted), and then nobody else would; an active
+         * writer's close sends it again. A failure keeps it staged. */
+        if (r == 1)
+            lf_sfile_flush(v[i], NULL);
     }
     for (size_t i = 0; i < n; i++)
         lf_sfile_unref(v[i]);

@@ -49,6 +49,7 @@ struct lf_listing {
     bool complete;
     double expiry;  /* monotonic seconds; INFINITY for commits */
     double started; /* when its first page was asked for (monotonic) */
+    unsigned changes; /* its directory's own-change count it reflects */
 };
 
 struct lf_node {
@@ -94,6 +95,12 @@ struct lf_node *lf_meta_child(struct lf_meta *m, struct lf_node *parent,
 struct lf_node *lf_meta_child_get(struct lf_meta *m, struct lf_node *parent,
                                   const char *name, enum lf_kind kind,
                                   struct lf_refinfo *ref);
+/* A node for a name that is not (or no longer) the parent's: reachable
+ * by inode number only, as a detached one (a listing older than our own
+ * change of the name hands it out). */
+struct lf_node *lf_meta_child_detached(struct lf_meta *m, struct lf_node *parent,
+                                       const char *name, enum lf_kind kind,
+                                       struct lf_refinfo *ref);
 /* Drops n kernel lookups; frees the node (and unpins its parent) when
  * nothing refers to it any more. */
 void lf_meta_forget(struct lf_meta *m, struct lf_node *n, uint64_t count);

@@ -95,6 +95,9 @@ bool lf_sfile_discarded(struct lf_sfile *f);
 /* Fetches the object's bytes into the staging file now (before its name
  * is deleted on the gateway, for a descriptor that still needs them). */
 int lf_sfile_load(struct lf_sfile *f);
+/* What its key holds on the gateway (size, ETag, metadata), when nothing
+ * is pending and it was stored or loaded from there. */
+bool lf_sfile_stored(struct lf_sfile *f, struct lf_obj_attr *out);
 /* Whether an upload is pending, and the generation (bumped by every
  * change) the file is at. */
 bool lf_sfile_dirty_gen(struct lf_sfile *f, unsigned *gen);

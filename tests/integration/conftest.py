@@ -121,6 +121,8 @@ def lakefuse_env(access_key, secret_key, extra=None, san_dir=None):
         env["UBSAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("UBSAN_OPTIONS"),
                                                        "print_stacktrace=1",
                                                        f"log_path={san_dir}/ubsan"]))
+        env["TSAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("TSAN_OPTIONS"),
+                                                      f"log_path={san_dir}/tsan"]))
     env.update(extra or {})
     return env
 
