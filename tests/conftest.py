@@ -3,6 +3,11 @@
 Every integration suite (tests/sim, tests/integration) reuses the `lakefs`
 fixture below. It starts tests/lakefs_sim/server.py on a free loopback port
 in a temporary data directory and stops it (by PID) when the session ends.
+
+Under CI (CI=true in the environment, as .ci/run sets it) a skipped test is
+a failed one: CI's machine is set up to run every test, so a skip there
+means something it needs went missing, and a green run must not hide that.
+Elsewhere a skip stays a skip, with its reason in the summary (-rs).
 """
 import json
 import os
@@ -24,6 +29,20 @@ PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.execu
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def under_ci():
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and under_ci() and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = (f"skipped under CI=true, where every test must run: {reason}")
 
 
 def boto_config(**kw):

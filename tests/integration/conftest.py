@@ -21,8 +21,12 @@ stderr, its --log-file or its sanitizer log files. A watchdog per mount
 lazily unmounts and SIGKILLs the daemon after `watchdog` seconds, so a hung
 daemon fails the test instead of blocking the run forever.
 
-The whole directory is skipped, with the reason, when /dev/fuse or
-fusermount3 is missing or build/lakefuse does not yet support `mount`.
+Every test is skipped, with the reason, when this machine has no usable FUSE
+(/dev/fuse, or $LAKEFUSE_FUSE_DEV, missing or not read-writable; fusermount3
+missing); under CI=true those skips are failures (tests/conftest.py). A
+binary that is missing or cannot run (`lakefuse mount --help` fails) fails
+every test everywhere: a daemon broken at start must never look like a
+machine without FUSE.
 Run with Debian's python: /usr/bin/python3 -m pytest tests/integration
 """
 import os
@@ -56,35 +60,42 @@ def pytest_configure(config):
         "markers", "slow: takes tens of seconds; still part of the default run")
 
 
-_unavailable_reason = None
-_checked = False
+# The FUSE device the machine offers; tests of this check point it elsewhere.
+FUSE_DEV = os.environ.get("LAKEFUSE_FUSE_DEV", "/dev/fuse")
+_checked = {}
 
 
 def unavailable_reason():
-    """Why the mount tests cannot run here, or None."""
-    global _checked, _unavailable_reason
-    if _checked:
-        return _unavailable_reason
-    _checked = True
-    reason = None
-    if not os.path.exists("/dev/fuse"):
-        reason = "/dev/fuse is missing (no FUSE in this environment)"
-    elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        reason = "/dev/fuse is not readable and writable by this user"
-    elif not shutil.which("fusermount3"):
-        reason = "fusermount3 is not installed (apt-get install fuse3)"
-    elif not os.path.exists(BINARY):
-        reason = f"{BINARY} is not built (cmake --build build)"
-    else:
-        try:
-            r = subprocess.run([str(BINARY), "mount", "--help"], capture_output=True, timeout=10)
-            if r.returncode != 0:
-                reason = (f"{BINARY} does not support `mount` yet "
-                          f"(`lakefuse mount --help` exited {r.returncode})")
-        except (OSError, subprocess.TimeoutExpired) as e:
-            reason = f"{BINARY} cannot be run: {e}"
-    _unavailable_reason = reason
-    return reason
+    """Why this machine cannot mount FUSE filesystems, or None."""
+    if "fuse" not in _checked:
+        reason = None
+        if not os.path.exists(FUSE_DEV):
+            reason = f"{FUSE_DEV} is missing (no FUSE in this environment)"
+        elif not os.access(FUSE_DEV, os.R_OK | os.W_OK):
+            reason = f"{FUSE_DEV} is not readable and writable by this user"
+        elif not shutil.which("fusermount3"):
+            reason = "fusermount3 is not installed (apt-get install fuse3)"
+        _checked["fuse"] = reason
+    return _checked["fuse"]
+
+
+def broken_binary_reason():
+    """Why the lakefuse binary under test cannot run, or None."""
+    if "binary" not in _checked:
+        reason = None
+        if not os.path.exists(BINARY):
+            reason = f"{BINARY} is not built (scripts/build.sh)"
+        else:
+            try:
+                r = subprocess.run([str(BINARY), "mount", "--help"], capture_output=True,
+                                   timeout=60)
+                if r.returncode != 0:
+                    reason = (f"`{BINARY} mount --help` exited {r.returncode}: "
+                              f"{r.stderr.decode(errors='replace')[-2000:]}")
+            except (OSError, subprocess.TimeoutExpired) as e:
+                reason = f"{BINARY} cannot be run: {e}"
+        _checked["binary"] = reason
+    return _checked["binary"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -99,6 +110,9 @@ def _pipes_for_splice():
 
 @pytest.fixture(autouse=True)
 def _require_fuse():
+    broken = broken_binary_reason()
+    if broken:
+        pytest.fail(f"the lakefuse binary cannot run: {broken}", pytrace=False)
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
