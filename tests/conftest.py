@@ -12,6 +12,7 @@ Elsewhere a skip stays a skip, with its reason in the summary (-rs).
 import json
 import os
 import pathlib
+import random
 import signal
 import subprocess
 import sys
@@ -27,8 +28,22 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SERVER = ROOT / "tests" / "lakefs_sim" / "server.py"
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
+# The seed of every simulator's fault draw in this session: printed in the
+# header, and LAKEFUSE_SIM_SEED=N replays a run's faults (same requests in
+# the same order, same faults).
+SIM_SEED = int(os.environ.get("LAKEFUSE_SIM_SEED") or random.SystemRandom().randrange(1, 2 ** 31))
+
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def pytest_report_header(config):
+    return f"lakefs_sim fault seed: {SIM_SEED} (LAKEFUSE_SIM_SEED={SIM_SEED} replays it)"
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"lakefs_sim fault seed {SIM_SEED}: "
+                                f"LAKEFUSE_SIM_SEED={SIM_SEED} replays this run's faults")
 
 
 def under_ci():
@@ -93,6 +108,8 @@ class Sim:
                 "--data-dir", str(self.data_dir),
                 "--access-key-id", self.access_key,
                 "--secret-access-key", self.secret_key] + self.extra_args
+        if "--seed" not in self.extra_args:
+            args += ["--seed", str(SIM_SEED)]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
                                      stderr=self._log)
@@ -188,11 +205,21 @@ class Sim:
     def reset_stats(self):
         self._http("POST", "/_sim/stats/reset", auth=False)
 
-    def set_faults(self, fail_rate=0.0, latency_ms=0):
-        status, _ = self._http("POST", "/_sim/faults",
-                               {"fail_rate": fail_rate, "latency_ms": latency_ms},
-                               auth=False)
-        assert status == 200
+    def set_faults(self, fail_rate=0.0, latency_ms=0, kinds=None, rules=(), seed=None):
+        """Sets every fault knob (tests/lakefs_sim/knobs.py): kinds None is
+        the default (before-work) kinds; rules replace those in force; a
+        seed restarts the random draw. set_faults() turns all faults off."""
+        doc = {"fail_rate": fail_rate, "latency_ms": latency_ms, "kinds": kinds,
+               "rules": list(rules)}
+        if seed is not None:
+            doc["seed"] = seed
+        status, body = self._http("POST", "/_sim/faults", doc, auth=False)
+        assert status == 200, body
+        return body
+
+    def faults(self):
+        """The fault settings in force, spent rules gone."""
+        return self._http("GET", "/_sim/faults", auth=False)[1]
 
     # -- lakeFS conveniences ---------------------------------------------
     def create_repo(self, name, default_branch="main"):
