@@ -14,6 +14,8 @@ import signal
 import socketserver
 import subprocess
 import sys
+import pathlib
+import tempfile
 import threading
 import time
 
@@ -485,22 +487,70 @@ def test_staging_is_private(lakefs, repo, s3, mount):
     f.close()
 
 
-def test_other_users_see_nothing_without_allow_other(lakefs, repo, s3, mount):
-    s3.put_object(Bucket=repo, Key="main/a.txt", Body=b"a")
-    m = mount(uri(repo))
+NOBODY = 65534
+
+
+def errno_as_nobody(path):
+    """Lists path as uid/gid 65534 in a forked child; returns 0 or the
+    errno the listing failed with (255: the child could not become that
+    user)."""
     pid = os.fork()
     if pid == 0:
+        code = 254
         try:
-            os.setgid(65534)
-            os.setuid(65534)
-            os.listdir(m.path)
-            os._exit(1)
-        except PermissionError:
-            os._exit(0)
-        except BaseException:
-            os._exit(2)
+            try:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            except OSError:
+                os._exit(255)
+            os.listdir(path)
+            code = 0
+        except OSError as e:
+            code = e.errno if 0 < e.errno < 250 else 253
+        finally:
+            os._exit(code)
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.fixture
+def public_dir():
+    """A directory every user can reach (pytest's own tmp dirs are 0700,
+    so there another user is refused before any mount is involved);
+    removed (empty directories only: never a live mount) at teardown."""
+    d = tempfile.mkdtemp(prefix="lakefuse-public-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield pathlib.Path(d)
+    for sub in sorted(pathlib.Path(d).iterdir(), reverse=True):
+        try:
+            sub.rmdir()
+        except OSError:
+            pass
+    try:
+        os.rmdir(d)
+    except OSError:
+        pass
+
+
+def test_other_users_see_nothing_without_allow_other(public_dir, lakefs, repo, s3, mount):
+    """Another user can reach the mount point, is refused by the mount
+    (EACCES) while the owner lists it, and gets in once the mount has
+    allow_other: the refusal is the mount's, not a directory's mode."""
+    if os.geteuid() != 0:
+        pytest.skip("acting as another user needs root")
+    s3.put_object(Bucket=repo, Key="main/a.txt", Body=b"a")
+    private, shared = public_dir / "private", public_dir / "shared"
+    for d in (private, shared):
+        d.mkdir()
+        os.chmod(d, 0o755)
+        assert errno_as_nobody(d) == 0, "the mount point itself is not reachable"
+    m = mount(uri(repo), mountpoint=private)
+    assert os.listdir(m.path) == ["main"]
+    assert errno_as_nobody(m.path) == errno.EACCES
+    m2 = mount(uri(repo), "-o", "allow_other", mountpoint=shared)
+    assert errno_as_nobody(m2.path) == 0
+    assert errno_as_nobody(m2.path / "main") == 0
 
 
 def make_ca(tmp, name):
