@@ -255,14 +255,22 @@ class Mount:
 class BgResult:
     """The outcome of `lakefuse mount` in background mode."""
 
-    def __init__(self, path, returncode, stdout, stderr, elapsed, live_on_return, mount):
+    def __init__(self, path, returncode, stdout, stderr, elapsed, live_on_return, mount,
+                 log_path=None):
         self.path = path
+        self.log_path = log_path
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
         self.elapsed = elapsed
         self.live_on_return = live_on_return
         self.mount = mount
+
+    def log(self):
+        try:
+            return pathlib.Path(self.log_path).read_text(errors="replace")
+        except (TypeError, FileNotFoundError):
+            return ""
 
     def __repr__(self):
         return (f"BgResult(rc={self.returncode}, elapsed={self.elapsed:.2f}s, "
@@ -368,7 +376,7 @@ class MountFactory:
             m.pid = pids[0] if pids else None
             self.mounts.append(m)
             m.arm_watchdog(watchdog)
-        res = BgResult(mnt, rc, out, errtext, elapsed, live, m)
+        res = BgResult(mnt, rc, out, errtext, elapsed, live, m, log)
         if check:
             assert rc == 0, f"background mount failed: {res}"
             assert live, f"`lakefuse mount` returned before the mount was live: {res}"

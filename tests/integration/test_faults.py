@@ -18,6 +18,7 @@ import pathlib
 import tempfile
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -442,33 +443,77 @@ def test_endless_or_trickled_listings_end_with_eio(hostile, mount):
 
 
 # ------------------------------------------------------------ security
-def test_secret_key_never_leaks(lakefs, repo, s3, mount):
+def secret_found(secret, outputs):
+    """Names of the outputs (name -> bytes) that hold the secret, as it is
+    or percent-encoded."""
+    forms = {secret.encode(), urllib.parse.quote(secret, safe="").encode()}
+    return [name for name, data in outputs.items() if any(f in data for f in forms)]
+
+
+def daemon_outputs(m):
+    """Everything a mount's daemon wrote: log, stderr, sanitizer reports,
+    every file under its cache directory."""
+    out = {"log": m.log().encode(), "stderr": m.stderr().encode()}
+    for p in sorted(m.san_dir.iterdir()) if m.san_dir.is_dir() else []:
+        out[f"sanitizer {p.name}"] = p.read_bytes()
+    cache = pathlib.Path(m.cmd[m.cmd.index("--cache-dir") + 1])
+    for p in sorted(cache.rglob("*")) if cache.is_dir() else []:
+        if p.is_file():
+            out[f"cache {p.relative_to(cache)}"] = p.read_bytes()
+    return out
+
+
+def requests_seen(lakefs):
+    return sum(lakefs.stats()["requests"].values())
+
+
+def test_secret_key_never_leaks(lakefs, repo, s3, mount, mount_bg):
+    """The real secret signs the requests of a busy mount at debug level
+    (reads, writes, listings, uploads that fail and stay staged) and of a
+    mount the gateway rejects: it is in no output, log, sanitizer report,
+    cache file or command line of any of them; a rejected wrong secret is
+    not echoed either."""
+    secret = lakefs.secret_key
     s3.put_object(Bucket=repo, Key="main/a.txt", Body=b"a")
     m = mount(uri(repo), "--retries", "1", "--timeout", "5")
     (m.path / "main" / "w.txt").write_bytes(b"w")
-    os.listdir(m.path / "main")
+    assert get(s3, repo, "main/w.txt") == b"w"      # signed with the secret, accepted
+    assert sorted(os.listdir(m.path / "main")) == ["a.txt", "w.txt"]
+    assert (m.path / "main" / "a.txt").read_bytes() == b"a"
+    cmdline = open(f"/proc/{m.pid}/cmdline", "rb").read()
     lakefs.set_faults(fail_rate=1.0)
     try:
-        try:
+        with pytest.raises(OSError):
             (m.path / "main" / "x.txt").write_bytes(b"x")
-        except OSError:
-            pass
     finally:
-        lakefs.set_faults(fail_rate=0.0)
-    pid = m.pid or m.proc.pid
-    cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
-    assert lakefs.secret_key.encode() not in cmdline
-    log = m.log()
-    assert "debug" in log and lakefs.secret_key not in log
-    # a rejected secret: the message says so without echoing it
-    bad = "wrong" + lakefs.secret_key[5:]
-    r = subprocess.run([str(BINARY), "mount", "--endpoint", lakefs.endpoint, "--log-level",
-                        "debug", uri(repo), str(m.path) + "-x"], capture_output=True,
-                       text=True, timeout=60,
-                       env=dict(os.environ, AWS_ACCESS_KEY_ID=lakefs.access_key,
-                                AWS_SECRET_ACCESS_KEY=bad))
-    assert r.returncode != 0
-    assert bad not in r.stderr and lakefs.secret_key not in r.stderr
+        lakefs.set_faults()
+    problems = m.unmount()           # its last words (and the staged upload) included
+    assert not problems, problems
+    outputs = daemon_outputs(m)
+    outputs["cmdline"] = cmdline
+    assert "debug" in m.log()
+    assert secret_found(secret, outputs) == []
+
+    # The real secret with an access key the gateway does not know: it
+    # signs, the gateway refuses.
+    before = requests_seen(lakefs)
+    res = mount_bg(uri(repo), access_key="AKIANOTAKNOWNKEY0000", timeout=60)
+    assert res.returncode not in (0, None), res
+    assert requests_seen(lakefs) > before, "the mount never reached the gateway"
+    assert re.search(r"credential|access|denied|key", res.stderr, re.I), res.stderr
+    rejected = {"stdout": res.stdout.encode(), "stderr": res.stderr.encode(),
+                "log": res.log().encode()}
+    assert secret_found(secret, rejected) == []
+
+    # A wrong secret: signs, refused, and neither it nor the real one shows.
+    bad = "wrong" + secret[5:]
+    before = requests_seen(lakefs)
+    res = mount_bg(uri(repo), secret_key=bad, timeout=60)
+    assert res.returncode not in (0, None), res
+    assert requests_seen(lakefs) > before, "the mount never reached the gateway"
+    rejected = {"stdout": res.stdout.encode(), "stderr": res.stderr.encode(),
+                "log": res.log().encode()}
+    assert secret_found(bad, rejected) == [] and secret_found(secret, rejected) == []
 
 
 def test_staging_is_private(lakefs, repo, s3, mount):
