@@ -1,13 +1,16 @@
 """Fixtures for the lakefuse integration tests (real FUSE mounts against the
 local lakeFS gateway simulator of tests/conftest.py).
 
-  mount(uri=None, *extra_args, foreground=True, ...) -> Mount
+  mount(uri=None, *extra_args, foreground=True, mountpoint=None, cache=None, ...)
+      -> Mount
       Starts `build/lakefuse mount --foreground --endpoint <sim> --cache-dir
       <tmp> --log-file <tmp>/lakefuse.log --log-level debug [extra] [uri]
       <tmp mountpoint>` with the credentials in the environment (never on
       argv), waits (bounded) until the mount is live and returns a Mount
       (.path, .proc, .pid, .log_path, .stderr_path, .log()).
-      With foreground=False it is mount_bg(..., check=True).mount.
+      With foreground=False it is mount_bg(..., check=True).mount. A
+      mountpoint or cache directory may be given (a second mount where a
+      killed daemon left a stale one: live means a daemon answers there).
   mount_bg(uri=None, *extra_args, ...) -> BgResult
       Runs `lakefuse mount` WITHOUT --foreground and records whether the
       mount was live the moment the command returned (.returncode, .stdout,
@@ -116,6 +119,20 @@ def _require_fuse():
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
+
+
+def answers(path):
+    """Whether a daemon answers statfs at path. Only for a mount point that
+    had a mount before ours started (a killed daemon's, which the new one
+    clears): mountinfo cannot tell that one from ours, since device numbers
+    and mount IDs are reused. Checked before is_mounted, so the moment
+    between the old mount's removal and the new one's arrival is not taken
+    for a live mount. The watchdog covers a daemon that hangs the call."""
+    try:
+        os.statvfs(path)
+        return True
+    except OSError:
+        return False
 
 
 def lakefuse_env(access_key, secret_key, extra=None, san_dir=None):
@@ -318,16 +335,19 @@ class MountFactory:
         return lakefuse_env(ak, sk, env, san)
 
     def __call__(self, uri=None, *extra_args, foreground=True, endpoint=None,
-                 access_key=None, secret_key=None, env=None, mountpoint=None,
+                 access_key=None, secret_key=None, env=None, mountpoint=None, cache=None,
                  timeout=MOUNT_TIMEOUT, watchdog=DEFAULT_WATCHDOG):
         if not foreground:
             return self.background(uri, *extra_args, endpoint=endpoint, access_key=access_key,
                                    secret_key=secret_key, env=env, mountpoint=mountpoint,
-                                   watchdog=watchdog, check=True).mount
-        mnt, cache, log, err, san = self._paths()
+                                   cache=cache, watchdog=watchdog, check=True).mount
+        mnt, cache_dir, log, err, san = self._paths()
         if mountpoint is not None:
             mnt = pathlib.Path(mountpoint)
-        cmd = self._cmd(uri, extra_args, True, endpoint, mnt, cache, log)
+        if cache is not None:
+            cache_dir = pathlib.Path(cache)
+        stale = is_mounted(mnt)
+        cmd = self._cmd(uri, extra_args, True, endpoint, mnt, cache_dir, log)
         m = Mount(mnt, cmd, log, err, san, foreground=True)
         with open(err, "wb") as errf:
             m.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
@@ -337,7 +357,7 @@ class MountFactory:
         m.arm_watchdog(watchdog)        # also covers a daemon that hangs the first stat
         deadline = time.monotonic() + timeout
         while True:
-            if is_mounted(mnt) and os.path.ismount(mnt):
+            if (not stale or answers(mnt)) and is_mounted(mnt) and os.path.ismount(mnt):
                 break
             if m.proc.poll() is not None:
                 m.expect_nonzero_exit = True
@@ -349,13 +369,14 @@ class MountFactory:
         return m
 
     def background(self, uri=None, *extra_args, endpoint=None, access_key=None,
-                   secret_key=None, env=None, mountpoint=None, timeout=60,
+                   secret_key=None, env=None, mountpoint=None, cache=None, timeout=60,
                    watchdog=DEFAULT_WATCHDOG, check=False):
         """Runs `lakefuse mount` without --foreground. With check, asserts it
         succeeded and that the mount was live when the command returned."""
-        mnt, cache, log, err, san = self._paths()
+        mnt, cache_dir, log, err, san = self._paths()
         if mountpoint is not None:
             mnt = pathlib.Path(mountpoint)
+        cache = pathlib.Path(cache) if cache is not None else cache_dir
         cmd = self._cmd(uri, extra_args, False, endpoint, mnt, cache, log)
         t0 = time.monotonic()
         try:

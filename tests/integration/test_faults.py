@@ -195,28 +195,26 @@ def test_killed_daemon_leaves_staged_files_that_the_next_mount_uploads(lakefs, r
     finally:
         lakefs.set_faults(fail_rate=0.0)
     # The old mount point answers "Transport endpoint is not connected"
-    # until the next mount clears it with a message.
-    res = subprocess.run([str(BINARY), "mount", "--endpoint", lakefs.endpoint, "--cache-dir",
-                          cache, "--log-file", cache + "/second.log", uri(repo), str(m.path)],
-                         capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, AWS_ACCESS_KEY_ID=lakefs.access_key,
-                                  AWS_SECRET_ACCESS_KEY=lakefs.secret_key))
-    try:
-        assert res.returncode == 0, res.stderr
-        assert "stale mount" in res.stderr
-        assert "Transport endpoint" not in res.stderr
-        def uploaded():
-            try:
-                return get(s3, repo, "main/new.txt") == b"never uploaded"
-            except s3.exceptions.NoSuchKey:
-                return False
-        wait_until(uploaded, 30, what="the recovered upload")
-        assert get(s3, repo, "main/old.txt") == b"version 2"
-        log = open(cache + "/second.log").read()
-        assert "staged by an earlier run" in log
-        assert (m.path / "main" / "new.txt").read_bytes() == b"never uploaded"
-    finally:
-        subprocess.run(["fusermount3", "-u", str(m.path)], check=False)
+    # until the next mount clears it with a message. That daemon runs in
+    # the fixture: its stderr and sanitizer reports are read, its exit
+    # status checked, and it is unmounted at teardown.
+    m2 = mount(uri(repo), mountpoint=m.path, cache=cache)
+    wait_until(lambda: "stale mount" in m2.stderr(), 20, what="the stale-mount message")
+    assert "Transport endpoint" not in m2.stderr()
+
+    def uploaded():
+        try:
+            return get(s3, repo, "main/new.txt") == b"never uploaded"
+        except s3.exceptions.NoSuchKey:
+            return False
+    wait_until(uploaded, 30, what="the recovered upload")
+    assert get(s3, repo, "main/old.txt") == b"version 2"
+    assert "staged by an earlier run" in m2.log()
+    assert (m2.path / "main" / "new.txt").read_bytes() == b"never uploaded"
+    problems = m2.unmount()
+    assert not problems, problems
+    assert m2.proc.returncode == 0
+    assert not [n for n in os.listdir(os.path.join(cache, "staging")) if not n.startswith(".")]
 
 
 def test_slow_gateway_ls_and_cat_finish_and_ctrl_c_interrupts(lakefs, repo, s3, mount):
