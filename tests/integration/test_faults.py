@@ -249,12 +249,15 @@ def test_slow_gateway_ls_and_cat_finish_and_ctrl_c_interrupts(lakefs, repo, s3, 
     m = mount(uri(repo), "--timeout", "60")
     lakefs.set_faults(latency_ms=2000)
     try:
-        t0 = time.monotonic()
+        # each request waits 2 s: few requests, none sent one after another
+        # needlessly, is what keeps this usable (counted, not timed)
+        before = sum(lakefs.stats()["requests"].values())
         assert subprocess.run(["ls", str(m.path / "main")], capture_output=True, text=True,
-                              timeout=60, check=True).stdout.split() == ["a.txt"]
+                              timeout=120, check=True).stdout.split() == ["a.txt"]
         assert subprocess.run(["cat", str(m.path / "main" / "a.txt")], capture_output=True,
-                              timeout=60, check=True).stdout == b"slow but sure"
-        assert time.monotonic() - t0 < 45
+                              timeout=120, check=True).stdout == b"slow but sure"
+        made = sum(lakefs.stats()["requests"].values()) - before
+        assert made <= 6, f"{made} requests for an ls and a cat"
     finally:
         lakefs.set_faults(latency_ms=0)
     # a reader blocked on a very slow gateway, interrupted: the file is
@@ -281,8 +284,9 @@ def test_ctrl_c_interrupts_a_stream_stalled_on_the_gateway(lakefs, repo, s3, mou
 
 def interrupt_a_stalled_read(lakefs, path, off):
     """A program that catches SIGINT opens path, the gateway then answers
-    in 30 s, the program reads 1 MiB at off, and gets SIGINT 1.5 s later:
-    its read must end (EINTR) within 5 s."""
+    only after 10 minutes, the program reads 1 MiB at off, and once that
+    read's GET has reached the gateway gets SIGINT: its read must end
+    (EINTR), long before the gateway would have answered."""
     code = ("import os, signal, sys, time\n"
             "class Stop(Exception): pass\n"
             "def h(*a): raise Stop()\n"
@@ -300,15 +304,19 @@ def interrupt_a_stalled_read(lakefs, path, off):
                          stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"
-        lakefs.set_faults(latency_ms=30000)
+        lakefs.set_faults(latency_ms=600_000)
+        gets = lakefs.stats()["requests"].get("GetObject", 0)
         p.stdin.write("go\n")
         p.stdin.flush()
-        time.sleep(1.5)
-        t0 = time.monotonic()
+        # the read is stuck on the gateway once its GET arrived there
+        wait_until(lambda: lakefs.stats()["requests"].get("GetObject", 0) > gets, 60,
+                   what="the read's GET at the gateway")
         p.send_signal(signal.SIGINT)
-        out = p.communicate(timeout=15)[0]
+        try:
+            out = p.communicate(timeout=120)[0]
+        except subprocess.TimeoutExpired:
+            pytest.fail("the read stalled on the gateway was not interrupted by SIGINT")
         assert out.startswith("interrupted"), out
-        assert time.monotonic() - t0 < 5
     finally:
         lakefs.set_faults(latency_ms=0)
         if p.poll() is None:
@@ -446,24 +454,22 @@ def test_endless_or_trickled_listings_end_with_eio(hostile, mount):
     ep = f"http://127.0.0.1:{hostile.server_address[1]}"
     m = mount("lakefs://evil", "--retries", "1", "--timeout", "3", endpoint=ep)
     hostile.mode = "endless"
-    t0 = time.monotonic()
     try:
         os.listdir(m.path / "main")
         got = 0
     except OSError as e:
         got = e.errno
     assert got == errno.EIO and hostile.pages < 10, (got, hostile.pages)
-    assert time.monotonic() - t0 < 10
     time.sleep(1.1)
-    hostile.mode = "trickle"  # 2 bytes a second: below any sane rate
-    t0 = time.monotonic()
+    # 2 bytes a second: below any sane rate, and the whole answer would
+    # take a minute; given up on, it is EIO, not the listing
+    hostile.mode = "trickle"
     try:
         os.listdir(m.path / "main")
         got = 0
     except OSError as e:
         got = e.errno
     assert got == errno.EIO
-    assert time.monotonic() - t0 < 30
     assert m.alive()
 
 
