@@ -237,9 +237,19 @@ def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async
     assert sha256_file(m.path / "main" / "stream.bin") == want   # 1 MiB reads
     st = lakefs.stats()
     gets = st["requests"].get("GetObject", 0)
-    assert st["bytes_out"] <= size + 64 * 1024, st   # nothing fetched twice
-    # 8 MiB GETs once the window has grown past its 1, 2 and 4 MiB start
-    assert gets <= -(-size // (8 * MiB)) + 4, st["requests"]
+    # nothing fetched twice: 256 MiB of cache never evicts a 96 MiB file
+    assert st["bytes_out"] <= size + 64 * 1024, st
+    if async_read:
+        # Reads arrive in any order; one that overtakes the window fetches
+        # its block on demand, as often as the schedule makes it happen.
+        # What holds on any schedule: a GET fetches whole 1 MiB blocks,
+        # each once.
+        assert gets <= -(-size // MiB), st["requests"]
+    else:
+        # In-order reads open each window at the same points on any
+        # schedule: 8 MiB GETs once past the window's 1, 2 and 4 MiB start
+        assert gets <= -(-size // (8 * MiB)) + 4, st["requests"]
+    print(f"\n{gets} GETs for {size} bytes")
     if os.geteuid() == 0:
         # the debug line at release: "... (K KiB each)"; 128 without the tuning
         pat = re.compile(r"closed stream\.bin after \d+ reads of \d+ bytes \((\d+) KiB each\)")
@@ -283,9 +293,13 @@ def test_big_sequential_reads_are_spliced(lakefs, repo, s3, mount, mode):
     assert st["bytes_out"] <= size + 64 * 1024, st   # nothing fetched twice
     # Large GETs: the window's 1, 2 and 4 MiB start, then 8 MiB. Readahead
     # sent in parallel (--async-read, through the blocks) also fetches a
-    # block on demand now and then, when a read overtakes the window.
-    extra = 8 if "--async-read" in mode else 4
-    assert st["requests"].get("GetObject", 0) <= -(-size // (8 * MiB)) + extra, st["requests"]
+    # block on demand whenever a read overtakes the window, which depends
+    # on the schedule: there only "whole blocks, each once" holds.
+    gets = st["requests"].get("GetObject", 0)
+    if "--async-read" in mode:
+        assert gets <= -(-size // MiB), st["requests"]
+    else:
+        assert gets <= -(-size // (8 * MiB)) + 4, st["requests"]
     read, spliced, gets = closed_line(m, "spliced.bin")
     assert read == size
     assert spliced == (0 if copies else size)
