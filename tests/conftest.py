@@ -256,7 +256,11 @@ def lakefs(tmp_path_factory):
 @pytest.fixture
 def repo(lakefs):
     """A fresh repository (default branch main) per test; faults are off
-    before and after the test."""
+    before and after the test, and a gateway an earlier test left stopped
+    is started again, so no test depends on the one before it."""
+    if lakefs.proc is None or lakefs.proc.poll() is not None:
+        lakefs.stop()
+        lakefs.start()
     lakefs.set_faults(0.0, 0)
     name = new_repo_name()
     lakefs.create_repo(name)
