@@ -47,6 +47,7 @@ struct lf_block {
     bool linked;
     bool ahead; /* prefetched and not read yet: a reader is counting on it */
     bool spilling; /* out of the LRU, pinned, while its evictor writes it */
+    bool consumed; /* its reader is done with it; the last unpin acts on that */
     struct lf_block *snext; /* the evictor's list of blocks to write */
     size_t len;
     char *data;
@@ -754,7 +755,7 @@ int lf_bcache_acquire(struct lf_bcache *c, const struct lf_bkey *key,
         if ((b = table_find(c, key, h))) {
             b->pins++;
             if (mode != LF_BC_PREFETCH)
-                b->ahead = false;
+                b->ahead = b->consumed = false; /* wanted again */
             if (!b->spilling) { /* else spill_finish puts it back */
                 lru_unlink(b);
                 lru_push_front(c, b);
@@ -887,7 +888,11 @@ void lf_bcache_release(struct lf_bcache *c, struct lf_block *b, bool consumed)
 {
     struct lf_block *spill = NULL;
     pthread_mutex_lock(&c->lock);
+    /* The fetch that filled the block may unpin it after its reader did. */
+    b->consumed = b->consumed || consumed;
     if (--b->pins == 0) {
+        consumed = b->consumed;
+        b->consumed = false;
         if (!b->linked) {
             block_destroy(c, b);
         } else if (consumed && b->state == READY && b->objsize > c->budget / 2) {

@@ -3,10 +3,16 @@
 Every integration suite (tests/sim, tests/integration) reuses the `lakefs`
 fixture below. It starts tests/lakefs_sim/server.py on a free loopback port
 in a temporary data directory and stops it (by PID) when the session ends.
+
+Under CI (CI=true in the environment, as .ci/run sets it) a skipped test is
+a failed one: CI's machine is set up to run every test, so a skip there
+means something it needs went missing, and a green run must not hide that.
+Elsewhere a skip stays a skip, with its reason in the summary (-rs).
 """
 import json
 import os
 import pathlib
+import random
 import signal
 import subprocess
 import sys
@@ -22,8 +28,36 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SERVER = ROOT / "tests" / "lakefs_sim" / "server.py"
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
+# The seed of every simulator's fault draw in this session: printed in the
+# header, and LAKEFUSE_SIM_SEED=N replays a run's faults (same requests in
+# the same order, same faults).
+SIM_SEED = int(os.environ.get("LAKEFUSE_SIM_SEED") or random.SystemRandom().randrange(1, 2 ** 31))
+
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def pytest_report_header(config):
+    return f"lakefs_sim fault seed: {SIM_SEED} (LAKEFUSE_SIM_SEED={SIM_SEED} replays it)"
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"lakefs_sim fault seed {SIM_SEED}: "
+                                f"LAKEFUSE_SIM_SEED={SIM_SEED} replays this run's faults")
+
+
+def under_ci():
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and under_ci() and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = (f"skipped under CI=true, where every test must run: {reason}")
 
 
 def boto_config(**kw):
@@ -74,6 +108,8 @@ class Sim:
                 "--data-dir", str(self.data_dir),
                 "--access-key-id", self.access_key,
                 "--secret-access-key", self.secret_key] + self.extra_args
+        if "--seed" not in self.extra_args:
+            args += ["--seed", str(SIM_SEED)]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
                                      stderr=self._log)
@@ -169,11 +205,21 @@ class Sim:
     def reset_stats(self):
         self._http("POST", "/_sim/stats/reset", auth=False)
 
-    def set_faults(self, fail_rate=0.0, latency_ms=0):
-        status, _ = self._http("POST", "/_sim/faults",
-                               {"fail_rate": fail_rate, "latency_ms": latency_ms},
-                               auth=False)
-        assert status == 200
+    def set_faults(self, fail_rate=0.0, latency_ms=0, kinds=None, rules=(), seed=None):
+        """Sets every fault knob (tests/lakefs_sim/knobs.py): kinds None is
+        the default (before-work) kinds; rules replace those in force; a
+        seed restarts the random draw. set_faults() turns all faults off."""
+        doc = {"fail_rate": fail_rate, "latency_ms": latency_ms, "kinds": kinds,
+               "rules": list(rules)}
+        if seed is not None:
+            doc["seed"] = seed
+        status, body = self._http("POST", "/_sim/faults", doc, auth=False)
+        assert status == 200, body
+        return body
+
+    def faults(self):
+        """The fault settings in force, spent rules gone."""
+        return self._http("GET", "/_sim/faults", auth=False)[1]
 
     # -- lakeFS conveniences ---------------------------------------------
     def create_repo(self, name, default_branch="main"):
@@ -210,7 +256,11 @@ def lakefs(tmp_path_factory):
 @pytest.fixture
 def repo(lakefs):
     """A fresh repository (default branch main) per test; faults are off
-    before and after the test."""
+    before and after the test, and a gateway an earlier test left stopped
+    is started again, so no test depends on the one before it."""
+    if lakefs.proc is None or lakefs.proc.poll() is not None:
+        lakefs.stop()
+        lakefs.start()
     lakefs.set_faults(0.0, 0)
     name = new_repo_name()
     lakefs.create_repo(name)

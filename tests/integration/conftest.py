@@ -1,13 +1,16 @@
 """Fixtures for the lakefuse integration tests (real FUSE mounts against the
 local lakeFS gateway simulator of tests/conftest.py).
 
-  mount(uri=None, *extra_args, foreground=True, ...) -> Mount
+  mount(uri=None, *extra_args, foreground=True, mountpoint=None, cache=None, ...)
+      -> Mount
       Starts `build/lakefuse mount --foreground --endpoint <sim> --cache-dir
       <tmp> --log-file <tmp>/lakefuse.log --log-level debug [extra] [uri]
       <tmp mountpoint>` with the credentials in the environment (never on
       argv), waits (bounded) until the mount is live and returns a Mount
       (.path, .proc, .pid, .log_path, .stderr_path, .log()).
-      With foreground=False it is mount_bg(..., check=True).mount.
+      With foreground=False it is mount_bg(..., check=True).mount. A
+      mountpoint or cache directory may be given (a second mount where a
+      killed daemon left a stale one: live means a daemon answers there).
   mount_bg(uri=None, *extra_args, ...) -> BgResult
       Runs `lakefuse mount` WITHOUT --foreground and records whether the
       mount was live the moment the command returned (.returncode, .stdout,
@@ -22,8 +25,12 @@ stderr, its --log-file or its sanitizer log files. A watchdog per mount
 lazily unmounts and SIGKILLs the daemon after `watchdog` seconds, so a hung
 daemon fails the test instead of blocking the run forever.
 
-The whole directory is skipped, with the reason, when /dev/fuse or
-fusermount3 is missing or build/lakefuse does not yet support `mount`.
+Every test is skipped, with the reason, when this machine has no usable FUSE
+(/dev/fuse, or $LAKEFUSE_FUSE_DEV, missing or not read-writable; fusermount3
+missing); under CI=true those skips are failures (tests/conftest.py). A
+binary that is missing or cannot run (`lakefuse mount --help` fails) fails
+every test everywhere: a daemon broken at start must never look like a
+machine without FUSE.
 Run with Debian's python: /usr/bin/python3 -m pytest tests/integration
 """
 import os
@@ -57,35 +64,42 @@ def pytest_configure(config):
         "markers", "slow: takes tens of seconds; still part of the default run")
 
 
-_unavailable_reason = None
-_checked = False
+# The FUSE device the machine offers; tests of this check point it elsewhere.
+FUSE_DEV = os.environ.get("LAKEFUSE_FUSE_DEV", "/dev/fuse")
+_checked = {}
 
 
 def unavailable_reason():
-    """Why the mount tests cannot run here, or None."""
-    global _checked, _unavailable_reason
-    if _checked:
-        return _unavailable_reason
-    _checked = True
-    reason = None
-    if not os.path.exists("/dev/fuse"):
-        reason = "/dev/fuse is missing (no FUSE in this environment)"
-    elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        reason = "/dev/fuse is not readable and writable by this user"
-    elif not shutil.which("fusermount3"):
-        reason = "fusermount3 is not installed (apt-get install fuse3)"
-    elif not os.path.exists(BINARY):
-        reason = f"{BINARY} is not built (cmake --build build)"
-    else:
-        try:
-            r = subprocess.run([str(BINARY), "mount", "--help"], capture_output=True, timeout=10)
-            if r.returncode != 0:
-                reason = (f"{BINARY} does not support `mount` yet "
-                          f"(`lakefuse mount --help` exited {r.returncode})")
-        except (OSError, subprocess.TimeoutExpired) as e:
-            reason = f"{BINARY} cannot be run: {e}"
-    _unavailable_reason = reason
-    return reason
+    """Why this machine cannot mount FUSE filesystems, or None."""
+    if "fuse" not in _checked:
+        reason = None
+        if not os.path.exists(FUSE_DEV):
+            reason = f"{FUSE_DEV} is missing (no FUSE in this environment)"
+        elif not os.access(FUSE_DEV, os.R_OK | os.W_OK):
+            reason = f"{FUSE_DEV} is not readable and writable by this user"
+        elif not shutil.which("fusermount3"):
+            reason = "fusermount3 is not installed (apt-get install fuse3)"
+        _checked["fuse"] = reason
+    return _checked["fuse"]
+
+
+def broken_binary_reason():
+    """Why the lakefuse binary under test cannot run, or None."""
+    if "binary" not in _checked:
+        reason = None
+        if not os.path.exists(BINARY):
+            reason = f"{BINARY} is not built (scripts/build.sh)"
+        else:
+            try:
+                r = subprocess.run([str(BINARY), "mount", "--help"], capture_output=True,
+                                   timeout=60)
+                if r.returncode != 0:
+                    reason = (f"`{BINARY} mount --help` exited {r.returncode}: "
+                              f"{r.stderr.decode(errors='replace')[-2000:]}")
+            except (OSError, subprocess.TimeoutExpired) as e:
+                reason = f"{BINARY} cannot be run: {e}"
+        _checked["binary"] = reason
+    return _checked["binary"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -100,9 +114,26 @@ def _pipes_for_splice():
 
 @pytest.fixture(autouse=True)
 def _require_fuse():
+    broken = broken_binary_reason()
+    if broken:
+        pytest.fail(f"the lakefuse binary cannot run: {broken}", pytrace=False)
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
+
+
+def answers(path):
+    """Whether a daemon answers statfs at path. Only for a mount point that
+    had a mount before ours started (a killed daemon's, which the new one
+    clears): mountinfo cannot tell that one from ours, since device numbers
+    and mount IDs are reused. Checked before is_mounted, so the moment
+    between the old mount's removal and the new one's arrival is not taken
+    for a live mount. The watchdog covers a daemon that hangs the call."""
+    try:
+        os.statvfs(path)
+        return True
+    except OSError:
+        return False
 
 
 def lakefuse_env(access_key, secret_key, extra=None, san_dir=None):
@@ -244,14 +275,22 @@ class Mount:
 class BgResult:
     """The outcome of `lakefuse mount` in background mode."""
 
-    def __init__(self, path, returncode, stdout, stderr, elapsed, live_on_return, mount):
+    def __init__(self, path, returncode, stdout, stderr, elapsed, live_on_return, mount,
+                 log_path=None):
         self.path = path
+        self.log_path = log_path
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
         self.elapsed = elapsed
         self.live_on_return = live_on_return
         self.mount = mount
+
+    def log(self):
+        try:
+            return pathlib.Path(self.log_path).read_text(errors="replace")
+        except (TypeError, FileNotFoundError):
+            return ""
 
     def __repr__(self):
         return (f"BgResult(rc={self.returncode}, elapsed={self.elapsed:.2f}s, "
@@ -302,16 +341,19 @@ class MountFactory:
         return lakefuse_env(ak, sk, env, san)
 
     def __call__(self, uri=None, *extra_args, foreground=True, endpoint=None,
-                 access_key=None, secret_key=None, env=None, mountpoint=None,
+                 access_key=None, secret_key=None, env=None, mountpoint=None, cache=None,
                  timeout=MOUNT_TIMEOUT, watchdog=DEFAULT_WATCHDOG):
         if not foreground:
             return self.background(uri, *extra_args, endpoint=endpoint, access_key=access_key,
                                    secret_key=secret_key, env=env, mountpoint=mountpoint,
-                                   watchdog=watchdog, check=True).mount
-        mnt, cache, log, err, san = self._paths()
+                                   cache=cache, watchdog=watchdog, check=True).mount
+        mnt, cache_dir, log, err, san = self._paths()
         if mountpoint is not None:
             mnt = pathlib.Path(mountpoint)
-        cmd = self._cmd(uri, extra_args, True, endpoint, mnt, cache, log)
+        if cache is not None:
+            cache_dir = pathlib.Path(cache)
+        stale = is_mounted(mnt)
+        cmd = self._cmd(uri, extra_args, True, endpoint, mnt, cache_dir, log)
         m = Mount(mnt, cmd, log, err, san, foreground=True)
         with open(err, "wb") as errf:
             m.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
@@ -321,7 +363,7 @@ class MountFactory:
         m.arm_watchdog(watchdog)        # also covers a daemon that hangs the first stat
         deadline = time.monotonic() + timeout
         while True:
-            if is_mounted(mnt) and os.path.ismount(mnt):
+            if (not stale or answers(mnt)) and is_mounted(mnt) and os.path.ismount(mnt):
                 break
             if m.proc.poll() is not None:
                 m.expect_nonzero_exit = True
@@ -333,15 +375,16 @@ class MountFactory:
         return m
 
     def background(self, uri=None, *extra_args, endpoint=None, access_key=None,
-                   secret_key=None, env=None, mountpoint=None, timeout=60,
+                   secret_key=None, env=None, mountpoint=None, cache=None, timeout=60,
                    watchdog=DEFAULT_WATCHDOG, check=False, log_file=True,
                    log_level="debug"):
         """Runs `lakefuse mount` without --foreground. With check, asserts it
         succeeded and that the mount was live when the command returned.
         log_file=False leaves out --log-file (the daemon logs to syslog)."""
-        mnt, cache, log, err, san = self._paths()
+        mnt, cache_dir, log, err, san = self._paths()
         if mountpoint is not None:
             mnt = pathlib.Path(mountpoint)
+        cache = pathlib.Path(cache) if cache is not None else cache_dir
         cmd = self._cmd(uri, extra_args, False, endpoint, mnt, cache,
                         log if log_file else None, log_level)
         t0 = time.monotonic()
@@ -363,7 +406,7 @@ class MountFactory:
             m.pid = pids[0] if pids else None
             self.mounts.append(m)
             m.arm_watchdog(watchdog)
-        res = BgResult(mnt, rc, out, errtext, elapsed, live, m)
+        res = BgResult(mnt, rc, out, errtext, elapsed, live, m, log)
         if check:
             assert rc == 0, f"background mount failed: {res}"
             assert live, f"`lakefuse mount` returned before the mount was live: {res}"

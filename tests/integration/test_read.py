@@ -237,9 +237,19 @@ def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async
     assert sha256_file(m.path / "main" / "stream.bin") == want   # 1 MiB reads
     st = lakefs.stats()
     gets = st["requests"].get("GetObject", 0)
-    assert st["bytes_out"] <= size + 64 * 1024, st   # nothing fetched twice
-    # 8 MiB GETs once the window has grown past its 1, 2 and 4 MiB start
-    assert gets <= -(-size // (8 * MiB)) + 4, st["requests"]
+    # nothing fetched twice: 256 MiB of cache never evicts a 96 MiB file
+    assert st["bytes_out"] <= size + 64 * 1024, st
+    if async_read:
+        # Reads arrive in any order; one that overtakes the window fetches
+        # its block on demand, as often as the schedule makes it happen.
+        # What holds on any schedule: a GET fetches whole 1 MiB blocks,
+        # each once.
+        assert gets <= -(-size // MiB), st["requests"]
+    else:
+        # In-order reads open each window at the same points on any
+        # schedule: 8 MiB GETs once past the window's 1, 2 and 4 MiB start
+        assert gets <= -(-size // (8 * MiB)) + 4, st["requests"]
+    print(f"\n{gets} GETs for {size} bytes")
     if os.geteuid() == 0:
         # the debug line at release: "... (K KiB each)"; 128 without the tuning
         pat = re.compile(r"closed stream\.bin after \d+ reads of \d+ bytes \((\d+) KiB each\)")
@@ -283,9 +293,13 @@ def test_big_sequential_reads_are_spliced(lakefs, repo, s3, mount, mode):
     assert st["bytes_out"] <= size + 64 * 1024, st   # nothing fetched twice
     # Large GETs: the window's 1, 2 and 4 MiB start, then 8 MiB. Readahead
     # sent in parallel (--async-read, through the blocks) also fetches a
-    # block on demand now and then, when a read overtakes the window.
-    extra = 8 if "--async-read" in mode else 4
-    assert st["requests"].get("GetObject", 0) <= -(-size // (8 * MiB)) + extra, st["requests"]
+    # block on demand whenever a read overtakes the window, which depends
+    # on the schedule: there only "whole blocks, each once" holds.
+    gets = st["requests"].get("GetObject", 0)
+    if "--async-read" in mode:
+        assert gets <= -(-size // MiB), st["requests"]
+    else:
+        assert gets <= -(-size // (8 * MiB)) + 4, st["requests"]
     read, spliced, gets = closed_line(m, "spliced.bin")
     assert read == size
     assert spliced == (0 if copies else size)
@@ -600,6 +614,7 @@ def test_background_mount_fails_fast_with_clear_message(lakefs, repo, mount_bg, 
     else:
         target = uri("no-such-repo-" + repo[-8:])
         pattern = r"not found|does not exist|no such"
+    before = sum(lakefs.stats()["requests"].values())
     res = mount_bg(target, **kw, timeout=30)
     assert res.returncode not in (0, None), f"mount should fail: {res}"
     assert res.elapsed < 15, f"took {res.elapsed:.1f} s: {res}"
@@ -607,7 +622,14 @@ def test_background_mount_fails_fast_with_clear_message(lakefs, repo, mount_bg, 
     assert re.search(pattern, res.stderr, re.I | re.S), f"unclear message: {res.stderr!r}"
     if case == "missing-repo":
         assert "no-such-repo-" in res.stderr
-    assert lakefs.secret_key not in res.stderr
+    if case != "bad-endpoint":
+        # it signed with the secret it was given and the gateway answered
+        assert sum(lakefs.stats()["requests"].values()) > before
+    # neither the secret it was given nor the real one is echoed anywhere
+    given = kw.get("secret_key", lakefs.secret_key)
+    for secret in {given, lakefs.secret_key}:
+        for name, text in (("stdout", res.stdout), ("stderr", res.stderr), ("log", res.log())):
+            assert secret not in text and urllib.parse.quote(secret, safe="") not in text, name
     assert not find_daemon_pids(BINARY, res.path), "a daemon was left running"
 
 

@@ -89,7 +89,8 @@ def test_tar_x_of_a_source_tree(lakefs, repo, s3, mount, tmp_path):
             lambda k: get(s3, repo, "main/" + k) == files[k], files)) if not ok]
     assert bad == []
     # tar set the mode and mtime; a fresh mount reads them from the objects
-    st = os.stat(m.path / "main" / "src" / "mod3" / "sub3" / "f3.c")
+    fresh = mount(uri(repo))
+    st = os.stat(fresh.path / "main" / "src" / "mod3" / "sub3" / "f3.c")
     assert (st.st_mode & 0o777, int(st.st_mtime)) == (0o640, 1700000000)
 
 
@@ -268,6 +269,11 @@ def test_mv_files_and_directories(lakefs, repo, s3, mount):
     os.mkdir(b / "empty")
     os.rename(b / "moved", b / "empty")
     assert (b / "empty" / "top").read_bytes() == b"top"
+    assert sorted(keys(s3, repo, "main/empty/")) == sorted(
+        ["main/empty/", "main/empty/sub/", "main/empty/top"] +
+        [f"main/empty/sub/f{i}" for i in range(30)])
+    assert keys(s3, repo, "main/moved") == []
+    assert get(s3, repo, "main/empty/sub/f7") == b"7"
     os.mkdir(b / "other")
     (b / "other" / "o").write_bytes(b"o")
     assert errno_of(lambda: os.rename(b / "empty", b / "other")) == errno.ENOTEMPTY

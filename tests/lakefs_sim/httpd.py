@@ -14,6 +14,7 @@ auth); /api/v1/... without an AWS signature is the REST API; everything else
 is the S3 gateway, where latency, fault injection and request counting
 happen (knobs.py).
 """
+import fcntl
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import re
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -48,8 +50,10 @@ class ResetConnection(Exception):
 class Response:
     """What to send: status, headers, and either `body` bytes or a file
     range (`file_path`, `offset`, `count`). `head` suppresses the body but
-    keeps Content-Length."""
-    __slots__ = ("status", "headers", "body", "file_path", "offset", "count", "head", "truncate")
+    keeps Content-Length. `truncate` closes the connection half way through
+    the body; `cut` resets it half way through the answer (knobs.py)."""
+    __slots__ = ("status", "headers", "body", "file_path", "offset", "count", "head", "truncate",
+                 "cut")
 
     def __init__(self, status, headers=None, body=b"", file_path=None, offset=0, count=0,
                  head=False):
@@ -61,6 +65,7 @@ class Response:
         self.count = count
         self.head = head
         self.truncate = False
+        self.cut = False
 
 
 # ----------------------------------------------------------------------
@@ -297,7 +302,7 @@ class App:
         latency = self.knobs.latency_ms
         if latency:
             time.sleep(latency / 1000.0)
-        fault = self.knobs.draw_fault(operation)
+        fault = self.knobs.draw_fault(operation, req.raw_path)
         if fault == "reset":
             raise ResetConnection()
         if fault == "error500":
@@ -305,6 +310,11 @@ class App:
         if fault == "slowdown":
             return self.gateway.error_response(req, "SlowDown")
         resp = self.gateway.handle(req)
+        # From here on the work is done (and durable): the answer is lost.
+        if fault == "lost":
+            raise ResetConnection()
+        if fault == "reset_mid_body":
+            resp.cut = True
         if fault == "truncate":
             if resp.file_path is not None and resp.count > 0:
                 resp.truncate = True
@@ -339,8 +349,10 @@ class App:
             if m == "POST":
                 try:
                     doc = json.loads(req.body.read_all() or b"{}")
-                    return json_response(200, self.knobs.configure(doc.get("fail_rate"),
-                                                                   doc.get("latency_ms")))
+                    kw = {k: doc[k] for k in ("kinds",) if k in doc}
+                    return json_response(200, self.knobs.configure(
+                        doc.get("fail_rate"), doc.get("latency_ms"), doc.get("seed"),
+                        rules=doc.get("rules"), **kw))
                 except (ValueError, TypeError, AttributeError) as e:
                     return json_response(400, {"message": str(e)})
         return json_response(404, {"message": "no such simulator endpoint"})
@@ -466,6 +478,9 @@ class Handler(BaseHTTPRequestHandler):
         if req is not None and req.raw_body.empty_continue:
             head = b"HTTP/1.1 100 Continue\r\n\r\n" + head
         try:
+            if resp.cut:
+                no_body = resp.head or req is not None and req.method == "HEAD" or count == 0
+                return self._write_cut(head, None if no_body else f, resp, count)
             if resp.head or req is not None and req.method == "HEAD":
                 self.wfile.write(head)
                 return 0
@@ -489,6 +504,37 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if f is not None:
                 f.close()
+
+    def _write_cut(self, head, f, resp, count):
+        """Half the answer, then RST: half the body after the head, or half
+        the head when there is no body. Returns the body bytes sent."""
+        part = 0
+        if f is None and count == 0 or resp.head:
+            self.wfile.write(head[:len(head) // 2])
+        else:
+            part = max(1, count // 2)
+            self.wfile.write(head)
+            if f is not None:
+                self.connection.sendfile(f, resp.offset, part)
+            else:
+                self.wfile.write(resp.body[:part])
+        self._reset_when_sent()
+        return part
+
+    def _reset_when_sent(self, bound=2.0):
+        """RST discards what is still queued to send: wait (bounded) until
+        the peer has taken what was written, so "part of the answer" is
+        what it sees before the reset."""
+        deadline = time.monotonic() + bound
+        while time.monotonic() < deadline:
+            try:
+                buf = fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+            except (OSError, ValueError):
+                break
+            if struct.unpack("i", buf)[0] == 0:
+                break
+            time.sleep(0.002)
+        self._reset()
 
     def _close_abruptly(self):
         self.close_connection = True

@@ -1,21 +1,101 @@
 """Test knobs: injected faults, added latency and request statistics.
 
 Faults and latency apply to S3 gateway requests only, never to /_sim/ or
-/api/. Each S3 request draws once from a seeded generator, in arrival order,
-whether it faults and how, so a run with the same --seed and the same
-request sequence injects the same faults. The fault is decided before any
-work is done, so a faulted request never mutates state. Kinds:
+/api/. Two sources of faults, rules first:
+
+- rules: "the next `count` requests of `operation` (whose path contains
+  `path_contains`, if given), after letting `skip` of them through, get
+  `kind`". Deterministic, for tests that need one fault at one step (the
+  lost answer of one CompleteMultipartUpload). Spent rules disappear.
+- the random draw: each S3 request draws once from a generator seeded with
+  `seed`, in arrival order, whether it faults (`fail_rate`) and which of
+  `kinds` it gets; a run with the same seed and the same request sequence
+  injects the same faults. The seed is always known: when none is given
+  one is chosen, logged at start and reported by GET /_sim/faults.
+
+Kinds. Before any work is done, so the request never mutates state:
   error500   500 InternalError document
   slowdown   503 SlowDown document
   reset      the connection is closed with SO_LINGER 0 (RST), no response
   truncate   GetObject only: full headers and Content-Length, part of the
-             body, then the connection is closed
+             body, then the connection is closed (FIN)
+After the work (a write is applied and durable), as a network loses an
+answer the server did send:
+  lost            the connection is reset (RST) with no response at all
+  reset_mid_body  the status line, the headers and part of the body go
+                  out, then RST; an answer without a body is cut inside
+                  its headers
+The random draw uses only the before-work kinds unless told otherwise
+(`kinds`), so a client that retries "any failure" is never wrong there.
 """
+import logging
 import random
 import threading
 
-FAULT_KINDS = ("error500", "slowdown", "reset")
-GET_FAULT_KINDS = FAULT_KINDS + ("truncate",)
+BEFORE_KINDS = ("error500", "slowdown", "reset")
+GET_ONLY_KINDS = ("truncate",)
+AFTER_KINDS = ("lost", "reset_mid_body")
+ALL_KINDS = BEFORE_KINDS + GET_ONLY_KINDS + AFTER_KINDS
+DEFAULT_KINDS = BEFORE_KINDS + GET_ONLY_KINDS
+
+# What s3.classify names (a rule for any other name could never fire).
+OPERATIONS = (
+    "AbortMultipartUpload", "CompleteMultipartUpload", "CopyObject", "CreateBucket",
+    "CreateMultipartUpload", "DeleteBucket", "DeleteObject", "DeleteObjects",
+    "GetBucketLocation", "GetBucketVersioning", "GetObject", "GetObjectTagging", "HeadBucket",
+    "HeadObject", "ListBuckets", "ListMultipartUploads", "ListObjects", "ListObjectsV2",
+    "ListParts", "PostObject", "PutObject", "PutObjectTagging", "UploadPart", "UploadPartCopy",
+    "Unknown")
+
+log = logging.getLogger("lakefs_sim.knobs")
+
+
+def _check_kinds(kinds):
+    kinds = tuple(kinds)
+    if not kinds or any(k not in ALL_KINDS for k in kinds):
+        raise ValueError("kinds must be a non-empty list of %s" % ", ".join(ALL_KINDS))
+    if all(k in GET_ONLY_KINDS for k in kinds):
+        raise ValueError("kinds needs one that applies to every operation")
+    return kinds
+
+
+class Rule:
+    __slots__ = ("operation", "kind", "count", "skip", "path_contains")
+
+    def __init__(self, doc):
+        if not isinstance(doc, dict):
+            raise ValueError("a rule is an object")
+        unknown = set(doc) - {"operation", "kind", "count", "skip", "path_contains"}
+        if unknown:
+            raise ValueError("unknown rule fields: %s" % ", ".join(sorted(unknown)))
+        self.operation = str(doc.get("operation") or "")
+        self.kind = doc.get("kind")
+        self.count = int(doc.get("count", 1))
+        self.skip = int(doc.get("skip", 0))
+        self.path_contains = doc.get("path_contains")
+        if self.operation != "*" and self.operation not in OPERATIONS:
+            raise ValueError("a rule's operation is * or one of %s" % ", ".join(OPERATIONS))
+        if self.kind not in ALL_KINDS:
+            raise ValueError("a rule's kind is one of %s" % ", ".join(ALL_KINDS))
+        if self.kind in GET_ONLY_KINDS and self.operation != "GetObject":
+            raise ValueError("truncate applies to GetObject only")
+        if self.count < 1 or self.skip < 0:
+            raise ValueError("count must be >= 1 and skip >= 0")
+
+    def matches(self, operation, path):
+        if self.operation not in ("*", operation):
+            return False
+        return self.path_contains is None or self.path_contains in path
+
+    def doc(self):
+        d = {"operation": self.operation, "kind": self.kind, "count": self.count,
+             "skip": self.skip}
+        if self.path_contains is not None:
+            d["path_contains"] = self.path_contains
+        return d
+
+
+_UNSET = object()
 
 
 class Knobs:
@@ -23,15 +103,31 @@ class Knobs:
         self._lock = threading.Lock()
         self.fail_rate = float(fail_rate)
         self.latency_ms = int(latency_ms)
-        self._rng = random.Random(seed)
+        self.kinds = DEFAULT_KINDS
+        self.rules = []
+        self._reseed(seed if seed is not None else random.SystemRandom().randrange(1, 2 ** 31))
+        log.info("fault seed %d", self.seed)
         self.reset_stats()
+
+    def _reseed(self, seed):
+        self.seed = int(seed)
+        self._rng = random.Random(self.seed)
 
     # -- faults and latency ----------------------------------------------
     def settings(self):
         with self._lock:
-            return {"fail_rate": self.fail_rate, "latency_ms": self.latency_ms}
+            return {"fail_rate": self.fail_rate, "latency_ms": self.latency_ms,
+                    "seed": self.seed, "kinds": list(self.kinds),
+                    "rules": [r.doc() for r in self.rules]}
 
-    def configure(self, fail_rate=None, latency_ms=None):
+    def configure(self, fail_rate=None, latency_ms=None, seed=None, kinds=_UNSET,
+                  rules=None):
+        """Changes what is given. kinds=None restores the default kinds;
+        rules replace the rules in force (an empty list clears them); a
+        seed restarts the random draw from that seed."""
+        new_rules = [Rule(r) for r in rules] if rules is not None else None
+        new_kinds = _UNSET if kinds is _UNSET else (
+            DEFAULT_KINDS if kinds is None else _check_kinds(kinds))
         with self._lock:
             if fail_rate is not None:
                 rate = float(fail_rate)
@@ -43,19 +139,41 @@ class Knobs:
                 if ms < 0:
                     raise ValueError("latency_ms must not be negative")
                 self.latency_ms = ms
+            if seed is not None:
+                self._reseed(seed)
+            if new_kinds is not _UNSET:
+                self.kinds = new_kinds
+            if new_rules is not None:
+                self.rules = new_rules
         return self.settings()
 
-    def draw_fault(self, operation):
+    def _from_rules(self, operation, path):
+        for i, r in enumerate(self.rules):
+            if not r.matches(operation, path):
+                continue
+            if r.skip > 0:
+                r.skip -= 1
+                return None
+            r.count -= 1
+            if r.count == 0:
+                del self.rules[i]
+            return r.kind
+        return None
+
+    def draw_fault(self, operation, path=""):
         """None, or the fault kind to inject into this S3 request."""
         with self._lock:
-            if self.fail_rate <= 0.0:
-                return None
-            if self._rng.random() >= self.fail_rate:
-                return None
-            kinds = GET_FAULT_KINDS if operation == "GetObject" else FAULT_KINDS
-            kind = self._rng.choice(kinds)
-            self._faults += 1
-            return kind
+            kind = self._from_rules(operation, path)
+            if kind is None and self.fail_rate > 0.0 and self._rng.random() < self.fail_rate:
+                kinds = [k for k in self.kinds
+                         if k not in GET_ONLY_KINDS or operation == "GetObject"]
+                kind = self._rng.choice(kinds)
+            if kind is not None:
+                self._faults += 1
+                self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
+        if kind is not None:
+            log.info("fault %s on %s %s", kind, operation, path)
+        return kind
 
     # -- statistics --------------------------------------------------------
     def reset_stats(self):
@@ -64,6 +182,7 @@ class Knobs:
             self._bytes_in = 0
             self._bytes_out = 0
             self._faults = 0
+            self._by_kind = {}
 
     def count_request(self, operation):
         with self._lock:
@@ -77,4 +196,5 @@ class Knobs:
     def stats(self):
         with self._lock:
             return {"requests": dict(self._requests), "bytes_in": self._bytes_in,
-                    "bytes_out": self._bytes_out, "faults": self._faults}
+                    "bytes_out": self._bytes_out, "faults": self._faults,
+                    "faults_by_kind": dict(self._by_kind)}

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -13,7 +14,8 @@
 #define MiB (1u << 20)
 #define PS (5 * MiB)
 
-static char dir[] = "/tmp/lf-staging-test-XXXXXX";
+static char root[] = "/tmp/lf-staging-test-XXXXXX";
+static char dir[sizeof(root) + 16]; /* made by staging itself, under root */
 
 static void fill(unsigned char *p, size_t n, unsigned seed)
 {
@@ -26,6 +28,25 @@ static bool stored_equals(struct lf_mem_store *m, const char *key, const void *w
     size_t len = 0;
     const void *got = lf_mem_store_data(m, "repo", key, &len);
     return got && len == n && memcmp(got, want, n) == 0;
+}
+
+/* A staged file or manifest holds data not yet on the gateway: only its
+ * owner may read it, whatever the umask (main sets it to 0). */
+static bool private_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 0777) == 0600;
+}
+
+/* Waits (bounded) until at least n calls of kind op reached the store. */
+static bool wait_calls(struct lf_mem_store *m, enum lf_mem_op op, unsigned long n)
+{
+    for (int i = 0; i < 60 * 100; i++) {
+        if (lf_mem_store_calls(m, op) >= n)
+            return true;
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    }
+    return false;
 }
 
 static struct lf_staging *area(struct lf_mem_store *m, struct lf_workq *wq, uint64_t max)
@@ -129,10 +150,10 @@ static void test_multipart_streaming(struct lf_mem_store *m, struct lf_workq *wq
         size_t n = total - off < 128 * 1024 ? total - off : 128 * 1024;
         CHECK_INT(lf_sfile_write(f, data + off, n, off), (long long)n);
     }
-    /* Parts went up while writing: the writer passed parts 1..3. */
-    usleep(200 * 1000);
+    /* Parts go up while writing: the writer passed parts 1..3, and they
+     * reach the store without a flush (in their own time: wait for them). */
+    CHECK(wait_calls(m, LF_MEM_MPU_PART, 3));
     CHECK_INT(lf_mem_store_calls(m, LF_MEM_MPU_CREATE), 1);
-    CHECK(lf_mem_store_calls(m, LF_MEM_MPU_PART) >= 3);
     CHECK_INT(lf_mem_store_calls(m, LF_MEM_PUT), 0);
     CHECK_INT(lf_sfile_flush(f, NULL), 0);
     CHECK(stored_equals(m, "main/big.bin", data, total));
@@ -175,6 +196,8 @@ static void test_failure_stays_staged(struct lf_mem_store *m, struct lf_workq *w
         CHECK_STR(o[0].key, "main/keep");
         CHECK_STR(o[0].base_etag, "");
         CHECK_INT(o[0].size, 8);
+        CHECK(private_file(o[0].data_path));
+        CHECK(private_file(o[0].manifest_path));
     }
     lf_orphans_free(o, n);
 
@@ -304,9 +327,9 @@ static void test_limits_and_rename(struct lf_mem_store *m, struct lf_workq *wq)
     CHECK_INT(st.used_bytes, 0);
     lf_staging_free(s);
 
-    /* Files are private. */
+    /* The area staging made for itself is private too. */
     struct stat sb;
-    CHECK(stat(dir, &sb) == 0 && (sb.st_mode & 077) == 0);
+    CHECK(stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode) && (sb.st_mode & 0777) == 0700);
 }
 
 /* A flush that runs while a write is under way (after the write reserved
@@ -440,11 +463,13 @@ static void test_streamed_upload_gets_late_metadata(struct lf_mem_store *m, stru
 
 int main(void)
 {
-    if (!mkdtemp(dir)) {
+    if (!mkdtemp(root)) {
         perror("mkdtemp");
         return 1;
     }
-    chmod(dir, 0700);
+    snprintf(dir, sizeof(dir), "%s/staging", root);
+    /* Nothing the test creates is private by the umask's grace. */
+    umask(0);
     struct lf_mem_store *m = lf_mem_store_new();
     struct lf_workq *wq = lf_workq_new(4, "test-up");
     lf_mem_store_add_bucket(m, "repo");
@@ -461,8 +486,8 @@ int main(void)
     lf_workq_free(wq);
     lf_mem_store_free(m);
     char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
     if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+        fprintf(stderr, "could not remove %s\n", root);
     return check_summary("test_staging");
 }
