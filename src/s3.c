@@ -858,6 +858,14 @@ static int split_endpoint(struct s3 *s, const char *ep)
     size_t hlen = slash ? (size_t)(slash - host) : strlen(host);
     if (hlen == 0)
         return -EINVAL;
+    /* curl leaves the scheme's default port out of Host (http://h:80 sends
+     * "Host: h"); the signature covers Host, so it must leave it out too,
+     * and so must the direct GET path, which writes Host from the URL. */
+    bool https = strncmp(ep, "https://", 8) == 0;
+    const char *dflt = https ? ":443" : ":80";
+    size_t dl = strlen(dflt);
+    if (hlen > dl && strncmp(host + hlen - dl, dflt, dl) == 0)
+        hlen -= dl;
     s->origin = strndup(ep, (size_t)(host - ep) + hlen);
     s->host = strndup(host, hlen);
     s->base_path = strdup(slash ? slash : "");
