@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <sys/stat.h>
 
+#include "lakefuse/buf.h"
 #include "lakefuse/log.h"
 #include "lakefuse/uri.h"
 
@@ -76,6 +78,10 @@ static const struct opt OPTS[] = {
      "lakectl configuration to take credentials and endpoint from when the environment has none"},
     {"ca-bundle", 0, K_STR, F(ca_bundle), "FILE", "system store", "CA certificates for HTTPS"},
     {"insecure", 0, K_FLAG, F(insecure), NULL, "off", "do not verify the server's certificate"},
+    {"setuid-bits", 0, K_FLAG, F(setuid_bits), NULL, "off",
+     "serve the setuid, setgid and sticky bits of stored modes, and let -o suid take effect "
+     "(by default the bits are cleared and the mount is nosuid: anyone who may write to a "
+     "branch chooses its objects' modes)"},
     {"option", 'o', K_FUSE, 0, "OPT[,OPT]", "", "FUSE mount options, e.g. allow_other"},
 };
 #define NOPTS (sizeof(OPTS) / sizeof(OPTS[0]))
@@ -133,7 +139,9 @@ static int parse_number(const char *s, double *v)
     char *end;
     errno = 0;
     *v = strtod(s, &end);
-    return (errno || end == s || *end || *v < 0) ? -EINVAL : 0;
+    /* !(v >= 0) also refuses NaN, which every bound below would let by
+     * (a NaN timeout turned the timeouts off). */
+    return (errno || end == s || *end || !(*v >= 0) || isinf(*v)) ? -EINVAL : 0;
 }
 
 static int set_string(char **dst, const char *v)
@@ -158,14 +166,71 @@ static int push_fuse_arg(struct lf_config *c, const char *a)
     return 0;
 }
 
-/* Whether a comma-separated option list holds tok. */
+/* Whether a FUSE option list holds tok, split and unescaped as libfuse
+ * does ("," separates, "\\" escapes the next byte, "\\ooo" is octal). */
 static bool has_token(const char *list, const char *tok)
 {
-    size_t n = strlen(tok);
-    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
-        if (strncmp(p, tok, n) == 0 && (p[n] == ',' || p[n] == '\0'))
-            return true;
-    return false;
+    size_t n = strlen(tok), i = 0;
+    bool match = true;
+    for (const char *p = list;; p++) {
+        if (*p == ',' || *p == '\0') {
+            if (match && i == n)
+                return true;
+            if (*p == '\0')
+                return false;
+            match = true;
+            i = 0;
+            continue;
+        }
+        char ch = *p;
+        if (*p == '\\' && p[1]) {
+            p++;
+            ch = *p;
+            if (p[0] >= '0' && p[0] <= '3' && p[1] >= '0' && p[1] <= '7' && p[2] >= '0' &&
+                p[2] <= '7') {
+                ch = (char)((p[0] - '0') * 64 + (p[1] - '0') * 8 + (p[2] - '0'));
+                p += 2;
+            }
+        }
+        match = match && i < n && ch == tok[i];
+        i++;
+    }
+}
+
+/* "fsname=lakefs://REPO/REF" with the bytes libfuse gives a meaning to
+ * escaped: a ref may hold ',' (tag names do), which would otherwise end
+ * the name and start options of the ref's choosing (allow_other, suid). */
+static int push_fsname(struct lf_config *c)
+{
+    struct lf_buf b = LF_BUF_INIT;
+    int rc = lf_buf_printf(&b, "fsname=lakefs://%s%s", c->repo ? c->repo : "", c->ref ? "/" : "");
+    for (const char *p = c->ref; !rc && p && *p; p++)
+        rc = (*p == ',' || *p == '\\') ? lf_buf_printf(&b, "\\%c", *p)
+                                       : lf_buf_append(&b, p, 1);
+    if (!rc)
+        rc = lf_buf_puts(&b, ",subtype=lakefuse");
+    if (!rc)
+        rc = push_fuse_arg(c, "-o") || push_fuse_arg(c, b.data) ? -ENOMEM : 0;
+    lf_buf_free(&b);
+    return rc;
+}
+
+/* A path given relative to where `mount` was started, made absolute: the
+ * daemon runs from "/". Nothing is resolved (the mount point may be a
+ * stale mount that cannot be looked at). */
+static int absolutise(char **path)
+{
+    if (!*path || (*path)[0] == '/')
+        return 0;
+    char cwd[PATH_MAX];
+    char *abs;
+    if (!getcwd(cwd, sizeof(cwd)))
+        return -errno;
+    if (asprintf(&abs, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, *path) < 0)
+        return -ENOMEM;
+    free(*path);
+    *path = abs;
+    return 0;
 }
 
 static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *err)
@@ -445,16 +510,22 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
     for (int i = 1; i + 1 < c->fuse_argc; i++)
         if (strcmp(c->fuse_argv[i], "-o") == 0 && has_token(c->fuse_argv[i + 1], "allow_other"))
             others = true;
-    char fsname[LF_REPO_NAME_MAX + LF_REF_MAX + 32];
-    snprintf(fsname, sizeof(fsname), "fsname=lakefs://%s%s%s,subtype=lakefuse",
-             c->repo ? c->repo : "", c->ref ? "/" : "", c->ref ? c->ref : "");
     if ((others && (push_fuse_arg(c, "-o") || push_fuse_arg(c, "default_permissions"))) ||
-        push_fuse_arg(c, "-o") || push_fuse_arg(c, fsname))
+        (!c->setuid_bits && (push_fuse_arg(c, "-o") || push_fuse_arg(c, "nosuid"))))
         return -ENOMEM;
+    if ((rc = push_fsname(c)))
+        return rc;
     if (!c->region && (rc = set_string(&c->region, "us-east-1")))
         return rc;
     if (!c->cache_dir && (rc = default_cache_dir(c)))
         return rc;
+    char **paths[] = {&c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if ((rc = absolutise(paths[i]))) {
+            fprintf(err, "lakefuse: cannot make '%s' an absolute path: %s\n", *paths[i],
+                    strerror(-rc));
+            return rc;
+        }
     if (c->readahead_max < c->readahead_init)
         c->readahead_max = c->readahead_init;
     if (c->max_requests == 0)
@@ -470,14 +541,20 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
     return 0;
 }
 
-void lf_config_free(struct lf_config *c)
+void lf_config_forget_secret(struct lf_config *c)
 {
     if (c->secret_key) {
         OPENSSL_cleanse(c->secret_key, strlen(c->secret_key));
         free(c->secret_key);
+        c->secret_key = NULL;
     }
+}
+
+void lf_config_free(struct lf_config *c)
+{
+    lf_config_forget_secret(c);
     char **strs[] = {&c->endpoint, &c->access_key, &c->region, &c->repo, &c->ref,
-                     &c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle, &c->config_file};
+                     &c->mountpoint, &c->cache_dir, &c->staging_dir, &c->log_file, &c->ca_bundle, &c->config_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (int i = 0; i < c->fuse_argc; i++)

@@ -38,6 +38,7 @@
 #include "lakefuse/log.h"
 #include "lakefuse/meta.h"
 #include "lakefuse/readahead.h"
+#include "lakefuse/recovery.h"
 #include "lakefuse/staging.h"
 #include "lakefuse/uri.h"
 #include "lakefuse/workq.h"
@@ -53,6 +54,7 @@ struct lf_fs {
     struct lf_workq *meta_wq; /* the second request of cold lookups */
     struct lf_workq *up_wq;   /* multipart part uploads */
     struct lf_staging *staging;
+    struct lf_recovery *recovery;
     struct lf_meta *meta;
     struct lf_ra_opts ra;
     bool splice;              /* big sequential reads are spliced (lf_reader_splice) */
@@ -159,7 +161,11 @@ static void fill_stat(const struct lf_fs *fs, const struct lf_node *n, struct st
         const struct lf_obj_attr *a = &n->attr;
         uint64_t size = a->size;
         staged_size(n, &size);
+        /* Anyone who may write to the branch chose the stored mode: no
+         * setuid, setgid or sticky bit unless the mount asked for them. */
         mode_t perm = (a->has & LF_ATTR_MODE) ? (a->mode & 07777) : 0644;
+        if (!fs->cfg->setuid_bits)
+            perm &= 0777;
         if (ro)
             perm &= ~(mode_t)0222;
         st->st_mode = S_IFREG | perm;
@@ -2180,6 +2186,7 @@ static void op_destroy(void *userdata)
     struct lf_fs *fs = userdata;
     if (!fs->staging)
         return;
+    lf_recovery_stop(fs->recovery); /* what it adopted is flushed below */
     unsigned failed = lf_staging_flush_all(fs->staging);
     if (failed)
         lf_err("unmount: %u staged file(s) could not be uploaded; they stay in %s/staging "
@@ -2299,25 +2306,21 @@ int lf_fs_start(struct lf_fs *fs)
     fs->up_wq = lf_workq_new(8, "lf-upload");
     if (!fs->data_wq || !fs->meta_wq || !fs->up_wq)
         return -ENOMEM;
-    struct lf_buf dir = LF_BUF_INIT;
-    if (lf_buf_printf(&dir, "%s/staging", fs->cfg->cache_dir))
-        return -ENOMEM;
-    struct lf_staging_opts so = {.dir = dir.data, .max_bytes = fs->cfg->staging_max,
+    struct lf_staging_opts so = {.dir = fs->cfg->staging_dir, .max_bytes = fs->cfg->staging_max,
                                  .part_size = fs->cfg->part_size};
-    /* What a killed daemon left staged is found before this run stages
-     * anything in the same directory. */
-    struct lf_orphan *orphans = NULL;
-    size_t norphans = 0;
-    int rc = lf_staging_find_orphans(dir.data, &orphans, &norphans);
     fs->staging = lf_staging_new(fs->store, fs->up_wq, &so);
-    if (!rc && fs->staging && norphans) {
-        lf_warn("found %zu file(s) staged by an earlier run that did not upload them; %s",
-                norphans, fs->cfg->keep_staged ? "leaving them (--keep-staged)" : "uploading");
-        for (size_t i = 0; i < norphans; i++)
-            lf_staging_recover(fs->staging, &orphans[i], !fs->cfg->keep_staged);
+    /* What daemons that are gone left staged goes up in the background; a
+     * read-only mount writes nothing, so it leaves that to another mount. */
+    if (fs->staging && !fs->cfg->read_only) {
+        struct lf_buf root = LF_BUF_INIT;
+        if (lf_buf_printf(&root, "%s/staging", fs->cfg->cache_dir) == 0)
+            fs->recovery = lf_recovery_start(fs->staging, root.data, !fs->cfg->keep_staged);
+        lf_buf_free(&root);
+        if (!fs->recovery)
+            lf_warn("cannot look for files staged by earlier runs; the next mount will");
+    } else if (fs->staging) {
+        lf_info("read-only: files staged by earlier runs are left for a writable mount");
     }
-    lf_orphans_free(orphans, norphans);
-    lf_buf_free(&dir);
     return fs->staging ? 0 : -EIO;
 }
 
@@ -2325,11 +2328,13 @@ void lf_fs_free(struct lf_fs *fs)
 {
     if (!fs)
         return;
+    lf_recovery_stop(fs->recovery);
     lf_workq_free(fs->data_wq);
     lf_workq_free(fs->meta_wq);
     lf_meta_free(fs->meta); /* drops the nodes' staged files */
     lf_workq_free(fs->up_wq);
     lf_staging_free(fs->staging);
+    lf_recovery_free(fs->recovery); /* after the staged files it adopted are let go */
     lf_bcache_free(fs->cache);
     free(fs);
 }
