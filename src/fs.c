@@ -461,7 +461,10 @@ static int lookup_cold(struct lf_fs *fs, struct lf_node *parent, const char *nam
     } else if (j.rc == -ENOENT && (lrc == 0 || lrc == -ENOENT)) {
         rc = -ENOENT;
     } else {
-        rc = j.rc ? j.rc : lrc;
+        /* A listing that failed says nothing about a directory: never
+         * ENOENT (which would be cached). Under a ref that exists, the
+         * gateway's 400 is its own failure, not an unknown ref. */
+        rc = lrc && lrc != -ENOENT ? (lrc == -EINVAL ? -EIO : lrc) : j.rc;
         lf_warn("lookup of '%s' in %s failed: %s", name, repo, strerror(-rc));
     }
 out:

@@ -479,8 +479,19 @@ static int s3_list(void *ctx, const char *bucket, const char *prefix, const char
     if (token && *token)
         add_query(&c, "continuation-token", token);
     memset(out, 0, sizeof(*out));
-    lf_http_resp_init(&r);
-    int rc = perform(s, &c, &r);
+    int rc;
+    /* lakeFS answers 400 for every failed listing, an unknown ref and a
+     * passing failure of its own alike: one more try tells them apart
+     * often enough, and an unknown ref costs one request more. */
+    for (unsigned attempt = 0;; attempt++) {
+        lf_http_resp_init(&r);
+        rc = perform(s, &c, &r);
+        if (rc != -EINVAL || r.status != 400 || attempt >= 1 || attempt >= s->retries)
+            break;
+        lf_http_resp_free(&r);
+        atomic_fetch_add(&s->nretries, 1);
+        (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
+    }
     if (!rc)
         rc = lf_xml_parse_list_page(body.data, body.len, out);
     if (rc == -EIO)

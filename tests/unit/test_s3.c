@@ -1,6 +1,6 @@
 /* s3: requests that must not be sent twice (CompleteMultipartUpload,
  * DeleteObject) against a scripted server on 127.0.0.1 that carries a
- * request out and then loses its answer. What the client did is read
+ * request out and then loses its answer; listings answered 400. What the client did is read
  * from the server's counts and state, never from timing. */
 #include "check.h"
 #include "lakefuse/buf.h"
@@ -24,6 +24,8 @@ enum script {
     COMPLETE_LOST_BEFORE_STORE, /* closes without storing; the next one works */
     DELETE_LOST,                /* deletes, then closes without an answer */
     DELETE_LOST_THEN_NEWER,     /* deletes, a newer version arrives, answer lost */
+    LIST_400_ONCE,              /* a listing fails with 400 once, then works */
+    LIST_400_ALWAYS,            /* every listing answers 400 (an unknown ref) */
 };
 
 static struct {
@@ -33,7 +35,7 @@ static struct {
     bool stored;
     char etag[64];     /* the object's, unquoted */
     char complete_etag[64];
-    int posts, deletes, heads;
+    int posts, deletes, heads, gets;
 } srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void put_all(int fd, const char *p)
@@ -137,6 +139,20 @@ static bool answer(int fd, const char *method)
             return false;
         }
     }
+    if (strcmp(method, "GET") == 0) {
+        int n = ++srv.gets;
+        if (srv.script == LIST_400_ALWAYS || n == 1) {
+            answer_xml(fd, 400, "Bad Request",
+                       "<?xml version=\"1.0\"?><Error><Code>BadRequest</Code></Error>");
+            return true;
+        }
+        answer_xml(fd, 200, "OK",
+                   "<?xml version=\"1.0\"?><ListBucketResult><Name>b</Name>"
+                   "<Prefix>main/</Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys>"
+                   "<IsTruncated>false</IsTruncated><Contents><Key>main/x</Key>"
+                   "<Size>1</Size><ETag>\"e\"</ETag></Contents></ListBucketResult>");
+        return true;
+    }
     if (strcmp(method, "DELETE") == 0) {
         int n = ++srv.deletes;
         srv.stored = false;
@@ -202,7 +218,7 @@ static struct lf_store *new_store(enum script script)
     char ep[64];
     pthread_mutex_lock(&srv.lock);
     srv.script = script;
-    srv.posts = srv.deletes = srv.heads = 0;
+    srv.posts = srv.deletes = srv.heads = srv.gets = 0;
     pthread_mutex_unlock(&srv.lock);
     snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", srv.port);
     struct lf_s3_opts o = {.endpoint = ep, .access_key = "AK", .secret_key = "SK",
@@ -275,6 +291,21 @@ static void test_delete(enum script script, int want_rc)
     lf_s3_store_free(st);
 }
 
+/* lakeFS answers 400 for a listing that failed on its side as for an
+ * unknown ref: a second try, and no more. */
+static void test_list_400(enum script script, int want_rc)
+{
+    struct lf_store *st = new_store(script);
+    struct lf_list_page page;
+    CHECK_INT(st->ops->list(st->ctx, "b", "main/", "/", NULL, 1000, &page), want_rc);
+    CHECK_INT(count(&srv.gets), 2);
+    if (!want_rc) {
+        CHECK_INT(page.nentries, 1);
+        lf_list_page_free(&page);
+    }
+    lf_s3_store_free(st);
+}
+
 int main(void)
 {
     start_server();
@@ -285,5 +316,7 @@ int main(void)
     test_complete(COMPLETE_LOST_BEFORE_STORE, 2);
     test_delete(DELETE_LOST, 0);
     test_delete(DELETE_LOST_THEN_NEWER, -EIO);
+    test_list_400(LIST_400_ONCE, 0);
+    test_list_400(LIST_400_ALWAYS, -EINVAL);
     return check_summary("test_s3");
 }
