@@ -375,7 +375,11 @@ static bool listing_fresh(const struct lf_node *n)
 static struct lf_refinfo *new_ref(struct lf_fs *fs, const char *repo, const char *name,
                                   bool is_branch)
 {
-    bool immutable = lf_ref_is_full_commit_id(name);
+    /* A branch may be named with 64 hex digits too: only a name that is no
+     * branch and looks like a commit ID is taken for one (lakeFS itself
+     * tries a full commit ID first; the gateway cannot tell a tag of that
+     * form from a commit). */
+    bool immutable = !is_branch && lf_ref_is_full_commit_id(name);
     return lf_refinfo_new(repo, name, immutable,
                           is_branch && !immutable && !fs->cfg->read_only);
 }

@@ -129,7 +129,7 @@ static int preflight(const struct lf_config *cfg, struct lf_fs_root *root)
         }
     }
     if (cfg->ref) {
-        rc = lf_ref_is_full_commit_id(cfg->ref) ? 0 : is_branch(st, cfg->repo, cfg->ref);
+        rc = is_branch(st, cfg->repo, cfg->ref); /* even a name of 64 hex digits */
         if (rc < 0)
             goto ref_error;
         root->ref_is_branch = rc == 1;

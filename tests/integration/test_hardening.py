@@ -289,3 +289,27 @@ def test_endpoint_with_explicit_default_port_authenticates(lakefs, repo, s3, mou
         assert (m2.path / "main" / "p.txt").read_bytes() == b"port eighty" * 1000
     finally:
         fwd.close()
+
+
+# ------------------------------------------------- smaller holes
+def test_a_branch_named_like_a_commit_id_is_a_branch(lakefs, repo, s3, mount):
+    name = "ab" * 32
+    lakefs.create_branch(repo, name)
+    m = mount(uri(repo))
+    (m.path / name / "w.txt").write_bytes(b"on a branch")
+    assert get(s3, repo, f"{name}/w.txt") == b"on a branch"
+    m2 = mount(uri(repo, name))
+    (m2.path / "w2.txt").write_bytes(b"mounted at the branch")
+    assert get(s3, repo, f"{name}/w2.txt") == b"mounted at the branch"
+
+
+def test_daemon_environment_holds_no_credentials(lakefs, repo, mount_bg):
+    """What /proc/PID/environ shows (and children inherit) has the secret
+    wiped; no core file could hold it either."""
+    res = mount_bg(uri(repo), check=True)
+    environ = open(f"/proc/{res.mount.pid}/environ", "rb").read()
+    assert lakefs.secret_key.encode() not in environ
+    limits = open(f"/proc/{res.mount.pid}/limits").read().splitlines()
+    core = [line for line in limits if line.startswith("Max core file size")][0].split()
+    assert core[4:6] == ["0", "0"], core
+    assert (res.path / "main").is_dir()  # and the mount still works
