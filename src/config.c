@@ -75,7 +75,8 @@ static const struct opt OPTS[] = {
      "leave files a killed daemon staged in the cache directory instead of uploading them"},
     {"part-size", 0, K_MIB, F(part_size), "MIB", "8", "multipart upload part size (grows for huge files)"},
     {"config", 0, K_STR, F(config_file), "FILE", "~/.lakectl.yaml",
-     "lakectl configuration to take credentials and endpoint from when the environment has none"},
+     "lakectl configuration to take credentials and endpoint from; given, it wins over the "
+     "environment, while ~/.lakectl.yaml only fills in what the environment lacks"},
     {"ca-bundle", 0, K_STR, F(ca_bundle), "FILE", "system store", "CA certificates for HTTPS"},
     {"insecure", 0, K_FLAG, F(insecure), NULL, "off", "do not verify the server's certificate"},
     {"setuid-bits", 0, K_FLAG, F(setuid_bits), NULL, "off",
@@ -305,8 +306,67 @@ static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *
  *     server:
  *       endpoint_url: ...
  *
- * read line by line (two levels, scalars only) rather than with a YAML
- * library. A file others can read gets a warning: it holds a secret. */
+ * read line by line (a section, then its keys one level in; scalars,
+ * plain or quoted, "# comment" after a plain one) rather than with a YAML
+ * library. Keys nested deeper belong to something else and are skipped. A
+ * file others can read gets a warning: it holds a secret, which is why
+ * every buffer that held its bytes is wiped. */
+
+/* The scalar of a "key: value" line: quotes removed, or a plain value
+ * ended by " #" and trailing blanks. */
+static char *yaml_scalar(char *v)
+{
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (*v == '"' || *v == '\'') {
+        char *close = strchr(v + 1, *v);
+        if (close) {
+            *close = '\0';
+            return v + 1;
+        }
+    }
+    for (char *p = v; *p; p++)
+        if (*p == '#' && (p == v || p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            break;
+        }
+    size_t vl = strlen(v);
+    while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        v[--vl] = '\0';
+    return v;
+}
+
+static int lakectl_line(struct lf_config *c, char *line, char *section, size_t seccap,
+                        size_t *key_indent)
+{
+    char *p = line, *colon;
+    line[strcspn(line, "\r\n")] = '\0';
+    while (*p == ' ' || *p == '\t')
+        p++;
+    size_t indent = (size_t)(p - line);
+    if (*p == '#' || !*p || !(colon = strchr(p, ':')))
+        return 0;
+    *colon = '\0';
+    char *v = yaml_scalar(colon + 1);
+    if (indent == 0) {
+        snprintf(section, seccap, "%s", p);
+        *key_indent = 0;
+        return 0;
+    }
+    if (!*key_indent)
+        *key_indent = indent; /* the section's own keys sit at its first indent */
+    if (indent != *key_indent)
+        return 0;
+    char **dst = NULL;
+    if (strcmp(section, "credentials") == 0 && strcmp(p, "access_key_id") == 0)
+        dst = &c->access_key;
+    else if (strcmp(section, "credentials") == 0 && strcmp(p, "secret_access_key") == 0)
+        dst = &c->secret_key;
+    else if (strcmp(section, "server") == 0 && strcmp(p, "endpoint_url") == 0)
+        dst = &c->endpoint;
+    return dst && !*dst && *v ? set_string(dst, v) : 0;
+}
+
 static int from_lakectl_file(struct lf_config *c, const char *path, bool explicit, FILE *err)
 {
     FILE *fp = fopen(path, "re");
@@ -316,54 +376,27 @@ static int from_lakectl_file(struct lf_config *c, const char *path, bool explici
         fprintf(err, "lakefuse: cannot read %s: %s\n", path, strerror(errno));
         return -errno;
     }
+    char iobuf[4096]; /* stdio's copy of the bytes, wiped below */
+    setvbuf(fp, iobuf, _IOFBF, sizeof(iobuf));
     struct stat st;
     if (fstat(fileno(fp), &st) == 0 && (st.st_mode & 077))
         fprintf(err, "lakefuse: warning: %s holds credentials and is readable by other users "
                      "(mode %04o); run chmod 600 %s\n", path, (unsigned)(st.st_mode & 07777),
                 path);
-    char line[1024], section[64] = "";
+    char *line = NULL, section[64] = "";
+    size_t cap = 0, key_indent = 0;
     int rc = 0;
-    while (!rc && fgets(line, sizeof(line), fp)) {
-        char *p = line, *colon, *v;
-        line[strcspn(line, "\r\n")] = '\0';
-        bool indented = *p == ' ' || *p == '\t';
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p == '#' || !*p || !(colon = strchr(p, ':')))
-            continue;
-        *colon = '\0';
-        v = colon + 1;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        size_t vl = strlen(v);
-        while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-            v[--vl] = '\0';
-        if (vl >= 2 && (v[0] == '"' || v[0] == '\'') && v[vl - 1] == v[0]) {
-            v[vl - 1] = '\0';
-            v++;
-        }
-        if (!indented) {
-            snprintf(section, sizeof(section), "%.63s", p);
-            continue;
-        }
-        char **dst = NULL;
-        if (strcmp(section, "credentials") == 0 && strcmp(p, "access_key_id") == 0)
-            dst = &c->access_key;
-        else if (strcmp(section, "credentials") == 0 && strcmp(p, "secret_access_key") == 0)
-            dst = &c->secret_key;
-        else if (strcmp(section, "server") == 0 && strcmp(p, "endpoint_url") == 0)
-            dst = &c->endpoint;
-        if (dst && !*dst && *v)
-            rc = set_string(dst, v);
-    }
-    OPENSSL_cleanse(line, sizeof(line));
+    while (!rc && getline(&line, &cap, fp) >= 0)
+        rc = lakectl_line(c, line, section, sizeof(section), &key_indent);
+    if (line)
+        OPENSSL_cleanse(line, cap);
+    free(line);
     fclose(fp);
+    OPENSSL_cleanse(iobuf, sizeof(iobuf));
     return rc;
 }
 
-/* Credentials and endpoint from the environment, the AWS names first,
- * then lakectl's configuration file. */
-static int from_env(struct lf_config *c, FILE *err)
+static int from_env_vars(struct lf_config *c)
 {
     const char *ak = getenv("AWS_ACCESS_KEY_ID");
     const char *sk = getenv("AWS_SECRET_ACCESS_KEY");
@@ -371,16 +404,29 @@ static int from_env(struct lf_config *c, FILE *err)
         ak = getenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID");
     if (!sk || !*sk)
         sk = getenv("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY");
-    if (ak && *ak && sk && *sk &&
+    if (!c->access_key && !c->secret_key && ak && *ak && sk && *sk &&
         (set_string(&c->access_key, ak) || set_string(&c->secret_key, sk)))
         return -ENOMEM;
-    if (!c->access_key || !c->secret_key || (!c->endpoint && !getenv("LAKECTL_SERVER_ENDPOINT_URL"))) {
+    return 0;
+}
+
+/* Credentials and endpoint. An explicit --config comes first (what the
+ * command line names is the most specific); then the environment, the
+ * AWS names before lakectl's; then ~/.lakectl.yaml for what is still
+ * missing. --endpoint wins over all of them. */
+static int from_env(struct lf_config *c, FILE *err)
+{
+    int rc;
+    if (c->config_file && (rc = from_lakectl_file(c, c->config_file, true, err)))
+        return rc;
+    if ((rc = from_env_vars(c)))
+        return rc;
+    if (!c->config_file &&
+        (!c->access_key || !c->secret_key || (!c->endpoint && !getenv("LAKECTL_SERVER_ENDPOINT_URL")))) {
         const char *home = getenv("HOME");
         char def[4096];
         snprintf(def, sizeof(def), "%s/.lakectl.yaml", home ? home : "");
-        int rc = from_lakectl_file(c, c->config_file ? c->config_file : def,
-                                   c->config_file != NULL, err);
-        if (rc)
+        if ((rc = from_lakectl_file(c, def, false, err)))
             return rc;
     }
     if (!c->access_key || !c->secret_key) {
