@@ -565,7 +565,8 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
         return rc;
     if (!c->cache_dir && (rc = default_cache_dir(c)))
         return rc;
-    char **paths[] = {&c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle};
+    char **paths[] = {&c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle,
+                      &c->config_file};
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
         if ((rc = absolutise(paths[i]))) {
             fprintf(err, "lakefuse: cannot make '%s' an absolute path: %s\n", *paths[i],
