@@ -687,6 +687,9 @@ static int s3_get_stream(void *ctx, const char *bucket, const char *key, uint64_
     return 0;
 }
 
+static bool completed(struct s3 *s, const char *bucket, const char *key, const char *want,
+                      char etag_out[LF_ETAG_MAX]);
+
 static int s3_put(void *ctx, const char *bucket, const char *key, const struct lf_body *body,
                   const struct lf_put_meta *meta, enum lf_put_cond cond,
                   char etag_out[LF_ETAG_MAX])
@@ -706,15 +709,29 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
     add_meta(&c, meta, &mh);
     if (cond == LF_PUT_IF_ABSENT)
         add_header(&c, "if-none-match", "*");
-    lf_http_resp_init(&r);
-    rc = perform(s, &c, &r);
-    if (!rc) {
-        lf_etag_copy(etag, r.etag);
-        rc = check_etag("PutObject", key, etag, hex);
+    /* A conditional PUT sent again after it took effect fails its own
+     * condition (412): a lost answer is resolved by a HEAD whose ETag is
+     * our MD5, and the PUT is sent again only when that is not so. */
+    for (unsigned attempt = 0;; attempt++) {
+        bool unknown = false;
+        lf_http_resp_init(&r);
+        rc = perform_ex(s, &c, &r, &unknown);
+        if (!rc) {
+            lf_etag_copy(etag, r.etag);
+            rc = check_etag("PutObject", key, etag, hex);
+        }
+        lf_http_resp_free(&r);
+        if (rc && unknown && completed(s, bucket, key, hex, etag)) {
+            lf_info("PutObject %s/%s: the answer was lost; the object is stored", bucket, key);
+            rc = 0;
+        }
+        if (!rc || !unknown || attempt >= s->retries)
+            break;
+        atomic_fetch_add(&s->nretries, 1);
+        (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
     }
     if (!rc && etag_out)
         memcpy(etag_out, etag, LF_ETAG_MAX);
-    lf_http_resp_free(&r);
     return rc;
 }
 
@@ -856,7 +873,8 @@ static void multipart_etag(const struct lf_part *parts, size_t nparts, char out[
     lf_buf_free(&b);
 }
 
-/* Whether the object at key is the one a complete of these parts makes. */
+/* Whether the object at key has the ETag want (the one a complete of our
+ * parts, or a PUT of our bytes, gives). */
 static bool completed(struct s3 *s, const char *bucket, const char *key, const char *want,
                       char etag_out[LF_ETAG_MAX])
 {
