@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <sys/stat.h>
 
+#include "lakefuse/buf.h"
 #include "lakefuse/log.h"
 #include "lakefuse/uri.h"
 
@@ -73,9 +75,14 @@ static const struct opt OPTS[] = {
      "leave files a killed daemon staged in the cache directory instead of uploading them"},
     {"part-size", 0, K_MIB, F(part_size), "MIB", "8", "multipart upload part size (grows for huge files)"},
     {"config", 0, K_STR, F(config_file), "FILE", "~/.lakectl.yaml",
-     "lakectl configuration to take credentials and endpoint from when the environment has none"},
+     "lakectl configuration to take credentials and endpoint from; given, it wins over the "
+     "environment, while ~/.lakectl.yaml only fills in what the environment lacks"},
     {"ca-bundle", 0, K_STR, F(ca_bundle), "FILE", "system store", "CA certificates for HTTPS"},
     {"insecure", 0, K_FLAG, F(insecure), NULL, "off", "do not verify the server's certificate"},
+    {"setuid-bits", 0, K_FLAG, F(setuid_bits), NULL, "off",
+     "serve the setuid, setgid and sticky bits of stored modes, and let -o suid take effect "
+     "(by default the bits are cleared and the mount is nosuid: anyone who may write to a "
+     "branch chooses its objects' modes)"},
     {"option", 'o', K_FUSE, 0, "OPT[,OPT]", "", "FUSE mount options, e.g. allow_other"},
 };
 #define NOPTS (sizeof(OPTS) / sizeof(OPTS[0]))
@@ -134,7 +141,9 @@ static int parse_number(const char *s, double *v)
     char *end;
     errno = 0;
     *v = strtod(s, &end);
-    return (errno || end == s || *end || *v < 0) ? -EINVAL : 0;
+    /* !(v >= 0) also refuses NaN, which every bound below would let by
+     * (a NaN timeout turned the timeouts off). */
+    return (errno || end == s || *end || !(*v >= 0) || isinf(*v)) ? -EINVAL : 0;
 }
 
 static int set_string(char **dst, const char *v)
@@ -159,14 +168,75 @@ static int push_fuse_arg(struct lf_config *c, const char *a)
     return 0;
 }
 
-/* Whether a comma-separated option list holds tok. */
+/* Whether a FUSE option list holds tok, split and unescaped as libfuse
+ * does ("," separates, "\\" escapes the next byte, "\\ooo" is octal). */
 static bool has_token(const char *list, const char *tok)
 {
-    size_t n = strlen(tok);
-    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
-        if (strncmp(p, tok, n) == 0 && (p[n] == ',' || p[n] == '\0'))
-            return true;
-    return false;
+    size_t n = strlen(tok), i = 0;
+    bool match = true;
+    for (const char *p = list;; p++) {
+        if (*p == ',' || *p == '\0') {
+            if (match && i == n)
+                return true;
+            if (*p == '\0')
+                return false;
+            match = true;
+            i = 0;
+            continue;
+        }
+        char ch = *p;
+        if (*p == '\\' && p[1]) {
+            p++;
+            ch = *p;
+            if (p[0] >= '0' && p[0] <= '3' && p[1] >= '0' && p[1] <= '7' && p[2] >= '0' &&
+                p[2] <= '7') {
+                ch = (char)((p[0] - '0') * 64 + (p[1] - '0') * 8 + (p[2] - '0'));
+                p += 2;
+            }
+        }
+        match = match && i < n && ch == tok[i];
+        i++;
+    }
+}
+
+/* "fsname=lakefs://REPO/REF" with the bytes libfuse gives a meaning to
+ * escaped: a ref may hold ',' (tag names do), which would otherwise end
+ * the name and start options of the ref's choosing (allow_other, suid). */
+static int push_fsname(struct lf_config *c)
+{
+    struct lf_buf b = LF_BUF_INIT;
+    int rc = lf_buf_printf(&b, "fsname=lakefs://%s%s", c->repo ? c->repo : "", c->ref ? "/" : "");
+    /* The ref and the path come from the user (and a tag may hold a
+     * comma): escaped, so they can never add an option. */
+    const char *parts[] = {c->ref, c->path ? "/" : NULL, c->path};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        for (const char *p = parts[i]; !rc && p && *p; p++)
+            rc = (*p == ',' || *p == '\\') ? lf_buf_printf(&b, "\\%c", *p)
+                                           : lf_buf_append(&b, p, 1);
+    if (!rc)
+        rc = lf_buf_puts(&b, ",subtype=lakefuse");
+    if (!rc)
+        rc = push_fuse_arg(c, "-o") || push_fuse_arg(c, b.data) ? -ENOMEM : 0;
+    lf_buf_free(&b);
+    return rc;
+}
+
+/* A path given relative to where `mount` was started, made absolute: the
+ * daemon runs from "/". Nothing is resolved (the mount point may be a
+ * stale mount that cannot be looked at). */
+static int absolutise(char **path)
+{
+    if (!*path || (*path)[0] == '/')
+        return 0;
+    char cwd[PATH_MAX];
+    char *abs;
+    if (!getcwd(cwd, sizeof(cwd)))
+        return -errno;
+    if (asprintf(&abs, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, *path) < 0)
+        return -ENOMEM;
+    free(*path);
+    *path = abs;
+    return 0;
 }
 
 static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *err)
@@ -241,8 +311,67 @@ static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *
  *     server:
  *       endpoint_url: ...
  *
- * read line by line (two levels, scalars only) rather than with a YAML
- * library. A file others can read gets a warning: it holds a secret. */
+ * read line by line (a section, then its keys one level in; scalars,
+ * plain or quoted, "# comment" after a plain one) rather than with a YAML
+ * library. Keys nested deeper belong to something else and are skipped. A
+ * file others can read gets a warning: it holds a secret, which is why
+ * every buffer that held its bytes is wiped. */
+
+/* The scalar of a "key: value" line: quotes removed, or a plain value
+ * ended by " #" and trailing blanks. */
+static char *yaml_scalar(char *v)
+{
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (*v == '"' || *v == '\'') {
+        char *close = strchr(v + 1, *v);
+        if (close) {
+            *close = '\0';
+            return v + 1;
+        }
+    }
+    for (char *p = v; *p; p++)
+        if (*p == '#' && (p == v || p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            break;
+        }
+    size_t vl = strlen(v);
+    while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        v[--vl] = '\0';
+    return v;
+}
+
+static int lakectl_line(struct lf_config *c, char *line, char *section, size_t seccap,
+                        size_t *key_indent)
+{
+    char *p = line, *colon;
+    line[strcspn(line, "\r\n")] = '\0';
+    while (*p == ' ' || *p == '\t')
+        p++;
+    size_t indent = (size_t)(p - line);
+    if (*p == '#' || !*p || !(colon = strchr(p, ':')))
+        return 0;
+    *colon = '\0';
+    char *v = yaml_scalar(colon + 1);
+    if (indent == 0) {
+        snprintf(section, seccap, "%s", p);
+        *key_indent = 0;
+        return 0;
+    }
+    if (!*key_indent)
+        *key_indent = indent; /* the section's own keys sit at its first indent */
+    if (indent != *key_indent)
+        return 0;
+    char **dst = NULL;
+    if (strcmp(section, "credentials") == 0 && strcmp(p, "access_key_id") == 0)
+        dst = &c->access_key;
+    else if (strcmp(section, "credentials") == 0 && strcmp(p, "secret_access_key") == 0)
+        dst = &c->secret_key;
+    else if (strcmp(section, "server") == 0 && strcmp(p, "endpoint_url") == 0)
+        dst = &c->endpoint;
+    return dst && !*dst && *v ? set_string(dst, v) : 0;
+}
+
 static int from_lakectl_file(struct lf_config *c, const char *path, bool explicit, FILE *err)
 {
     FILE *fp = fopen(path, "re");
@@ -252,54 +381,27 @@ static int from_lakectl_file(struct lf_config *c, const char *path, bool explici
         fprintf(err, "lakefuse: cannot read %s: %s\n", path, strerror(errno));
         return -errno;
     }
+    char iobuf[4096]; /* stdio's copy of the bytes, wiped below */
+    setvbuf(fp, iobuf, _IOFBF, sizeof(iobuf));
     struct stat st;
     if (fstat(fileno(fp), &st) == 0 && (st.st_mode & 077))
         fprintf(err, "lakefuse: warning: %s holds credentials and is readable by other users "
                      "(mode %04o); run chmod 600 %s\n", path, (unsigned)(st.st_mode & 07777),
                 path);
-    char line[1024], section[64] = "";
+    char *line = NULL, section[64] = "";
+    size_t cap = 0, key_indent = 0;
     int rc = 0;
-    while (!rc && fgets(line, sizeof(line), fp)) {
-        char *p = line, *colon, *v;
-        line[strcspn(line, "\r\n")] = '\0';
-        bool indented = *p == ' ' || *p == '\t';
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p == '#' || !*p || !(colon = strchr(p, ':')))
-            continue;
-        *colon = '\0';
-        v = colon + 1;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        size_t vl = strlen(v);
-        while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-            v[--vl] = '\0';
-        if (vl >= 2 && (v[0] == '"' || v[0] == '\'') && v[vl - 1] == v[0]) {
-            v[vl - 1] = '\0';
-            v++;
-        }
-        if (!indented) {
-            snprintf(section, sizeof(section), "%.63s", p);
-            continue;
-        }
-        char **dst = NULL;
-        if (strcmp(section, "credentials") == 0 && strcmp(p, "access_key_id") == 0)
-            dst = &c->access_key;
-        else if (strcmp(section, "credentials") == 0 && strcmp(p, "secret_access_key") == 0)
-            dst = &c->secret_key;
-        else if (strcmp(section, "server") == 0 && strcmp(p, "endpoint_url") == 0)
-            dst = &c->endpoint;
-        if (dst && !*dst && *v)
-            rc = set_string(dst, v);
-    }
-    OPENSSL_cleanse(line, sizeof(line));
+    while (!rc && getline(&line, &cap, fp) >= 0)
+        rc = lakectl_line(c, line, section, sizeof(section), &key_indent);
+    if (line)
+        OPENSSL_cleanse(line, cap);
+    free(line);
     fclose(fp);
+    OPENSSL_cleanse(iobuf, sizeof(iobuf));
     return rc;
 }
 
-/* Credentials and endpoint from the environment, the AWS names first,
- * then lakectl's configuration file. */
-static int from_env(struct lf_config *c, FILE *err)
+static int from_env_vars(struct lf_config *c)
 {
     const char *ak = getenv("AWS_ACCESS_KEY_ID");
     const char *sk = getenv("AWS_SECRET_ACCESS_KEY");
@@ -307,16 +409,29 @@ static int from_env(struct lf_config *c, FILE *err)
         ak = getenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID");
     if (!sk || !*sk)
         sk = getenv("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY");
-    if (ak && *ak && sk && *sk &&
+    if (!c->access_key && !c->secret_key && ak && *ak && sk && *sk &&
         (set_string(&c->access_key, ak) || set_string(&c->secret_key, sk)))
         return -ENOMEM;
-    if (!c->access_key || !c->secret_key || (!c->endpoint && !getenv("LAKECTL_SERVER_ENDPOINT_URL"))) {
+    return 0;
+}
+
+/* Credentials and endpoint. An explicit --config comes first (what the
+ * command line names is the most specific); then the environment, the
+ * AWS names before lakectl's; then ~/.lakectl.yaml for what is still
+ * missing. --endpoint wins over all of them. */
+static int from_env(struct lf_config *c, FILE *err)
+{
+    int rc;
+    if (c->config_file && (rc = from_lakectl_file(c, c->config_file, true, err)))
+        return rc;
+    if ((rc = from_env_vars(c)))
+        return rc;
+    if (!c->config_file &&
+        (!c->access_key || !c->secret_key || (!c->endpoint && !getenv("LAKECTL_SERVER_ENDPOINT_URL")))) {
         const char *home = getenv("HOME");
         char def[4096];
         snprintf(def, sizeof(def), "%s/.lakectl.yaml", home ? home : "");
-        int rc = from_lakectl_file(c, c->config_file ? c->config_file : def,
-                                   c->config_file != NULL, err);
-        if (rc)
+        if ((rc = from_lakectl_file(c, def, false, err)))
             return rc;
     }
     if (!c->access_key || !c->secret_key) {
@@ -484,17 +599,23 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
     for (int i = 1; i + 1 < c->fuse_argc; i++)
         if (strcmp(c->fuse_argv[i], "-o") == 0 && has_token(c->fuse_argv[i + 1], "allow_other"))
             others = true;
-    char fsname[LF_REPO_NAME_MAX + LF_REF_MAX + LF_PATH_MAX + 32];
-    snprintf(fsname, sizeof(fsname), "fsname=lakefs://%s%s%s%s%s,subtype=lakefuse",
-             c->repo ? c->repo : "", c->ref ? "/" : "", c->ref ? c->ref : "",
-             c->path ? "/" : "", c->path ? c->path : "");
     if ((others && (push_fuse_arg(c, "-o") || push_fuse_arg(c, "default_permissions"))) ||
-        push_fuse_arg(c, "-o") || push_fuse_arg(c, fsname))
+        (!c->setuid_bits && (push_fuse_arg(c, "-o") || push_fuse_arg(c, "nosuid"))))
         return -ENOMEM;
+    if ((rc = push_fsname(c)))
+        return rc;
     if (!c->region && (rc = set_string(&c->region, "us-east-1")))
         return rc;
     if (!c->cache_dir && (rc = default_cache_dir(c)))
         return rc;
+    char **paths[] = {&c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle,
+                      &c->config_file};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if ((rc = absolutise(paths[i]))) {
+            fprintf(err, "lakefuse: cannot make '%s' an absolute path: %s\n", *paths[i],
+                    strerror(-rc));
+            return rc;
+        }
     if (c->readahead_max < c->readahead_init)
         c->readahead_max = c->readahead_init;
     if (c->max_requests == 0)
@@ -510,14 +631,21 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
     return 0;
 }
 
-void lf_config_free(struct lf_config *c)
+void lf_config_forget_secret(struct lf_config *c)
 {
     if (c->secret_key) {
         OPENSSL_cleanse(c->secret_key, strlen(c->secret_key));
         free(c->secret_key);
+        c->secret_key = NULL;
     }
+}
+
+void lf_config_free(struct lf_config *c)
+{
+    lf_config_forget_secret(c);
     char **strs[] = {&c->endpoint, &c->access_key, &c->region, &c->repo, &c->ref, &c->path,
-                     &c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle, &c->config_file};
+                     &c->mountpoint, &c->cache_dir, &c->staging_dir, &c->log_file,
+                     &c->ca_bundle, &c->config_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (int i = 0; i < c->fuse_argc; i++)

@@ -59,6 +59,7 @@
 #include "lakefuse/log.h"
 #include "lakefuse/meta.h"
 #include "lakefuse/readahead.h"
+#include "lakefuse/recovery.h"
 #include "lakefuse/staging.h"
 #include "lakefuse/uri.h"
 #include "lakefuse/workq.h"
@@ -74,6 +75,7 @@ struct lf_fs {
     struct lf_workq *meta_wq; /* the second request of cold lookups */
     struct lf_workq *up_wq;   /* multipart part uploads */
     struct lf_staging *staging;
+    struct lf_recovery *recovery;
     struct lf_meta *meta;
     struct lf_ra_opts ra;
     bool splice;              /* big sequential reads are spliced (lf_reader_splice) */
@@ -220,7 +222,11 @@ static void fill_stat(const struct lf_fs *fs, const struct lf_node *n, struct st
         const struct lf_obj_attr *a = &n->attr;
         uint64_t size = a->size;
         staged_size(n, &size);
+        /* Anyone who may write to the branch chose the stored mode: no
+         * setuid, setgid or sticky bit unless the mount asked for them. */
         mode_t perm = (a->has & LF_ATTR_MODE) ? (a->mode & 07777) : 0644;
+        if (!fs->cfg->setuid_bits)
+            perm &= 0777;
         if (ro)
             perm &= ~(mode_t)0222;
         st->st_mode = S_IFREG | perm;
@@ -435,7 +441,11 @@ static bool listing_fresh(const struct lf_node *n)
 static struct lf_refinfo *new_ref(struct lf_fs *fs, const char *repo, const char *name,
                                   bool is_branch)
 {
-    bool immutable = lf_ref_is_full_commit_id(name);
+    /* A branch may be named with 64 hex digits too: only a name that is no
+     * branch and looks like a commit ID is taken for one (lakeFS itself
+     * tries a full commit ID first; the gateway cannot tell a tag of that
+     * form from a commit). */
+    bool immutable = !is_branch && lf_ref_is_full_commit_id(name);
     return lf_refinfo_new(repo, name, immutable,
                           is_branch && !immutable && !fs->cfg->read_only);
 }
@@ -535,7 +545,10 @@ static int lookup_cold(struct lf_fs *fs, struct lf_node *parent, const char *nam
     } else if (j.rc == -ENOENT && (lrc == 0 || lrc == -ENOENT)) {
         rc = -ENOENT;
     } else {
-        rc = j.rc ? j.rc : lrc;
+        /* A listing that failed says nothing about a directory: never
+         * ENOENT (which would be cached). Under a ref that exists, the
+         * gateway's 400 is its own failure, not an unknown ref. */
+        rc = lrc && lrc != -ENOENT ? (lrc == -EINVAL ? -EIO : lrc) : j.rc;
         lf_warn("lookup of '%s' in %s failed: %s", name, repo, strerror(-rc));
     }
 out:
@@ -2614,6 +2627,7 @@ static void op_destroy(void *userdata)
     struct lf_fs *fs = userdata;
     if (!fs->staging)
         return;
+    lf_recovery_stop(fs->recovery); /* what it adopted is flushed below */
     unsigned failed = lf_staging_flush_all(fs->staging);
     if (failed)
         lf_err("unmount: %u staged file(s) could not be uploaded; they stay in %s/staging "
@@ -2745,25 +2759,21 @@ int lf_fs_start(struct lf_fs *fs)
     fs->up_wq = lf_workq_new(8, "lf-upload");
     if (!fs->data_wq || !fs->meta_wq || !fs->up_wq)
         return -ENOMEM;
-    struct lf_buf dir = LF_BUF_INIT;
-    if (lf_buf_printf(&dir, "%s/staging", fs->cfg->cache_dir))
-        return -ENOMEM;
-    struct lf_staging_opts so = {.dir = dir.data, .max_bytes = fs->cfg->staging_max,
+    struct lf_staging_opts so = {.dir = fs->cfg->staging_dir, .max_bytes = fs->cfg->staging_max,
                                  .part_size = fs->cfg->part_size};
-    /* What a killed daemon left staged is found before this run stages
-     * anything in the same directory. */
-    struct lf_orphan *orphans = NULL;
-    size_t norphans = 0;
-    int rc = lf_staging_find_orphans(dir.data, &orphans, &norphans);
     fs->staging = lf_staging_new(fs->store, fs->up_wq, &so);
-    if (!rc && fs->staging && norphans) {
-        lf_warn("found %zu file(s) staged by an earlier run that did not upload them; %s",
-                norphans, fs->cfg->keep_staged ? "leaving them (--keep-staged)" : "uploading");
-        for (size_t i = 0; i < norphans; i++)
-            lf_staging_recover(fs->staging, &orphans[i], !fs->cfg->keep_staged);
+    /* What daemons that are gone left staged goes up in the background; a
+     * read-only mount writes nothing, so it leaves that to another mount. */
+    if (fs->staging && !fs->cfg->read_only) {
+        struct lf_buf root = LF_BUF_INIT;
+        if (lf_buf_printf(&root, "%s/staging", fs->cfg->cache_dir) == 0)
+            fs->recovery = lf_recovery_start(fs->staging, root.data, !fs->cfg->keep_staged);
+        lf_buf_free(&root);
+        if (!fs->recovery)
+            lf_warn("cannot look for files staged by earlier runs; the next mount will");
+    } else if (fs->staging) {
+        lf_info("read-only: files staged by earlier runs are left for a writable mount");
     }
-    lf_orphans_free(orphans, norphans);
-    lf_buf_free(&dir);
     return fs->staging ? 0 : -EIO;
 }
 
@@ -2771,11 +2781,13 @@ void lf_fs_free(struct lf_fs *fs)
 {
     if (!fs)
         return;
+    lf_recovery_stop(fs->recovery);
     lf_workq_free(fs->data_wq);
     lf_workq_free(fs->meta_wq);
     lf_meta_free(fs->meta); /* drops the nodes' staged files */
     lf_workq_free(fs->up_wq);
     lf_staging_free(fs->staging);
+    lf_recovery_free(fs->recovery); /* after the staged files it adopted are let go */
     lf_bcache_free(fs->cache);
     pthread_cond_destroy(&fs->changed);
     pthread_rwlock_destroy(&fs->ns);

@@ -18,15 +18,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "lakefuse/config.h"
 #include "lakefuse/fs.h"
 #include "lakefuse/http.h"
+#include "lakefuse/lockdir.h"
 #include "lakefuse/log.h"
 #include "lakefuse/mounts.h"
 #include "lakefuse/s3.h"
@@ -165,7 +170,7 @@ static int preflight(const struct lf_config *cfg, struct lf_fs_root *root)
         }
     }
     if (cfg->ref) {
-        rc = lf_ref_is_full_commit_id(cfg->ref) ? 0 : is_branch(st, cfg->repo, cfg->ref);
+        rc = is_branch(st, cfg->repo, cfg->ref); /* even a name of 64 hex digits */
         if (rc < 0)
             goto ref_error;
         root->ref_is_branch = rc == 1;
@@ -200,7 +205,7 @@ out:
     return rc;
 }
 
-static int prepare_cache_dir(struct lf_config *cfg)
+static int prepare_cache_dir(struct lf_config *cfg, struct lf_lockdir **own)
 {
     const char *dir = cfg->cache_dir;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
@@ -227,10 +232,15 @@ static int prepare_cache_dir(struct lf_config *cfg)
     cfg->cache_dir = abs;
     char staging[PATH_MAX + 16];
     snprintf(staging, sizeof(staging), "%s/staging", abs);
-    if (mkdir(staging, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "lakefuse: cannot create staging directory %s: %s\n", staging,
-                strerror(errno));
-        return -errno;
+    /* This mount's own area, locked for the daemon's life: another mount
+     * on the same cache directory never takes what it stages. */
+    int rc = lf_lockdir_create(staging, own);
+    if (rc == 0 && !(cfg->staging_dir = strdup(lf_lockdir_path(*own))))
+        rc = -ENOMEM;
+    if (rc) {
+        fprintf(stderr, "lakefuse: cannot create a staging area in %s: %s\n", staging,
+                strerror(-rc));
+        return rc;
     }
     return 0;
 }
@@ -318,7 +328,84 @@ static void announce(const struct lf_config *cfg, const struct lf_fs_root *root)
     else
         printf("mounted all repositories of %s on %s (%s; cache %s)\n", cfg->endpoint,
                cfg->mountpoint, how, cfg->cache_dir);
-    fflush(stdout); /* before the fork, or the line would be written twice */
+    fflush(stdout);
+}
+
+/* The daemon holds a secret: no core dumps, no ptrace by the same user,
+ * and no copy in the environment that children (fusermount3) inherit or
+ * /proc/PID/environ shows. */
+static void protect_secrets(void)
+{
+    static const char *const vars[] = {"AWS_SECRET_ACCESS_KEY",
+                                       "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY",
+                                       "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID",
+                                       "LAKECTL_CREDENTIALS_ACCESS_KEY_ID"};
+    struct rlimit none = {0, 0};
+    setrlimit(RLIMIT_CORE, &none);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        char *v = getenv(vars[i]);
+        if (v)
+            OPENSSL_cleanse(v, strlen(v)); /* the original bytes, not a copy */
+        unsetenv(vars[i]);
+    }
+}
+
+/* Forks into the background. Returns 0 in the child, with the write end
+ * of a pipe in *ready on which it reports once whether it started (see
+ * daemon_ready); the parent waits for that report and exits with it, so
+ * `mount` fails when the daemon cannot start. */
+static int daemonize(int *ready)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return -errno;
+    }
+    if (pid > 0) {
+        unsigned char st = 1;
+        ssize_t n;
+        close(p[1]);
+        while ((n = read(p[0], &st, 1)) < 0 && errno == EINTR)
+            ;
+        if (n != 1)
+            fprintf(stderr, "lakefuse: the daemon ended before the mount was ready\n");
+        _exit(n == 1 ? st : 1); /* the child owns everything from here */
+    }
+    close(p[0]);
+    setsid();
+    if (chdir("/") != 0)
+        lf_warn("cannot change to /: %s", strerror(errno));
+    int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (nullfd >= 0) {
+        dup2(nullfd, STDIN_FILENO);
+        close(nullfd);
+    }
+    *ready = p[1];
+    return 0;
+}
+
+/* Tells the waiting `mount` command how the start went (0: ready); the
+ * daemon's stdout and stderr then stop pointing at its terminal. */
+static void daemon_ready(int *ready, int status)
+{
+    if (*ready < 0)
+        return;
+    int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (nullfd >= 0) {
+        dup2(nullfd, STDOUT_FILENO);
+        dup2(nullfd, STDERR_FILENO);
+        close(nullfd);
+    }
+    unsigned char st = (unsigned char)status;
+    if (write(*ready, &st, 1) != 1)
+        lf_warn("cannot tell the mount command that the daemon is ready: %s", strerror(errno));
+    close(*ready);
+    *ready = -1;
 }
 
 static void log_stats(struct lf_store *st)
@@ -338,10 +425,12 @@ static int cmd_mount(int argc, char **argv)
     struct fuse_session *se = NULL;
     struct lf_store *store = NULL;
     struct lf_fs *fs = NULL;
-    int log_fd = -1, rc, status = 1;
+    struct lf_lockdir *own = NULL;
+    int log_fd = -1, ready = -1, rc, status = 1;
     bool mounted = false;
 
     rc = lf_config_parse(&cfg, argc, argv, stderr);
+    protect_secrets();
     if (rc == 1) {
         lf_config_free(&cfg);
         return 0;
@@ -362,7 +451,7 @@ static int cmd_mount(int argc, char **argv)
     }
     if (cfg.insecure)
         lf_warn("--insecure: the server's TLS certificate is NOT verified");
-    if (check_mountpoint(cfg.mountpoint) || prepare_cache_dir(&cfg) ||
+    if (check_mountpoint(cfg.mountpoint) || prepare_cache_dir(&cfg, &own) ||
         lf_http_global_init() != 0)
         goto out;
     warn_if_not_empty(cfg.mountpoint);
@@ -370,6 +459,7 @@ static int cmd_mount(int argc, char **argv)
         goto out;
 
     store = open_store(&cfg, cfg.retries);
+    lf_config_forget_secret(&cfg); /* the signer has its own copy */
     fs = store ? lf_fs_new(&cfg, store, &root) : NULL;
     if (!fs) {
         fprintf(stderr, "lakefuse: out of memory\n");
@@ -391,17 +481,27 @@ static int cmd_mount(int argc, char **argv)
     lf_fs_attach(fs, se);
     if (fuse_set_signal_handlers(se) != 0)
         goto out;
-    announce(&cfg, &root);
     if (!cfg.foreground) {
         if (!cfg.log_file)
             lf_log_use_syslog(1);
-        /* Returns in the child; the parent exits 0 once the child is ready. */
-        if (fuse_daemonize(0) != 0)
+        /* Returns in the child; the parent exits once the child is ready. */
+        if ((rc = daemonize(&ready)) != 0) {
+            fprintf(stderr, "lakefuse: cannot start the daemon: %s\n", strerror(-rc));
             goto out;
+        }
         lf_log_release_notes(1);
+    } else if (chdir("/") != 0) {
+        lf_warn("cannot change to /: %s", strerror(errno));
     }
-    if (lf_fs_start(fs) != 0)
+    if ((rc = lf_fs_start(fs)) != 0) {
+        fprintf(stderr, "lakefuse: cannot start: %s\n", strerror(-rc));
+        lf_err("cannot start: %s", strerror(-rc));
         goto out;
+    }
+    /* Only now is the mount usable: the one line says so, then `mount`
+     * returns (daemon_ready). */
+    announce(&cfg, &root);
+    daemon_ready(&ready, 0);
     lf_info("mounted %s%s%s%s%s%s at %s (pid %d)", cfg.repo ? "lakefs://" : "all repositories",
             cfg.repo ? cfg.repo : "", cfg.ref ? "/" : "", cfg.ref ? cfg.ref : "",
             cfg.path ? "/" : "", cfg.path ? cfg.path : "", cfg.mountpoint, (int)getpid());
@@ -427,6 +527,8 @@ out:
     lf_fs_free(fs);
     if (store)
         lf_store_free(store);
+    lf_lockdir_free(own, true); /* kept when it still holds staged files */
+    daemon_ready(&ready, 1);
     lf_config_free(&cfg);
     if (log_fd >= 0)
         close(log_fd);

@@ -385,6 +385,8 @@ static int key_cmp(const char *a, bool a_dir, const char *b, bool b_dir)
     }
 }
 
+static size_t lower(const struct lf_listing *l, const char *name, bool is_dir);
+
 static int reserve(struct lf_listing *l, size_t extra)
 {
     if (l->n + extra <= l->cap)
@@ -425,6 +427,26 @@ static bool usable(const char *dir_prefix, const char *key, const char *name, si
     return false;
 }
 
+/* A file and a directory of one name: the directory wins. They need not
+ * be neighbours ("data" < "data-2024/" < "data/", as '-' sorts before
+ * '/'), nor on one page, so each looks the other up in what is listed
+ * so far (kept in key order). Returns whether name is to be skipped. */
+static bool resolve_clash(struct lf_listing *l, const char *name, size_t len, bool is_dir)
+{
+    char *n = strndup(name, len);
+    if (!n)
+        return false;
+    size_t i = lower(l, n, !is_dir);
+    bool clash = i < l->n && l->v[i].is_dir == !is_dir && strcmp(l->v[i].name, n) == 0;
+    free(n);
+    if (!clash || !is_dir)
+        return clash;
+    free(l->v[i].name); /* the file listed earlier gives way */
+    memmove(&l->v[i], &l->v[i + 1], (l->n - i - 1) * sizeof(*l->v));
+    l->n--;
+    return false;
+}
+
 int lf_listing_add_page(struct lf_listing *l, const char *dir_prefix,
                         const struct lf_list_page *page)
 {
@@ -443,7 +465,8 @@ int lf_listing_add_page(struct lf_listing *l, const char *dir_prefix,
             size_t len = strlen(name);
             if (len > 0 && name[len - 1] == '/')
                 len--;
-            if (usable(dir_prefix, key, name, len) && push(l, name, len, true, NULL))
+            if (usable(dir_prefix, key, name, len) && !resolve_clash(l, name, len, true) &&
+                push(l, name, len, true, NULL))
                 return -ENOMEM;
         } else {
             const char *name = key + plen;
@@ -454,6 +477,7 @@ int lf_listing_add_page(struct lf_listing *l, const char *dir_prefix,
             bool shadowed = pk && strncmp(pk, key, strlen(key)) == 0 &&
                             strlen(pk) == strlen(key) + 1 && pk[strlen(key)] == '/';
             if (len > 0 && !shadowed && usable(dir_prefix, key, name, len) &&
+                !resolve_clash(l, name, len, false) &&
                 push(l, name, len, false, &page->entries[ie].attr))
                 return -ENOMEM;
         }

@@ -169,14 +169,20 @@ static int answer_error(const struct call *c, const struct lf_http_resp *r, char
     return err;
 }
 
-/* Runs the call with retries. On success (2xx) returns 0 with resp filled. */
-static int perform(struct s3 *s, const struct call *c, struct lf_http_resp *resp)
+/* Runs the call with retries. On success (2xx) returns 0 with resp filled.
+ * A call that is not retry_ok is sent again only when it surely did not
+ * take effect (the connection was refused, the server throttled it);
+ * when it may have (its answer was lost, or a 500/502/504 says nothing),
+ * *unknown is set, for the caller to find out by asking. */
+static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *resp,
+                      bool *unknown)
 {
     struct lf_buf path = LF_BUF_INIT, url = LF_BUF_INIT, auth = LF_BUF_INIT;
     struct lf_buf lines = LF_BUF_INIT;
     const char *hdr_lines[MAX_HEADERS + 4];
     struct lf_sigv4_kv hdrs[MAX_HEADERS + 3];
     char date[LF_SIGV4_AMZ_DATE_SIZE], code[64] = "";
+    bool ambiguous = false;
     int rc = build_path(s, c, &path);
     if (!rc)
         rc = build_url(s, c, path.data, &url);
@@ -217,7 +223,8 @@ static int perform(struct s3 *s, const struct call *c, struct lf_http_resp *resp
 
         struct lf_http_req hr = {.method = c->method, .url = url.data, .headers = hdr_lines,
                                  .nheaders = nl, .outv = c->outv, .outvcnt = c->outvcnt,
-                                 .out_buf = c->out_buf, .out_max = LF_XML_MAX};
+                                 .out_buf = c->out_buf, .out_max = LF_XML_MAX,
+                                 .fresh_connect = !c->retry_ok};
         if (c->body) {
             hr.body = c->body->mem;
             hr.body_fd = c->body->fd;
@@ -244,9 +251,11 @@ static int perform(struct s3 *s, const struct call *c, struct lf_http_resp *resp
                (uint64_t)resp->body_len,
                (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
 
-        bool again;
+        bool again, unsent;
         if (rc) {
-            again = c->retry_ok && retryable_errno(rc);
+            unsent = rc == -ECONNREFUSED || rc == -EHOSTUNREACH || rc == -EINTR;
+            again = (c->retry_ok || unsent) && retryable_errno(rc);
+            ambiguous = !unsent;
             if (rc != -EINTR)
                 lf_warn("%s %s/%s: %s (attempt %u)", c->op, c->bucket ? c->bucket : "",
                         c->key ? c->key : "", resp->errmsg[0] ? resp->errmsg : strerror(-rc),
@@ -255,7 +264,9 @@ static int perform(struct s3 *s, const struct call *c, struct lf_http_resp *resp
             break;
         } else {
             rc = answer_error(c, resp, code, sizeof(code));
-            again = retryable_status(resp->status, code);
+            unsent = resp->status == 429 || resp->status == 503 || strcmp(code, "SlowDown") == 0;
+            again = retryable_status(resp->status, code) && (c->retry_ok || unsent);
+            ambiguous = resp->status >= 500 && !unsent;
             if (again)
                 lf_warn("%s %s/%s: HTTP %ld %s (attempt %u)", c->op,
                         c->bucket ? c->bucket : "", c->key ? c->key : "", resp->status, code,
@@ -267,7 +278,9 @@ static int perform(struct s3 *s, const struct call *c, struct lf_http_resp *resp
         if ((rc = backoff(s, attempt, c->ctl)))
             break;
     }
-    if (rc && rc != -ENOENT && rc != -EINTR)
+    if (unknown)
+        *unknown = rc && ambiguous && !c->retry_ok;
+    if (rc && rc != -ENOENT && rc != -EINTR && !(unknown && *unknown))
         atomic_fetch_add(&s->failures, 1);
 out:
     lf_buf_free(&path);
@@ -275,6 +288,11 @@ out:
     lf_buf_free(&auth);
     lf_buf_free(&lines);
     return rc;
+}
+
+static int perform(struct s3 *s, const struct call *c, struct lf_http_resp *resp)
+{
+    return perform_ex(s, c, resp, NULL);
 }
 
 /* ---- attributes from headers ------------------------------------------- */
@@ -463,8 +481,19 @@ static int s3_list(void *ctx, const char *bucket, const char *prefix, const char
     if (token && *token)
         add_query(&c, "continuation-token", token);
     memset(out, 0, sizeof(*out));
-    lf_http_resp_init(&r);
-    int rc = perform(s, &c, &r);
+    int rc;
+    /* lakeFS answers 400 for every failed listing, an unknown ref and a
+     * passing failure of its own alike: one more try tells them apart
+     * often enough, and an unknown ref costs one request more. */
+    for (unsigned attempt = 0;; attempt++) {
+        lf_http_resp_init(&r);
+        rc = perform(s, &c, &r);
+        if (rc != -EINVAL || r.status != 400 || attempt >= 1 || attempt >= s->retries)
+            break;
+        lf_http_resp_free(&r);
+        atomic_fetch_add(&s->nretries, 1);
+        (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
+    }
     if (!rc)
         rc = lf_xml_parse_list_page(body.data, body.len, out);
     if (rc == -EIO)
@@ -660,6 +689,9 @@ static int s3_get_stream(void *ctx, const char *bucket, const char *key, uint64_
     return 0;
 }
 
+static bool completed(struct s3 *s, const char *bucket, const char *key, const char *want,
+                      char etag_out[LF_ETAG_MAX]);
+
 static int s3_put(void *ctx, const char *bucket, const char *key, const struct lf_body *body,
                   const struct lf_put_meta *meta, enum lf_put_cond cond,
                   char etag_out[LF_ETAG_MAX])
@@ -679,15 +711,29 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
     add_meta(&c, meta, &mh);
     if (cond == LF_PUT_IF_ABSENT)
         add_header(&c, "if-none-match", "*");
-    lf_http_resp_init(&r);
-    rc = perform(s, &c, &r);
-    if (!rc) {
-        lf_etag_copy(etag, r.etag);
-        rc = check_etag("PutObject", key, etag, hex);
+    /* A conditional PUT sent again after it took effect fails its own
+     * condition (412): a lost answer is resolved by a HEAD whose ETag is
+     * our MD5, and the PUT is sent again only when that is not so. */
+    for (unsigned attempt = 0;; attempt++) {
+        bool unknown = false;
+        lf_http_resp_init(&r);
+        rc = perform_ex(s, &c, &r, &unknown);
+        if (!rc) {
+            lf_etag_copy(etag, r.etag);
+            rc = check_etag("PutObject", key, etag, hex);
+        }
+        lf_http_resp_free(&r);
+        if (rc && unknown && completed(s, bucket, key, hex, etag)) {
+            lf_info("PutObject %s/%s: the answer was lost; the object is stored", bucket, key);
+            rc = 0;
+        }
+        if (!rc || !unknown || attempt >= s->retries)
+            break;
+        atomic_fetch_add(&s->nretries, 1);
+        (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
     }
     if (!rc && etag_out)
         memcpy(etag_out, etag, LF_ETAG_MAX);
-    lf_http_resp_free(&r);
     return rc;
 }
 
@@ -724,18 +770,38 @@ out:
     return rc;
 }
 
+/* A DELETE sent again after a backoff could remove a version written in
+ * between, so a lost answer is resolved by a HEAD instead: gone is what
+ * was asked for; still there fails rather than guess. */
 static int s3_remove(void *ctx, const char *bucket, const char *key)
 {
     struct s3 *s = ctx;
     struct lf_http_resp r;
-    struct call c = {.op = "DeleteObject", .method = "DELETE", .bucket = bucket, .key = key,
-                     .retry_ok = true};
+    struct lf_obj_attr a;
+    bool unknown = false;
+    struct call c = {.op = "DeleteObject", .method = "DELETE", .bucket = bucket, .key = key};
     lf_http_resp_init(&r);
-    int rc = perform(s, &c, &r);
+    int rc = perform_ex(s, &c, &r, &unknown);
     lf_http_resp_free(&r);
+    if (rc && unknown) {
+        int h = s3_head(s, bucket, key, &a);
+        if (h == -ENOENT) {
+            lf_info("DeleteObject %s/%s: the answer was lost; the object is gone", bucket, key);
+            return 0;
+        }
+        lf_err("DeleteObject %s/%s: the answer was lost and the object is still there; not "
+               "deleting again (a newer version may have been written since)", bucket, key);
+        atomic_fetch_add(&s->failures, 1);
+        return h ? h : -EIO;
+    }
     return rc;
 }
 
+/* Sent again after a lost answer: the first may have started an upload
+ * whose ID we never learn and so cannot abort. lakeFS offers no reliable
+ * ListMultipartUploads to find it, and an upload never completed stores
+ * nothing on the branch, so a retry costs at most an abandoned upload,
+ * where not retrying would fail the close. */
 static int s3_mpu_create(void *ctx, const char *bucket, const char *key,
                          const struct lf_put_meta *meta, char **upload_id)
 {
@@ -784,6 +850,48 @@ static int s3_mpu_part(void *ctx, const char *bucket, const char *key, const cha
     return rc;
 }
 
+/* The ETag S3 gives a multipart object: the MD5 of the parts' MD5s, then
+ * "-" and the number of parts. "" when a part's ETag is not an MD5. */
+static void multipart_etag(const struct lf_part *parts, size_t nparts, char out[LF_ETAG_MAX])
+{
+    struct lf_buf b = LF_BUF_INIT;
+    unsigned char *md5s = nparts ? malloc(nparts * LF_MD5_LEN) : NULL;
+    out[0] = '\0';
+    for (size_t i = 0; md5s && i < nparts; i++) {
+        char tag[LF_ETAG_MAX];
+        lf_etag_copy(tag, parts[i].etag);
+        for (int j = 0; j < LF_MD5_LEN; j++) {
+            unsigned v;
+            if (strlen(tag) != 2 * LF_MD5_LEN || sscanf(tag + 2 * j, "%2x", &v) != 1) {
+                free(md5s);
+                return;
+            }
+            md5s[i * LF_MD5_LEN + j] = (unsigned char)v;
+        }
+    }
+    if (md5s && lf_multipart_etag(&b, md5s, nparts) == 0 && b.len < LF_ETAG_MAX)
+        memcpy(out, b.data, b.len + 1);
+    free(md5s);
+    lf_buf_free(&b);
+}
+
+/* Whether the object at key has the ETag want (the one a complete of our
+ * parts, or a PUT of our bytes, gives). */
+static bool completed(struct s3 *s, const char *bucket, const char *key, const char *want,
+                      char etag_out[LF_ETAG_MAX])
+{
+    struct lf_obj_attr a;
+    if (!want[0] || s3_head(s, bucket, key, &a) != 0 || !lf_etag_same(a.etag, want))
+        return false;
+    memcpy(etag_out, a.etag, LF_ETAG_MAX);
+    return true;
+}
+
+/* Complete is not idempotent: once it took effect the upload is gone and
+ * a second one answers NoSuchUpload. So a lost answer (connection reset,
+ * stall timer on a long complete, a 500 that says nothing) is resolved by
+ * asking: a HEAD whose ETag is the multipart ETag of our parts means it
+ * is stored; otherwise it is sent again. */
 static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
                            const char *upload_id, const struct lf_part *parts, size_t nparts,
                            char etag_out[LF_ETAG_MAX])
@@ -791,19 +899,39 @@ static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
     struct s3 *s = ctx;
     struct lf_buf req = LF_BUF_INIT, body = LF_BUF_INIT;
     struct lf_http_resp r;
+    char want[LF_ETAG_MAX];
     int rc = lf_xml_build_complete(&req, parts, nparts);
     if (rc)
         return rc;
+    multipart_etag(parts, nparts, want);
     struct lf_body b = {.mem = req.data, .len = req.len};
     struct call c = {.op = "CompleteMultipartUpload", .method = "POST", .bucket = bucket,
-                     .key = key, .body = &b, .retry_ok = true, .out_buf = &body};
+                     .key = key, .body = &b, .out_buf = &body};
     add_query(&c, "uploadId", upload_id);
     add_header(&c, "content-type", "application/xml");
-    lf_http_resp_init(&r);
-    rc = perform(s, &c, &r);
-    if (!rc)
-        rc = lf_xml_parse_complete_result(body.data, body.len, etag_out);
-    lf_http_resp_free(&r);
+    bool lost = false;
+    for (unsigned attempt = 0;; attempt++) {
+        bool unknown = false;
+        lf_http_resp_init(&r);
+        rc = perform_ex(s, &c, &r, &unknown);
+        if (!rc)
+            rc = lf_xml_parse_complete_result(body.data, body.len, etag_out);
+        lf_http_resp_free(&r);
+        lost |= unknown;
+        if (rc && (unknown || (lost && rc == -ENOENT)) && completed(s, bucket, key, want, etag_out)) {
+            lf_info("CompleteMultipartUpload %s/%s: the answer was lost; the object is stored "
+                    "(ETag %s)", bucket, key, want);
+            rc = 0;
+        }
+        if (!rc || !unknown || attempt >= s->retries)
+            break;
+        if (!want[0])
+            lf_warn("CompleteMultipartUpload %s/%s: the answer was lost and the parts' ETags "
+                    "are not MD5s to check the object against; sending it again", bucket, key);
+        atomic_fetch_add(&s->nretries, 1);
+        if ((rc = backoff(s, attempt, NULL)))
+            break;
+    }
     lf_buf_free(&req);
     lf_buf_free(&body);
     return rc;
@@ -860,6 +988,14 @@ static int split_endpoint(struct s3 *s, const char *ep)
     size_t hlen = slash ? (size_t)(slash - host) : strlen(host);
     if (hlen == 0)
         return -EINVAL;
+    /* curl leaves the scheme's default port out of Host (http://h:80 sends
+     * "Host: h"); the signature covers Host, so it must leave it out too,
+     * and so must the direct GET path, which writes Host from the URL. */
+    bool https = strncmp(ep, "https://", 8) == 0;
+    const char *dflt = https ? ":443" : ":80";
+    size_t dl = strlen(dflt);
+    if (hlen > dl && strncmp(host + hlen - dl, dflt, dl) == 0)
+        hlen -= dl;
     s->origin = strndup(ep, (size_t)(host - ep) + hlen);
     s->host = strndup(host, hlen);
     s->base_path = strdup(slash ? slash : "");

@@ -251,9 +251,22 @@ static int mem_list(void *ctx, const char *bucket, const char *prefix,
         goto out;
     }
     size_t i = lower_bound(m, bucket, token && *token ? token : prefix);
-    if (token && *token && i < m->nobjs && strcmp(m->objs[i]->bucket, bucket) == 0 &&
-        strcmp(m->objs[i]->key, token) == 0)
+    size_t tlen = token ? strlen(token) : 0;
+    if (tlen && delimiter && *delimiter && tlen >= strlen(delimiter) &&
+        strcmp(token + tlen - strlen(delimiter), delimiter) == 0) {
+        /* A page that ended on a common prefix goes on after its sub-tree. */
+        char *after = strdup(token);
+        if (!after) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        after[tlen - 1]++;
+        i = lower_bound(m, bucket, after);
+        free(after);
+    } else if (tlen && i < m->nobjs && strcmp(m->objs[i]->bucket, bucket) == 0 &&
+               strcmp(m->objs[i]->key, token) == 0) {
         i++;
+    }
     while (i < m->nobjs) {
         struct mem_obj *o = m->objs[i];
         if (strcmp(o->bucket, bucket) != 0 || strncmp(o->key, prefix, plen) != 0)

@@ -22,12 +22,14 @@ struct lf_config {
     char *path;         /* "a/b": only that directory of the ref; NULL: all of it */
     char *mountpoint;
     char *cache_dir;
+    char *staging_dir;  /* this mount's own locked area (set by the caller, not parsed) */
     char *log_file;
     char *ca_bundle;
     char *config_file;  /* lakectl's YAML; NULL: ~/.lakectl.yaml */
     bool insecure;
     bool foreground;
     bool read_only;
+    bool setuid_bits;   /* serve stored setuid/setgid/sticky bits; no nosuid */
     int log_level;
 
     double branch_ttl;      /* attributes and listings on branches, s */
@@ -57,6 +59,8 @@ struct lf_config {
  * --help was printed (exit 0), or -EINVAL after printing why to err. */
 int lf_config_parse(struct lf_config *cfg, int argc, char **argv, FILE *err);
 void lf_config_free(struct lf_config *cfg);
+/* Wipes and frees the secret once the store's signer holds its own copy. */
+void lf_config_forget_secret(struct lf_config *cfg);
 void lf_config_usage(FILE *out);
 
 #endif

@@ -86,6 +86,12 @@ struct lf_http_req {
 
     lf_http_cancel_fn cancel;
     void *cancel_arg;
+
+    /* A request that must not be sent twice goes on a new connection:
+     * libcurl sends a request again by itself when a reused connection
+     * turns out to be closed before any answer, which for a request the
+     * server already carried out is a second one. */
+    bool fresh_connect;
 };
 
 struct lf_http *lf_http_new(const struct lf_http_opts *opts);

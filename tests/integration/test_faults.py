@@ -556,10 +556,15 @@ def test_staging_is_private(lakefs, repo, s3, mount):
     staging = os.path.join(cache, "staging")
     assert os.stat(cache).st_mode & 0o777 == 0o700
     assert os.stat(staging).st_mode & 0o777 == 0o700
-    names = os.listdir(staging)
-    assert names
+    # one area per mount (a directory), its files private
+    areas = os.listdir(staging)
+    assert len(areas) == 1
+    area = os.path.join(staging, areas[0])
+    assert os.stat(area).st_mode & 0o777 == 0o700
+    names = os.listdir(area)
+    assert len(names) > 1
     for n in names:
-        assert os.stat(os.path.join(staging, n)).st_mode & 0o777 == 0o600, n
+        assert os.stat(os.path.join(area, n)).st_mode & 0o777 == 0o600, n
     f.close()
 
 

@@ -205,6 +205,6 @@ def test_racing_writers_renames_and_unlinks_match_the_model(lakefs, repo, s3, mo
     assert tree(m2.path / "main") == seen
     cache = m.cmd[m.cmd.index("--cache-dir") + 1]
     assert m.unmount() == []
-    staging = os.path.join(cache, "staging")
-    left = [n for n in os.listdir(staging)] if os.path.isdir(staging) else []
+    left = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(cache, "staging"))
+            for f in fs if f.startswith("f-")]
     assert left == [], f"staged files left after unmount: {left}"

@@ -4,7 +4,15 @@ import errno
 import os
 import subprocess
 
-from lf_helpers import BINARY, is_mounted
+from lf_helpers import BINARY, is_mounted, wait_until
+
+
+def staged_files(cache):
+    """Staged data files in every mount's area of the cache directory."""
+    out = []
+    for d, _, names in os.walk(os.path.join(cache, "staging")):
+        out += [n for n in names if n.startswith("f-") and not n.endswith(".m")]
+    return out
 
 
 def unmount(path):
@@ -32,16 +40,18 @@ def test_unmount_reports_uploads_that_failed_and_next_mount_finishes(lakefs, rep
         lakefs.set_faults(fail_rate=0.0)
     assert res.returncode != 0 and "could not be uploaded" in res.stderr, res
     assert not is_mounted(m.path)
-    staged = [n for n in os.listdir(os.path.join(cache, "staging")) if not n.endswith(".m")]
-    assert staged, "the written data must stay staged"
+    assert staged_files(cache), "the written data must stay staged"
     m.proc.wait(timeout=60)
 
-    # A new mount on the same cache directory uploads it.
+    # A new mount on the same cache directory uploads it, in the background.
     m2 = mount(f"lakefs://{repo}", "--cache-dir", cache)
+    wait_until(lambda: "recovery: done" in m2.log(), 60, what="the recovery")
     got = s3.get_object(Bucket=repo, Key="main/late.txt")["Body"].read()
     assert got == b"written while the gateway failed\n"
     assert "staged by an earlier run" in m2.log()
-    assert os.listdir(os.path.join(cache, "staging")) == []
+    assert staged_files(cache) == []
+    # the emptied area is gone; only the new mount's own is left
+    assert len(os.listdir(os.path.join(cache, "staging"))) == 1
 
 
 def test_unmount_with_nothing_pending_succeeds(lakefs, repo, s3, mount):

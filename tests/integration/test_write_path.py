@@ -52,8 +52,11 @@ def errno_of(fn):
 
 
 def staged_files(cache):
-    d = os.path.join(cache, "staging")
-    return [n for n in os.listdir(d) if not n.endswith(".m")] if os.path.isdir(d) else []
+    """Staged data files in every mount's area of the cache directory."""
+    out = []
+    for d, _, names in os.walk(os.path.join(cache, "staging")):
+        out += [n for n in names if n.startswith("f-") and not n.endswith(".m")]
+    return out
 
 
 def cache_dir(m):

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "lakefuse/config.h"
@@ -144,6 +145,108 @@ static void test_fuzz_regressions(void)
     lf_config_free(&c);
 }
 
+static bool has_arg(const struct lf_config *c, const char *a)
+{
+    for (int i = 0; i < c->fuse_argc; i++)
+        if (strcmp(c->fuse_argv[i], a) == 0)
+            return true;
+    return false;
+}
+
+/* A ref's ',' cannot end fsname and start options; options the user
+ * wrote escaped still count for default_permissions; stored setuid bits
+ * need --setuid-bits. */
+static void test_fuse_options(void)
+{
+    struct lf_config c;
+    char *ref[] = {"mount", "--endpoint", "http://x", "lakefs://demo/v1,allow_other,suid",
+                   "/mnt", NULL};
+    CHECK_INT(parse(&c, ref), 0);
+    CHECK(has_arg(&c, "fsname=lakefs://demo/v1\\,allow_other\\,suid,subtype=lakefuse"));
+    CHECK(!has_arg(&c, "default_permissions"));
+    CHECK(has_arg(&c, "nosuid"));
+    lf_config_free(&c);
+    char *esc[] = {"mount", "--endpoint", "http://x", "-o", "ro,allow\\137other", "/mnt", NULL};
+    CHECK_INT(parse(&c, esc), 0);
+    CHECK(has_arg(&c, "default_permissions"));
+    lf_config_free(&c);
+    char *suid[] = {"mount", "--endpoint", "http://x", "--setuid-bits", "/mnt", NULL};
+    CHECK_INT(parse(&c, suid), 0);
+    CHECK(c.setuid_bits && !has_arg(&c, "nosuid"));
+    lf_config_free(&c);
+}
+
+/* The daemon runs from "/": every path the user typed relative is made
+ * absolute against where `mount` ran. */
+static void test_relative_paths(void)
+{
+    struct lf_config c;
+    char cwd[4096], want[4200];
+    CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
+    char *argv[] = {"mount", "--endpoint", "http://x", "--ca-bundle", "ca.pem", "--log-file",
+                    "l.log", "--cache-dir", "c", "mnt", NULL};
+    CHECK_INT(parse(&c, argv), 0);
+    snprintf(want, sizeof(want), "%s/mnt", cwd);
+    CHECK_STR(c.mountpoint, want);
+    snprintf(want, sizeof(want), "%s/ca.pem", cwd);
+    CHECK_STR(c.ca_bundle, want);
+    snprintf(want, sizeof(want), "%s/l.log", cwd);
+    CHECK_STR(c.log_file, want);
+    snprintf(want, sizeof(want), "%s/c", cwd);
+    CHECK_STR(c.cache_dir, want);
+    lf_config_free(&c);
+}
+
+static void test_nan_refused(void)
+{
+    struct lf_config c;
+    const char *opts[] = {"--timeout", "--cache-size", "--retries", "--branch-ttl"};
+    const char *vals[] = {"nan", "NaN", "-nan", "inf"};
+    for (size_t i = 0; i < 4; i++)
+        for (size_t j = 0; j < 4; j++) {
+            char *argv[] = {"mount", "--endpoint", "http://x", (char *)opts[i], (char *)vals[j],
+                            "/mnt", NULL};
+            CHECK_INT(parse(&c, argv), -EINVAL);
+            lf_config_free(&c);
+        }
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* lakectl's YAML: comments after plain values, keys nested deeper than a
+ * section's own, lines longer than any fixed buffer; an explicit --config
+ * wins over the environment. */
+static void test_lakectl_file(void)
+{
+    struct lf_config c;
+    char path[] = "/tmp/lf-test-lakectl-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    size_t pad = 3000;
+    char *yaml = malloc(pad + 1024);
+    int n = sprintf(yaml, "# lakectl\ncredentials:\n  access_key_id: AKFILE # the key\n"
+                          "  nested:\n    secret_access_key: NOT-THIS-ONE\n"
+                          "  secret_access_key: \"sec # ret\"\nserver:\n  endpoint_url: ");
+    memset(yaml + n, 'a', pad); /* one long comment-free line: a host name nobody has */
+    sprintf(yaml + n + pad, "\n  retries: 3\n");
+    memcpy(yaml + n, "http://h", 8);
+    write_file(path, yaml);
+    char *argv[] = {"mount", "--config", path, "/mnt", NULL};
+    CHECK_INT(parse(&c, argv), 0);
+    CHECK_STR(c.access_key, "AKFILE");
+    CHECK_STR(c.secret_key, "sec # ret");
+    CHECK_INT(strlen(c.endpoint), 8 + pad - 8);
+    lf_config_free(&c);
+    unlink(path);
+    free(yaml);
+}
+
 int main(void)
 {
     setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
@@ -152,5 +255,9 @@ int main(void)
     test_errors();
     test_subdirectory();
     test_fuzz_regressions();
+    test_fuse_options();
+    test_relative_paths();
+    test_nan_refused();
+    test_lakectl_file();
     return check_summary("test_config");
 }

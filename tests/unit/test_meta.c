@@ -2,6 +2,7 @@
  * lifetimes under lookups, pins and forgets. */
 #include "check.h"
 #include "lakefuse/meta.h"
+#include "lakefuse/store.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,53 @@ static void test_page_merge_and_find(void)
     CHECK(lf_listing_find(l, "zz") == NULL);
     CHECK(lf_listing_find(l, "") == NULL);
     lf_listing_put(l);
+}
+
+/* Lists dir_prefix of the in-memory store in pages of page_keys keys. */
+static struct lf_listing *list_all(struct lf_mem_store *m, const char *prefix, unsigned page_keys)
+{
+    struct lf_store *st = lf_mem_store_view(m);
+    struct lf_listing *l = lf_listing_new();
+    char *token = NULL;
+    do {
+        struct lf_list_page page;
+        CHECK_INT(st->ops->list(st->ctx, "r", prefix, "/", token, page_keys, &page), 0);
+        CHECK_INT(lf_listing_add_page(l, prefix, &page), 0);
+        free(token);
+        token = page.truncated ? page.next_token : NULL;
+        if (token)
+            page.next_token = NULL;
+        lf_list_page_free(&page);
+    } while (token);
+    return l;
+}
+
+/* "data" < "data-2024/" < "data.txt" < "data/": the file and the directory
+ * named data are not neighbours in the answer, and with small pages not on
+ * one page either. One entry, the directory, whatever the paging. */
+static void test_file_and_directory_of_one_name(void)
+{
+    struct lf_mem_store *m = lf_mem_store_new();
+    CHECK_INT(lf_mem_store_add_bucket(m, "r"), 0);
+    const char *keys[] = {"main/data", "main/data-2024/x", "main/data.txt", "main/data/y",
+                          "main/z"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        CHECK_INT(lf_mem_store_put(m, "r", keys[i], "x", 1), 0);
+    unsigned pages[] = {1, 2, 3, 1000};
+    for (size_t p = 0; p < sizeof(pages) / sizeof(pages[0]); p++) {
+        struct lf_listing *l = list_all(m, "main/", pages[p]);
+        const char *want[] = {"data-2024", "data.txt", "data", "z"};
+        const bool dir[] = {true, false, true, false};
+        CHECK_INT(l->n, 4);
+        for (size_t i = 0; i < l->n && i < 4; i++) {
+            CHECK_STR(l->v[i].name, want[i]);
+            CHECK(l->v[i].is_dir == dir[i]);
+        }
+        const struct lf_dent *d = lf_listing_find(l, "data");
+        CHECK(d && d->is_dir);
+        lf_listing_put(l);
+    }
+    lf_mem_store_free(m);
 }
 
 static void test_copy_on_write(void)
@@ -127,6 +175,7 @@ static void test_node_lifetime(void)
 int main(void)
 {
     test_page_merge_and_find();
+    test_file_and_directory_of_one_name();
     test_copy_on_write();
     test_node_lifetime();
     return check_summary("test_meta");

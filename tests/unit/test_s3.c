@@ -1,0 +1,322 @@
+/* s3: requests that must not be sent twice (CompleteMultipartUpload,
+ * DeleteObject) against a scripted server on 127.0.0.1 that carries a
+ * request out and then loses its answer; listings answered 400. What the client did is read
+ * from the server's counts and state, never from timing. */
+#include "check.h"
+#include "lakefuse/buf.h"
+#include "lakefuse/hash.h"
+#include "lakefuse/s3.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum script {
+    COMPLETE_LOST_AFTER_STORE,  /* stores, then closes without an answer */
+    COMPLETE_500_AFTER_STORE,   /* stores, then answers 500 */
+    COMPLETE_LOST_BEFORE_STORE, /* closes without storing; the next one works */
+    DELETE_LOST,                /* deletes, then closes without an answer */
+    DELETE_LOST_THEN_NEWER,     /* deletes, a newer version arrives, answer lost */
+    LIST_400_ONCE,              /* a listing fails with 400 once, then works */
+    LIST_400_ALWAYS,            /* every listing answers 400 (an unknown ref) */
+};
+
+static struct {
+    int lfd, port;
+    pthread_mutex_t lock;
+    enum script script;
+    bool stored;
+    char etag[64];     /* the object's, unquoted */
+    char complete_etag[64];
+    int posts, deletes, heads, gets;
+} srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void put_all(int fd, const char *p)
+{
+    size_t n = strlen(p);
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Reads one request (head and body); false at EOF. */
+static bool get_request(int fd, char *method, size_t mcap)
+{
+    char buf[16384];
+    size_t n = 0;
+    char *end = NULL;
+    while (!end && n < sizeof(buf) - 1) {
+        ssize_t r = recv(fd, buf + n, sizeof(buf) - 1 - n, 0);
+        if (r <= 0)
+            return false;
+        n += (size_t)r;
+        buf[n] = '\0';
+        end = strstr(buf, "\r\n\r\n");
+    }
+    if (!end)
+        return false;
+    snprintf(method, mcap, "%.*s", (int)strcspn(buf, " "), buf);
+    const char *cl = strcasestr(buf, "\r\nContent-Length:");
+    size_t body = cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
+    size_t have = n - (size_t)(end + 4 - buf);
+    while (have < body) {
+        ssize_t r = recv(fd, buf, sizeof(buf), 0);
+        if (r <= 0)
+            return false;
+        have += (size_t)r;
+    }
+    return true;
+}
+
+static void answer_head(int fd)
+{
+    char a[256];
+    if (srv.stored)
+        snprintf(a, sizeof(a), "HTTP/1.1 200 OK\r\nETag: \"%s\"\r\nContent-Length: 0\r\n\r\n",
+                 srv.etag);
+    else
+        snprintf(a, sizeof(a), "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    put_all(fd, a);
+}
+
+static void answer_xml(int fd, int status, const char *reason, const char *doc)
+{
+    char a[1024];
+    snprintf(a, sizeof(a), "HTTP/1.1 %d %s\r\nContent-Type: application/xml\r\n"
+             "Content-Length: %zu\r\n\r\n%s", status, reason, strlen(doc), doc);
+    put_all(fd, a);
+}
+
+static const char NO_UPLOAD[] =
+    "<?xml version=\"1.0\"?><Error><Code>NoSuchUpload</Code></Error>";
+
+/* Answers one request; false when the connection is to close here. */
+static bool answer(int fd, const char *method)
+{
+    char doc[512];
+    if (strcmp(method, "HEAD") == 0) {
+        srv.heads++;
+        answer_head(fd);
+        return true;
+    }
+    if (strcmp(method, "POST") == 0) {
+        int n = ++srv.posts;
+        switch (srv.script) {
+        case COMPLETE_LOST_AFTER_STORE:
+        case COMPLETE_500_AFTER_STORE:
+            if (n > 1) {
+                answer_xml(fd, 404, "Not Found", NO_UPLOAD);
+                return true;
+            }
+            srv.stored = true;
+            snprintf(srv.etag, sizeof(srv.etag), "%s", srv.complete_etag);
+            if (srv.script == COMPLETE_LOST_AFTER_STORE)
+                return false;
+            answer_xml(fd, 500, "Internal Server Error",
+                       "<?xml version=\"1.0\"?><Error><Code>InternalError</Code></Error>");
+            return true;
+        case COMPLETE_LOST_BEFORE_STORE:
+            if (n == 1)
+                return false;
+            srv.stored = true;
+            snprintf(srv.etag, sizeof(srv.etag), "%s", srv.complete_etag);
+            snprintf(doc, sizeof(doc), "<?xml version=\"1.0\"?><CompleteMultipartUploadResult>"
+                     "<ETag>\"%s\"</ETag></CompleteMultipartUploadResult>", srv.etag);
+            answer_xml(fd, 200, "OK", doc);
+            return true;
+        default:
+            return false;
+        }
+    }
+    if (strcmp(method, "GET") == 0) {
+        int n = ++srv.gets;
+        if (srv.script == LIST_400_ALWAYS || n == 1) {
+            answer_xml(fd, 400, "Bad Request",
+                       "<?xml version=\"1.0\"?><Error><Code>BadRequest</Code></Error>");
+            return true;
+        }
+        answer_xml(fd, 200, "OK",
+                   "<?xml version=\"1.0\"?><ListBucketResult><Name>b</Name>"
+                   "<Prefix>main/</Prefix><KeyCount>1</KeyCount><MaxKeys>1000</MaxKeys>"
+                   "<IsTruncated>false</IsTruncated><Contents><Key>main/x</Key>"
+                   "<Size>1</Size><ETag>\"e\"</ETag></Contents></ListBucketResult>");
+        return true;
+    }
+    if (strcmp(method, "DELETE") == 0) {
+        int n = ++srv.deletes;
+        srv.stored = false;
+        if (n == 1 && srv.script == DELETE_LOST_THEN_NEWER) {
+            srv.stored = true;
+            snprintf(srv.etag, sizeof(srv.etag), "%s", "0123456789abcdef0123456789abcdef");
+        }
+        if (n == 1)
+            return false;
+        put_all(fd, "HTTP/1.1 204 No Content\r\n\r\n");
+        return true;
+    }
+    return false;
+}
+
+static void *serve_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char method[16];
+    bool more = true;
+    while (more && get_request(fd, method, sizeof(method))) {
+        pthread_mutex_lock(&srv.lock);
+        more = answer(fd, method);
+        pthread_mutex_unlock(&srv.lock);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void *serve(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int fd = accept(srv.lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        pthread_t t;
+        if (pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)fd) == 0)
+            pthread_detach(t);
+        else
+            close(fd);
+    }
+}
+
+static void start_server(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    srv.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    if (bind(srv.lfd, (struct sockaddr *)&a, sizeof(a)) || listen(srv.lfd, 16) ||
+        getsockname(srv.lfd, (struct sockaddr *)&a, &al)) {
+        perror("scripted server");
+        exit(1);
+    }
+    srv.port = ntohs(a.sin_port);
+    pthread_t t;
+    pthread_create(&t, NULL, serve, NULL);
+    pthread_detach(t);
+}
+
+static struct lf_store *new_store(enum script script)
+{
+    char ep[64];
+    pthread_mutex_lock(&srv.lock);
+    srv.script = script;
+    srv.posts = srv.deletes = srv.heads = srv.gets = 0;
+    pthread_mutex_unlock(&srv.lock);
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", srv.port);
+    struct lf_s3_opts o = {.endpoint = ep, .access_key = "AK", .secret_key = "SK",
+                           .region = "us-east-1", .max_conns = 4, .connect_timeout_ms = 5000,
+                           .stall_timeout_ms = 10000, .retries = 3, .backoff_ms = 1};
+    return lf_s3_store_new(&o);
+}
+
+static int count(int *what)
+{
+    pthread_mutex_lock(&srv.lock);
+    int v = *what;
+    pthread_mutex_unlock(&srv.lock);
+    return v;
+}
+
+/* Two parts; the multipart ETag S3 would give their object. */
+static void two_parts(struct lf_part parts[2])
+{
+    unsigned char md5s[2 * LF_MD5_LEN];
+    struct lf_buf b = LF_BUF_INIT;
+    for (int i = 0; i < 2; i++) {
+        char body[16];
+        snprintf(body, sizeof(body), "part %d", i + 1);
+        parts[i].number = i + 1;
+        lf_md5(body, strlen(body), md5s + i * LF_MD5_LEN);
+        lf_md5_hex(body, strlen(body), parts[i].etag);
+    }
+    CHECK_INT(lf_multipart_etag(&b, md5s, 2), 0);
+    snprintf(srv.complete_etag, sizeof(srv.complete_etag), "%s", b.data);
+    lf_buf_free(&b);
+}
+
+static void test_complete(enum script script, int want_posts)
+{
+    struct lf_part parts[2];
+    char etag[LF_ETAG_MAX] = "";
+    two_parts(parts);
+    pthread_mutex_lock(&srv.lock);
+    srv.stored = true; /* an older version: HEADs answer, with another ETag */
+    snprintf(srv.etag, sizeof(srv.etag), "%s", "fedcba9876543210fedcba9876543210");
+    pthread_mutex_unlock(&srv.lock);
+    struct lf_store *st = new_store(script);
+    struct lf_obj_attr a;
+    /* A warm connection: libcurl sends a request again by itself when a
+     * reused connection closes before any answer. */
+    CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
+    int rc = st->ops->mpu_complete(st->ctx, "b", "k", "upload-1", parts, 2, etag);
+    CHECK_INT(rc, 0);
+    CHECK_STR(etag, srv.complete_etag);
+    CHECK_INT(count(&srv.posts), want_posts);
+    lf_s3_store_free(st);
+}
+
+static void test_delete(enum script script, int want_rc)
+{
+    pthread_mutex_lock(&srv.lock);
+    srv.stored = true;
+    snprintf(srv.etag, sizeof(srv.etag), "%s", "fedcba9876543210fedcba9876543210");
+    pthread_mutex_unlock(&srv.lock);
+    struct lf_store *st = new_store(script);
+    struct lf_obj_attr a;
+    CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
+    CHECK_INT(st->ops->remove(st->ctx, "b", "k"), want_rc);
+    CHECK_INT(count(&srv.deletes), 1); /* never sent again */
+    pthread_mutex_lock(&srv.lock);
+    /* the newer version written after our delete is still there */
+    CHECK(srv.stored == (script == DELETE_LOST_THEN_NEWER));
+    pthread_mutex_unlock(&srv.lock);
+    lf_s3_store_free(st);
+}
+
+/* lakeFS answers 400 for a listing that failed on its side as for an
+ * unknown ref: a second try, and no more. */
+static void test_list_400(enum script script, int want_rc)
+{
+    struct lf_store *st = new_store(script);
+    struct lf_list_page page;
+    CHECK_INT(st->ops->list(st->ctx, "b", "main/", "/", NULL, 1000, &page), want_rc);
+    CHECK_INT(count(&srv.gets), 2);
+    if (!want_rc) {
+        CHECK_INT(page.nentries, 1);
+        lf_list_page_free(&page);
+    }
+    lf_s3_store_free(st);
+}
+
+int main(void)
+{
+    start_server();
+    /* The complete took effect: found by asking, not sent again. */
+    test_complete(COMPLETE_LOST_AFTER_STORE, 1);
+    test_complete(COMPLETE_500_AFTER_STORE, 1);
+    /* It did not: asking finds the old object, so it is sent again. */
+    test_complete(COMPLETE_LOST_BEFORE_STORE, 2);
+    test_delete(DELETE_LOST, 0);
+    test_delete(DELETE_LOST_THEN_NEWER, -EIO);
+    test_list_400(LIST_400_ONCE, 0);
+    test_list_400(LIST_400_ALWAYS, -EINVAL);
+    return check_summary("test_s3");
+}
