@@ -75,6 +75,10 @@ struct lf_sfile {
     pthread_cond_t cond;          /* inflight part jobs finished */
     pthread_mutex_t flush_lock;
     pthread_mutex_t manifest_lock; /* write_manifest, one at a time */
+    /* Writes hold it shared from their bytes to their size update, a
+     * truncate alone: a truncate never lands between the two (it would
+     * leave the size of bytes it removed). Taken before f->lock. */
+    pthread_rwlock_t io;
 
     char *bucket, *key;
     char *path, *manifest;        /* data file and its manifest */
@@ -276,6 +280,7 @@ static void init_locks(struct lf_sfile *f)
     pthread_cond_init(&f->cond, NULL);
     pthread_mutex_init(&f->flush_lock, NULL);
     pthread_mutex_init(&f->manifest_lock, NULL);
+    pthread_rwlock_init(&f->io, NULL);
 }
 
 int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
@@ -381,6 +386,7 @@ static void destroy(struct lf_sfile *f)
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->flush_lock);
     pthread_mutex_destroy(&f->manifest_lock);
+    pthread_rwlock_destroy(&f->io);
     free(f->upload_id);
     free(f->parts);
     free(f->bucket);
@@ -519,6 +525,7 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
     if (f->s->hook)
         f->s->hook(f->s->hook_arg, "write", f);
     /* The bytes first, the generation after: see the top of the file. */
+    pthread_rwlock_rdlock(&f->io);
     ssize_t w = pwrite(f->fd, buf, len, (off_t)off);
     int err = errno;
     pthread_mutex_lock(&f->lock);
@@ -535,6 +542,7 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
     if (w != (ssize_t)len)
         uncharge(f, f->size); /* what the failed part reserved */
     pthread_mutex_unlock(&f->lock);
+    pthread_rwlock_unlock(&f->io);
     if (w < 0) {
         lf_err("staging %s/%s: write to %s failed: %s", f->bucket, f->key, f->path,
                strerror(err));
@@ -567,9 +575,10 @@ int lf_sfile_truncate(struct lf_sfile *f, uint64_t size)
     int rc = 0;
     pthread_mutex_lock(&f->flush_lock);
     pthread_mutex_lock(&f->lock);
+    /* O_TRUNC: nothing of the old content is needed. The file counts as
+     * loaded only below, with its new size: a flush in between must not
+     * see the old size over an empty file. */
     bool skip_load = !f->loaded && size == 0;
-    if (skip_load)
-        f->loaded = true; /* O_TRUNC: nothing of the old content is needed */
     pthread_mutex_unlock(&f->lock);
     if (!skip_load)
         rc = load(f);
@@ -578,6 +587,9 @@ int lf_sfile_truncate(struct lf_sfile *f, uint64_t size)
         rc = ensure_manifest(f);
     if (rc)
         return rc;
+    if (f->s->hook)
+        f->s->hook(f->s->hook_arg, "truncate", f);
+    pthread_rwlock_wrlock(&f->io);
     pthread_mutex_lock(&f->lock);
     uint64_t old = f->size;
     if (size > old)
@@ -587,12 +599,14 @@ int lf_sfile_truncate(struct lf_sfile *f, uint64_t size)
     if (!rc) {
         parts_changed(f, size < old ? size : old, size < old ? old : size);
         f->size = size;
+        f->loaded = true;
         if (size < old)
             f->sequential = false;
         touch(f);
         uncharge(f, size);
     }
     pthread_mutex_unlock(&f->lock);
+    pthread_rwlock_unlock(&f->io);
     return rc;
 }
 
@@ -932,6 +946,7 @@ int lf_sfile_flush(struct lf_sfile *f, struct lf_obj_attr *out)
     unsigned tries = 0;
     pthread_mutex_lock(&f->flush_lock);
 again:
+    rc = 0;
     pthread_mutex_lock(&f->lock);
     bool dirty = f->dirty; /* never set once discarded */
     unsigned gen = f->gen;

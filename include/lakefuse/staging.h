@@ -49,8 +49,9 @@ struct lf_staging *lf_staging_new(struct lf_store *store, struct lf_workq *wq,
 /* Frees the area; staged files that are still dirty stay on disk. */
 void lf_staging_free(struct lf_staging *s);
 void lf_staging_get_stats(struct lf_staging *s, struct lf_staging_stats *st);
-/* For tests that drive an interleaving: fn runs at named points ("write":
- * a write's bytes are about to reach the staging file, no lock held). */
+/* For tests that drive an interleaving: fn runs at named points, no lock
+ * held ("write": a write's bytes are about to reach the staging file;
+ * "truncate": a truncate is about to apply its new size). */
 void lf_staging_set_hook(struct lf_staging *s,
                          void (*fn)(void *arg, const char *point, struct lf_sfile *f), void *arg);
 

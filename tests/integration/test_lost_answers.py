@@ -60,9 +60,6 @@ def test_put_whose_answer_is_lost_is_stored_and_close_succeeds(lakefs, repo, s3,
     assert get(s3, repo, "main/p.bin") == data
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 item 4: lakefuse resends a CompleteMultipartUpload "
-                   "whose answer was lost; the gateway has completed the upload and answers the "
-                   "resend with an error, so close() fails although the object is stored")
 def test_multipart_upload_whose_complete_answer_is_lost(lakefs, repo, s3, mount):
     """The gateway assembled the object, the answer never came: close()
     returns 0 and the object is stored intact (found by HEAD, not by a

@@ -371,6 +371,44 @@ static void test_flush_during_a_write(struct lf_mem_store *m, struct lf_workq *w
     lf_staging_free(s);
 }
 
+static void flush_mid_truncate(void *arg, const char *point, struct lf_sfile *f)
+{
+    struct mid_write *mw = arg;
+    if (strcmp(point, "truncate") == 0 && !mw->fired) {
+        mw->fired = true;
+        mw->rc = lf_sfile_flush(f, NULL);
+    }
+}
+
+/* O_TRUNC of a file not fetched yet, with a flush (another descriptor's
+ * close) in the middle: the flush must not take the old size over an
+ * empty staging file (it once failed with EIO, the file unchanged). */
+static void test_flush_during_an_o_trunc(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_store *st = lf_mem_store_view(m);
+    struct lf_sfile *f;
+    struct lf_obj_attr base;
+    struct mid_write mw = {0};
+    unsigned char data[4096];
+    fill(data, sizeof(data), 3);
+    lf_mem_store_put(m, "repo", "main/t", data, sizeof(data));
+    CHECK_INT(st->ops->head(st->ctx, "repo", "main/t", &base), 0);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/t", &base, &f), 0);
+    struct lf_put_meta pm = {.has = LF_ATTR_MODE, .mode = 0100640};
+    lf_sfile_set_meta(f, &pm, true); /* pending, without its bytes */
+    lf_staging_set_hook(s, flush_mid_truncate, &mw);
+    CHECK_INT(lf_sfile_truncate(f, 0), 0);
+    lf_staging_set_hook(s, NULL, NULL);
+    CHECK(mw.fired);
+    CHECK_INT(mw.rc, 0);
+    CHECK(lf_sfile_dirty(f));
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/t", "", 0));
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
 /* An unlinked or replaced file: descriptors keep reading and writing it,
  * nothing of it is uploaded again, and a failed delete can undo that. */
 static void test_discarded_file_stays_local(struct lf_mem_store *m, struct lf_workq *wq)
@@ -480,6 +518,7 @@ int main(void)
     test_recovery(m, wq);
     test_limits_and_rename(m, wq);
     test_flush_during_a_write(m, wq);
+    test_flush_during_an_o_trunc(m, wq);
     test_discarded_file_stays_local(m, wq);
     test_rename_of_a_stored_file(m, wq);
     test_streamed_upload_gets_late_metadata(m, wq);
