@@ -1319,9 +1319,12 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     change_end(fs, &c);
 }
 
-/* Is there anything under prefix but its own marker? */
+/* Is there anything under prefix but its own marker, on the gateway or
+ * staged for it? */
 static int dir_is_empty(struct lf_fs *fs, const char *repo, const char *prefix)
 {
+    if (lf_staging_pending_under(fs->staging, repo, prefix))
+        return -ENOTEMPTY;
     struct lf_list_page page;
     int rc = fs->store->ops->list(fs->store->ctx, repo, prefix, "/", NULL, 2, &page);
     if (rc)
@@ -1527,6 +1530,17 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
     return rc;
 }
 
+/* After a directory rename: what we knew of the files below it may
+ * predate uploads that raced the copy; they are asked about again. */
+static void expire_one(struct lf_node *n, void *arg)
+{
+    for (const struct lf_node *p = n->parent; p; p = p->parent)
+        if (p == arg) {
+            n->attr_expiry = 0;
+            break;
+        }
+}
+
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
                       fuse_ino_t newparent, const char *newname, unsigned int flags)
 {
@@ -1638,6 +1652,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     if (n && lf_meta_attached(n)) {
         if (lf_meta_move(fs->meta, n, to.parent, newname) != 0)
             lf_meta_detach(fs->meta, n);
+        if (kind == LF_DIR)
+            lf_meta_for_each(fs->meta, expire_one, n);
         if (flushed) {
             n->attr = stored;
             n->attr_expiry = now() + ttl_of(fs, n);

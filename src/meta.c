@@ -264,6 +264,13 @@ void lf_meta_unpin(struct lf_meta *m, struct lf_node *n)
 
 void lf_meta_detach(struct lf_meta *m, struct lf_node *n) { unlink_name(m, n); }
 
+void lf_meta_for_each(struct lf_meta *m, void (*fn)(struct lf_node *n, void *arg), void *arg)
+{
+    for (size_t i = 0; i < m->nbuckets; i++)
+        for (struct lf_node *n = m->by_ino[i]; n; n = n->next_ino)
+            fn(n, arg);
+}
+
 bool lf_meta_attached(const struct lf_node *n) { return !n->parent || n->next_name != n; }
 
 void lf_meta_wait(struct lf_meta *m, pthread_cond_t *c) { pthread_cond_wait(c, &m->lock); }

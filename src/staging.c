@@ -1157,6 +1157,24 @@ static int collect(struct lf_staging *s, const char *bucket, const char *prefix,
     return v ? 0 : -ENOMEM;
 }
 
+bool lf_staging_pending_under(struct lf_staging *s, const char *bucket, const char *prefix)
+{
+    struct lf_sfile **v;
+    size_t n, plen = strlen(prefix);
+    bool found = false;
+    /* f->lock is taken after s->lock elsewhere (charge): never inside it. */
+    if (collect(s, bucket, NULL, &v, &n) != 0)
+        return true; /* cannot tell: not empty, the safe answer */
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&v[i]->lock);
+        found |= v[i]->dirty && strncmp(v[i]->key, prefix, plen) == 0;
+        pthread_mutex_unlock(&v[i]->lock);
+        lf_sfile_unref(v[i]);
+    }
+    free(v);
+    return found;
+}
+
 int lf_staging_flush_prefix(struct lf_staging *s, const char *bucket, const char *prefix)
 {
     struct lf_sfile **v;

@@ -110,6 +110,8 @@ void lf_meta_unpin(struct lf_meta *m, struct lf_node *n);
  * replaced) without freeing it: open handles and kernel references stay
  * valid. */
 void lf_meta_detach(struct lf_meta *m, struct lf_node *n);
+/* Calls fn on every node (lock held; fn must not add or free nodes). */
+void lf_meta_for_each(struct lf_meta *m, void (*fn)(struct lf_node *n, void *arg), void *arg);
 /* Whether the node is still reachable by its name (not detached). */
 bool lf_meta_attached(const struct lf_node *n);
 /* Waits on c with the table's mutex (held by the caller). */

@@ -112,6 +112,9 @@ int lf_sfile_rename(struct lf_sfile *f, const char *new_key, const unsigned *sto
 /* For every staged file of bucket whose key starts with prefix: flush
  * (returns the first error), or move to new_prefix + rest. */
 int lf_staging_flush_prefix(struct lf_staging *s, const char *bucket, const char *prefix);
+/* Whether a file under prefix waits for its upload (a directory that
+ * looks empty on the gateway is not, then). */
+bool lf_staging_pending_under(struct lf_staging *s, const char *bucket, const char *prefix);
 /* A directory rename: copy(arg) copies the objects on the gateway, then
  * every staged file under prefix moves to new_prefix + rest, pending
  * exactly when it was pending before or changed while the copy ran. */
