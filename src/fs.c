@@ -1847,15 +1847,26 @@ static struct fileh *fileh_alloc(void)
     return fh;
 }
 
+/* The file's name for a log line: a rename may replace it meanwhile. */
+static const char *name_of(struct lf_fs *fs, const struct lf_node *n, char *buf, size_t len)
+{
+    lf_meta_lock(fs->meta);
+    snprintf(buf, len, "%s", n->name);
+    lf_meta_unlock(fs->meta);
+    return buf;
+}
+
 static void fileh_free(struct lf_fs *fs, struct fileh *fh)
 {
+    char name[LF_NAME_MAX + 1];
     if (fh->reads) {
         struct lf_ra_stats st = {0};
         if (fh->reader)
             lf_reader_get_stats(fh->reader, &st);
         lf_dbg("closed %s after %" PRIu64 " reads of %" PRIu64 " bytes (%" PRIu64
                " KiB each), %" PRIu64 " bytes spliced, %" PRIu64 " GETs",
-               fh->node->name, fh->reads, fh->read_bytes, fh->read_bytes / fh->reads / 1024,
+               name_of(fs, fh->node, name, sizeof(name)), fh->reads, fh->read_bytes,
+               fh->read_bytes / fh->reads / 1024,
                st.spliced, st.gets);
     }
     lf_reader_free(fh->reader);
@@ -2285,9 +2296,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     now_realtime(&m.mtime);
     lf_sfile_set_meta(fh->sf, &m, false);
     ssize_t n = lf_sfile_write(fh->sf, buf, size, (uint64_t)off);
-    if (n < 0)
-        lf_warn("write of %zu bytes at %lld to %s: %s", size, (long long)off, fh->node->name,
-                strerror((int)-n));
+    if (n < 0) {
+        char name[LF_NAME_MAX + 1];
+        lf_warn("write of %zu bytes at %lld to %s: %s", size, (long long)off,
+                name_of(fs, fh->node, name, sizeof(name)), strerror((int)-n));
+    }
     if (n >= 0) {
         lf_meta_lock(fs->meta);
         fh->node->attr.mtime = m.mtime;
@@ -2318,8 +2331,10 @@ static int sync_handle(struct lf_fs *fs, struct fileh *fh)
 
 static void reply_sync(fuse_req_t req, struct fileh *fh, const char *what, int rc)
 {
+    char name[LF_NAME_MAX + 1];
     if (rc)
-        lf_warn("%s of %s: %s (the data stays staged)", what, fh->node->name, strerror(-rc));
+        lf_warn("%s of %s: %s (the data stays staged)", what,
+                name_of(fs_of(req), fh->node, name, sizeof(name)), strerror(-rc));
     fuse_reply_err(req, rc ? reply_errno(rc) : 0);
 }
 
