@@ -2,11 +2,13 @@
 # The README's test command: installs dependencies, builds, and runs every
 # test. Exits non-zero if anything fails.
 #
-#   1. C unit tests (ctest), on the plain and on the ASan+UBSan build;
+#   1. C unit tests (ctest), on the plain, the ASan+UBSan and the
+#      ThreadSanitizer builds;
 #   2. the local lakeFS gateway's conformance suite (tests/sim);
 #   3. the integration suite (real FUSE mounts against the gateway) on the
 #      plain build, and again on the ASan+UBSan build so every scenario is
-#      also a memory-safety check; a valgrind memcheck scenario;
+#      also a memory-safety check; a valgrind memcheck scenario; the
+#      open-file and write-path stress tests on the ThreadSanitizer build;
 #   4. the libFuzzer targets, each for a short fixed time.
 # Extra arguments go to pytest (e.g. -k sqlite, -x); a suite where they
 # select nothing is passed over, but not every suite.
@@ -16,16 +18,18 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 scripts/build.sh
 BUILD_DIR=build-asan scripts/build.sh -DLAKEFUSE_SANITIZE=ON
+BUILD_DIR=build-tsan scripts/build.sh -DLAKEFUSE_SANITIZE=thread
 
 # A daemon broken at start must stop the run here, with its message, and
 # not turn into a suite of skips.
-for bin in build/lakefuse build-asan/lakefuse; do
+for bin in build/lakefuse build-asan/lakefuse build-tsan/lakefuse; do
   "$bin" mount --help >/dev/null || { echo "$bin cannot run (mount --help failed)"; exit 1; }
 done
 
 echo "== unit tests (ctest)"
 (cd build && ctest --output-on-failure -j"$(nproc)")
 (cd build-asan && ctest --output-on-failure -j"$(nproc)")
+(cd build-tsan && ctest --output-on-failure -j"$(nproc)")
 
 # Debian's python sees the apt-installed pytest and boto3. -rsxX: every
 # skip, xfail and xpass in the summary, with its reason.
@@ -53,6 +57,12 @@ suite tests/integration "$@"
 
 echo "== integration tests on the ASan+UBSan build (pytest)"
 LAKEFUSE_BIN=$PWD/build-asan/lakefuse suite tests/integration "$@"
+
+# Races: the tests that drive concurrent writers, renames and unlinks, on
+# a daemon built with ThreadSanitizer (a report fails the test).
+echo "== write-path races on the ThreadSanitizer build (pytest)"
+LAKEFUSE_BIN=$PWD/build-tsan/lakefuse suite tests/integration/test_stress.py \
+  tests/integration/test_open_files.py "$@"
 
 if [ "$selected" -eq 0 ]; then
   echo "no test selected by: $*"
