@@ -9,7 +9,8 @@
  * Cost model (tests hold us to it):
  *   readdir of N entries   ceil(N/1000) LIST, no HEAD (attributes come
  *                          from the listing, handed out by readdirplus)
- *   lookup, listing cached 0 requests (positive or negative)
+ *   lookup, listing cached 0 requests (negative, or a file whose stored
+ *                          mode and times are known), else one HEAD
  *   lookup, cold           HEAD + LIST(prefix "name/", max-keys 1), in
  *                          parallel
  *   getattr of a file      0 within its TTL, else one HEAD
@@ -66,6 +67,10 @@
 
 /* "Forever" for the kernel: a year, refreshed by any later lookup. */
 #define FOREVER (365.0 * 24 * 3600)
+/* How long the kernel keeps a listing's attributes of a file whose stored
+ * mode and times we have not read (long enough for `ls -l` of a big
+ * directory to need no HEAD). */
+#define LISTING_ATTR_MAX 10.0
 
 struct lf_fs {
     const struct lf_config *cfg;
@@ -188,6 +193,7 @@ static int reply_errno(int rc)
 }
 
 static struct wstate *wstate_of(const struct lf_node *n);
+static int refresh_file(struct lf_fs *fs, struct lf_node *n);
 struct fileh;
 static struct fileh *fileh_alloc(void);
 static void fileh_free(struct lf_fs *fs, struct fileh *fh);
@@ -227,8 +233,8 @@ static void fill_stat(const struct lf_fs *fs, const struct lf_node *n, struct st
         mode_t perm = (a->has & LF_ATTR_MODE) ? (a->mode & 07777) : 0644;
         if (!fs->cfg->setuid_bits)
             perm &= 0777;
-        if (ro)
-            perm &= ~(mode_t)0222;
+        /* Under a tag or commit the stored mode shows as it is (cp -r out
+         * of it keeps it); writes there are EROFS, not a mode. */
         st->st_mode = S_IFREG | perm;
         st->st_nlink = 1;
         st->st_size = (off_t)size;
@@ -273,14 +279,17 @@ static void reply_negative(fuse_req_t req, double ttl)
     fuse_reply_entry(req, &e);
 }
 
-/* Records a file's attributes, keeping the POSIX metadata we learnt from
- * a HEAD when a listing (which carries none) reports the same content. */
-static void set_file_attr(struct lf_fs *fs, struct lf_node *n, const struct lf_obj_attr *a)
+/* Records a file's attributes: from a HEAD (stored), or from a listing,
+ * which carries no POSIX metadata, so a listing of the same content keeps
+ * what a HEAD told. */
+static void set_file_attr(struct lf_fs *fs, struct lf_node *n, const struct lf_obj_attr *a,
+                          bool stored)
 {
-    if (!(a->has) && (n->attr.has) && lf_etag_same(n->attr.etag, a->etag)) {
+    if (!stored && n->meta_known && lf_etag_same(n->attr.etag, a->etag)) {
         /* keep n->attr: same bytes, richer metadata */
     } else {
         n->attr = *a;
+        n->meta_known = stored;
     }
     n->attr_expiry = now() + ttl_of(fs, n);
 }
@@ -485,7 +494,7 @@ static struct lf_node *child_from_dent(struct lf_fs *fs, struct lf_node *parent,
      * write, a chmod) would put back what the gateway had then; a staged
      * file is the truth while it is staged. */
     if (c && !d->is_dir && !c->priv && l->started >= c->attr_own)
-        set_file_attr(fs, c, &d->attr);
+        set_file_attr(fs, c, &d->attr, false);
     return c;
 }
 
@@ -616,6 +625,26 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name)
                     fuse_reply_err(req, ENOMEM);
                     return;
                 }
+                if (c->kind == LF_FILE && !c->meta_known && !c->priv) {
+                    /* A name looked up is about to be stat'ed, opened or
+                     * run: its stored mode and times, not the listing's
+                     * defaults (one HEAD, then known for this content). */
+                    lf_meta_pin(c);
+                    lf_meta_unlock(fs->meta);
+                    rc = refresh_file(fs, c);
+                    lf_meta_lock(fs->meta);
+                    if (!rc)
+                        make_entry(fs, c, &e);
+                    lf_meta_unpin(fs->meta, c);
+                    lf_meta_unlock(fs->meta);
+                    if (rc == -ENOENT)
+                        reply_negative(req, 0);
+                    else if (rc)
+                        fuse_reply_err(req, reply_errno(rc));
+                    else
+                        fuse_reply_entry(req, &e);
+                    return;
+                }
                 make_entry(fs, c, &e);
                 lf_meta_unlock(fs->meta);
                 fuse_reply_entry(req, &e);
@@ -684,7 +713,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name)
         lf_meta_lock(fs->meta);
         struct lf_node *c = lf_meta_child_get(fs->meta, p, name, kind, p->ref);
         if (c && kind == LF_FILE)
-            set_file_attr(fs, c, &attr);
+            set_file_attr(fs, c, &attr, true);
         if (c)
             make_entry(fs, c, &e);
         lf_meta_unlock(fs->meta);
@@ -738,8 +767,9 @@ static int refresh_file(struct lf_fs *fs, struct lf_node *n)
     struct lf_obj_attr a;
     lf_meta_lock(fs->meta);
     /* While the node is staged, the staged file is the truth: the object
-     * may not even exist yet (a file created and not closed). */
-    bool fresh = n->attr_expiry > now() || wstate_of(n);
+     * may not even exist yet (a file created and not closed). Attributes
+     * from a listing lack the stored mode and times: not fresh for this. */
+    bool fresh = (n->attr_expiry > now() && n->meta_known) || wstate_of(n);
     char *repo = fresh ? NULL : strdup(n->ref->repo);
     int rc = fresh ? 0 : node_key(fs, n, false, &key);
     lf_meta_unlock(fs->meta);
@@ -751,7 +781,7 @@ static int refresh_file(struct lf_fs *fs, struct lf_node *n)
         rc = fs->store->ops->head(fs->store->ctx, repo, key.data, &a);
     if (!rc) {
         lf_meta_lock(fs->meta);
-        set_file_attr(fs, n, &a);
+        set_file_attr(fs, n, &a, true);
         lf_meta_unlock(fs->meta);
     }
     free(repo);
@@ -1047,6 +1077,7 @@ static void wstate_settle(struct lf_fs *fs, struct lf_node *n)
         if (lf_sfile_stored(w->sf, &a) && !lf_etag_same(a.etag, n->attr.etag)) {
             a.last_modified = n->attr.last_modified;
             n->attr = a;
+            n->meta_known = true;
             n->attr_expiry = now() + ttl_of(fs, n);
             n->attr_own = now();
         }
@@ -1071,6 +1102,7 @@ static int flush_node(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
         n->attr_expiry = 0; /* what the gateway holds now is unknown: ask again */
     if (!rc && wstate_of(n) && wstate_of(n)->sf == sf) {
         n->attr = a;
+        n->meta_known = true;
         n->attr_own = now();
         n->attr_expiry = now() + ttl_of(fs, n);
         /* The page cache holds what was written: keep it at the next open. */
@@ -1131,6 +1163,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     n->attr.mtime = meta.mtime;
     n->attr.last_modified = meta.mtime.tv_sec;
     n->attr_expiry = now() + ttl_of(fs, n);
+    n->meta_known = true;
     n->cached_etag[0] = '\0';
     w->sf = sf;
     w->writers = 1;
@@ -1206,7 +1239,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         struct lf_node *n = lf_meta_child_get(fs->meta, c.parent, name, LF_FILE,
                                               c.parent->ref);
         if (n) {
-            set_file_attr(fs, n, &a);
+            set_file_attr(fs, n, &a, true);
             listing_note(c.parent, name, false, &a, false);
             make_entry(fs, n, &e);
         }
@@ -1656,6 +1689,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
             lf_meta_for_each(fs->meta, expire_one, n);
         if (flushed) {
             n->attr = stored;
+            n->meta_known = true;
             n->attr_expiry = now() + ttl_of(fs, n);
             n->attr_own = now();
             snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", stored.etag);
@@ -1739,6 +1773,7 @@ static int set_object_meta(struct lf_fs *fs, struct lf_node *n, const struct lf_
             snprintf(n->attr.etag, sizeof(n->attr.etag), "%s", etag);
         n->attr_expiry = now() + ttl_of(fs, n);
         n->attr_own = now();
+        n->meta_known = true;
         lf_meta_unlock(fs->meta);
     }
     ns_leave(fs);
@@ -2510,8 +2545,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         }
         memset(&e, 0, sizeof(e));
         e.ino = c->ino;
-        /* A detached node (see child_from_dent) is asked about again. */
+        /* A detached node (see child_from_dent) is asked about again; a
+         * file whose stored mode and times are not known yet is asked
+         * about after LISTING_ATTR_MAX even under a commit, where the
+         * listing's defaults would otherwise stay for good. */
         e.attr_timeout = e.entry_timeout = lf_meta_attached(c) ? ttl_of(fs, c) : 0;
+        if (c->kind == LF_FILE && !c->meta_known && e.attr_timeout > LISTING_ATTR_MAX)
+            e.attr_timeout = LISTING_ATTR_MAX;
         fill_stat(fs, c, &e.attr);
         need = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e, o + 1)
                     : fuse_add_direntry(req, buf + pos, size - pos, de->name, &e.attr, o + 1);

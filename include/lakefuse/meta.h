@@ -64,6 +64,9 @@ struct lf_node {
     struct lf_obj_attr attr;  /* files */
     double attr_expiry;
     double attr_own;          /* when our own change last set attr (monotonic) */
+    /* attr holds the object's stored POSIX metadata (from a HEAD or our
+     * own write), not the defaults a listing gives. */
+    bool meta_known;
     unsigned changing;        /* an unlink or rename of this name is under way */
     /* The ETag whose bytes the kernel's page cache holds for this file, so
      * an open can keep the cache when nothing changed. */
