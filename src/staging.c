@@ -13,6 +13,14 @@
  * the descriptors that hold it, as an unlinked local file does, but is
  * never uploaded again: writes reach only the staging file.
  *
+ * Crashes: a manifest names the machine's boot it was written in. After
+ * the daemon dies the kernel still holds every byte it wrote, so a mount
+ * in the same boot uploads what it finds. After a power loss the staged
+ * file may be cut short or hold zeros, so recovery then uploads a file
+ * only if its manifest says its current size was synced to disk, which
+ * happens when an upload fails and the data must wait (never on the
+ * normal path, where the bytes go to the gateway instead).
+ *
  * Parts: a sequential writer's parts are uploaded by jobs on the work
  * queue as soon as the writer has moved past them. A later write into an
  * uploaded part bumps that part's generation, so the final flush sends it
@@ -24,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +48,7 @@
 #define MAX_PARTS 10000
 #define MIN_PART (5u << 20)
 #define MANIFEST_MAGIC "lakefuse-staged 1\n"
+#define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
 #define LOAD_CHUNK (8u << 20)
 
 struct part {
@@ -147,9 +157,46 @@ static void count(struct lf_staging *s, uint64_t *counter)
 
 /* ---- manifests ---------------------------------------------------------------- */
 
+static char boot[64];
+static pthread_once_t boot_once = PTHREAD_ONCE_INIT;
+
+static void boot_read(void)
+{
+    FILE *fp = fopen(BOOT_ID_PATH, "re");
+    if (fp && fgets(boot, sizeof(boot), fp))
+        boot[strcspn(boot, "\n")] = '\0';
+    else
+        boot[0] = '\0';
+    if (fp)
+        fclose(fp);
+}
+
+/* This boot's id ("" if the kernel does not say). */
+static const char *boot_id(void)
+{
+    pthread_once(&boot_once, boot_read);
+    return boot;
+}
+
+static int sync_dir_of(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
 /* Records bucket and key beside the data, atomically (temp + rename), so a
- * later mount can upload what a killed daemon left. */
-static int write_manifest(struct lf_sfile *f)
+ * later mount can upload what a killed daemon left; with synced, the data
+ * file was fdatasync'ed at that size and the manifest is made durable. */
+static int write_manifest_ex(struct lf_sfile *f, bool synced)
 {
     struct lf_buf b = LF_BUF_INIT, tmp = LF_BUF_INIT;
     /* One at a time, each with what the file is now: a rename and a first
@@ -159,8 +206,13 @@ static int write_manifest(struct lf_sfile *f)
     /* The base ETag lets recovery tell our stale bytes from a newer
      * object someone else wrote since. */
     const char *base = f->has_base ? f->base.etag : "";
-    int rc = lf_buf_printf(&b, MANIFEST_MAGIC "%zu %s\n%zu %s\n%zu %s\n", strlen(f->bucket),
-                           f->bucket, strlen(f->key), f->key, strlen(base), base);
+    char synced_size[24] = "";
+    if (synced)
+        snprintf(synced_size, sizeof(synced_size), "%" PRIu64, f->size);
+    const char *bid = boot_id();
+    int rc = lf_buf_printf(&b, MANIFEST_MAGIC "%zu %s\n%zu %s\n%zu %s\n%zu %s\n%zu %s\n",
+                           strlen(f->bucket), f->bucket, strlen(f->key), f->key, strlen(base),
+                           base, strlen(bid), bid, strlen(synced_size), synced_size);
     pthread_mutex_unlock(&f->lock);
     if (!rc)
         rc = lf_buf_printf(&tmp, "%s.tmp", f->manifest);
@@ -173,10 +225,14 @@ static int write_manifest(struct lf_sfile *f)
     }
     if (write(fd, b.data, b.len) != (ssize_t)b.len)
         rc = -EIO;
+    if (synced && !rc && fsync(fd) != 0)
+        rc = -errno;
     if (close(fd) != 0 && !rc)
         rc = -errno;
     if (!rc && rename(tmp.data, f->manifest) != 0)
         rc = -errno;
+    if (synced && !rc)
+        rc = sync_dir_of(f->manifest);
     if (rc) {
         unlink(tmp.data);
         lf_err("staging %s: cannot write its manifest %s: %s", f->path, f->manifest,
@@ -187,6 +243,20 @@ out:
     lf_buf_free(&b);
     lf_buf_free(&tmp);
     return rc;
+}
+
+static int write_manifest(struct lf_sfile *f) { return write_manifest_ex(f, false); }
+
+/* The data must wait on this disk (an upload failed): make it and its
+ * manifest survive a power loss, so recovery may trust them. */
+static void make_durable(struct lf_sfile *f)
+{
+    int rc = fdatasync(f->fd) == 0 ? 0 : -errno;
+    if (!rc)
+        rc = write_manifest_ex(f, true);
+    if (rc)
+        lf_warn("staging %s: cannot sync it to disk (%s): a power loss now would leave it "
+                "for a person to check", f->path, strerror(-rc));
 }
 
 /* Marks the file changed. f->lock held. */
@@ -1000,6 +1070,7 @@ again:
         lf_err("upload of %s/%s (%" PRIu64 " bytes) failed: %s; the data stays staged in %s "
                "and the next flush or fsync retries", f->bucket, key, size, strerror(-rc),
                f->path);
+        make_durable(f);
         goto done;
     }
     pthread_mutex_lock(&f->lock);
@@ -1293,6 +1364,21 @@ int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n)
             o.bucket = read_field(fp);
             o.key = o.bucket ? read_field(fp) : NULL;
             o.base_etag = o.key ? read_field(fp) : NULL;
+            /* Newer manifests: the boot they were written in, and the
+             * size synced to disk (empty if none). Older ones have
+             * neither and are trusted, as they always were. */
+            char *bid = o.base_etag ? read_field(fp) : NULL;
+            char *synced = bid ? read_field(fp) : NULL;
+            o.trusted = true;
+            if (bid && bid[0] && strcmp(bid, boot_id()) != 0) {
+                char *end = NULL;
+                unsigned long long sz = synced && synced[0] ? strtoull(synced, &end, 10) : 0;
+                struct stat ds;
+                o.trusted = end && *end == '\0' && stat(o.data_path, &ds) == 0 &&
+                            (uint64_t)ds.st_size == sz;
+            }
+            free(bid);
+            free(synced);
         }
         if (fp)
             fclose(fp);
@@ -1370,6 +1456,12 @@ int lf_staging_recover(struct lf_staging *s, const struct lf_orphan *o, bool upl
 {
     struct lf_obj_attr cur;
     char md5[LF_ETAG_MAX] = "";
+    if (!o->trusted) {
+        lf_err("staged %s/%s (%s) was written before the machine restarted and never synced "
+               "to disk: it may be cut short, so it is not uploaded; check it and upload it by "
+               "hand if it is whole", o->bucket, o->key, o->data_path);
+        return -ESTALE;
+    }
     int fd = open(o->data_path, O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return -errno;

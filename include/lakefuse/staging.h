@@ -127,6 +127,9 @@ unsigned lf_staging_flush_all(struct lf_staging *s);
 struct lf_orphan {
     char *bucket, *key, *base_etag, *data_path, *manifest_path;
     uint64_t size;
+    /* Written in this boot (the kernel kept every byte), or synced to
+     * disk at its present size: safe to upload. */
+    bool trusted;
 };
 int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n);
 void lf_orphans_free(struct lf_orphan *v, size_t n);
