@@ -415,3 +415,17 @@ class PipeLimit:
             except OSError:
                 pass
             self.old = None
+
+
+def list_keys(s3, repo, prefix):
+    """Every key under prefix on the gateway, in key order (all pages)."""
+    out, token = [], None
+    while True:
+        kw = dict(Bucket=repo, Prefix=prefix)
+        if token:
+            kw["ContinuationToken"] = token
+        r = s3.list_objects_v2(**kw)
+        out += [c["Key"] for c in r.get("Contents", [])]
+        if not r.get("IsTruncated"):
+            return sorted(out)
+        token = r["NextContinuationToken"]

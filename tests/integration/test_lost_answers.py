@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from lf_helpers import MiB, det_bytes, wait_until
+from lf_helpers import MiB, det_bytes, wait_until, list_keys as keys
 
 
 def uri(repo):
@@ -21,9 +21,6 @@ def get(s3, repo, key):
     return s3.get_object(Bucket=repo, Key=key)["Body"].read()
 
 
-def keys(s3, repo, prefix):
-    r = s3.list_objects_v2(Bucket=repo, Prefix=prefix)
-    return sorted(c["Key"] for c in r.get("Contents", []))
 
 
 def aim(lakefs, operation, kind, **kw):

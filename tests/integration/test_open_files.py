@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from lf_helpers import MiB, det_bytes
+from lf_helpers import MiB, det_bytes, list_keys as keys
 
 
 def uri(repo, ref=None):
@@ -20,9 +20,6 @@ def get(s3, repo, key):
     return s3.get_object(Bucket=repo, Key=key)["Body"].read()
 
 
-def keys(s3, repo, prefix):
-    r = s3.list_objects_v2(Bucket=repo, Prefix=prefix)
-    return sorted(c["Key"] for c in r.get("Contents", []))
 
 
 def meta(s3, repo, key):

@@ -9,16 +9,13 @@ import os
 
 import pytest
 
-from lf_helpers import is_mounted
+from lf_helpers import is_mounted, list_keys as keys
 
 
 def get(s3, repo, key):
     return s3.get_object(Bucket=repo, Key=key)["Body"].read()
 
 
-def keys(s3, repo, prefix):
-    r = s3.list_objects_v2(Bucket=repo, Prefix=prefix)
-    return sorted(c["Key"] for c in r.get("Contents", []))
 
 
 def errno_of(fn):

@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from lf_helpers import MiB, BigStream, det_bytes, sha256_bytes, wait_until
+from lf_helpers import MiB, BigStream, det_bytes, sha256_bytes, wait_until, list_keys as keys
 
 GiB = 1 << 30
 
@@ -30,17 +30,6 @@ def get(s3, repo, key):
     return s3.get_object(Bucket=repo, Key=key)["Body"].read()
 
 
-def keys(s3, repo, prefix):
-    out, token = [], None
-    while True:
-        kw = dict(Bucket=repo, Prefix=prefix)
-        if token:
-            kw["ContinuationToken"] = token
-        r = s3.list_objects_v2(**kw)
-        out += [c["Key"] for c in r.get("Contents", [])]
-        if not r.get("IsTruncated"):
-            return out
-        token = r["NextContinuationToken"]
 
 
 def errno_of(fn):

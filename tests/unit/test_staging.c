@@ -337,14 +337,15 @@ static void test_limits_and_rename(struct lf_mem_store *m, struct lf_workq *wq)
  * file clean without those bytes: the write returns success, so they are
  * either in what was stored or still pending. */
 struct mid_write {
+    const char *point; /* where the flush runs */
     bool fired;
     int rc;
 };
 
-static void flush_mid_write(void *arg, const char *point, struct lf_sfile *f)
+static void flush_at(void *arg, const char *point, struct lf_sfile *f)
 {
     struct mid_write *mw = arg;
-    if (strcmp(point, "write") == 0 && !mw->fired) {
+    if (strcmp(point, mw->point) == 0 && !mw->fired) {
         mw->fired = true;
         mw->rc = lf_sfile_flush(f, NULL);
     }
@@ -354,12 +355,12 @@ static void test_flush_during_a_write(struct lf_mem_store *m, struct lf_workq *w
 {
     struct lf_staging *s = area(m, wq, 0);
     struct lf_sfile *f;
-    struct mid_write mw = {0};
+    struct mid_write mw = {.point = "write"};
     CHECK_INT(lf_sfile_new(s, "repo", "main/race", NULL, &f), 0);
     CHECK_INT(lf_sfile_write(f, "AAAA", 4, 0), 4);
     CHECK_INT(lf_sfile_flush(f, NULL), 0);
     CHECK(stored_equals(m, "main/race", "AAAA", 4));
-    lf_staging_set_hook(s, flush_mid_write, &mw);
+    lf_staging_set_hook(s, flush_at, &mw);
     CHECK_INT(lf_sfile_write(f, "BBBB", 4, 0), 4);
     lf_staging_set_hook(s, NULL, NULL);
     CHECK(mw.fired);
@@ -371,15 +372,6 @@ static void test_flush_during_a_write(struct lf_mem_store *m, struct lf_workq *w
     lf_staging_free(s);
 }
 
-static void flush_mid_truncate(void *arg, const char *point, struct lf_sfile *f)
-{
-    struct mid_write *mw = arg;
-    if (strcmp(point, "truncate") == 0 && !mw->fired) {
-        mw->fired = true;
-        mw->rc = lf_sfile_flush(f, NULL);
-    }
-}
-
 /* O_TRUNC of a file not fetched yet, with a flush (another descriptor's
  * close) in the middle: the flush must not take the old size over an
  * empty staging file (it once failed with EIO, the file unchanged). */
@@ -389,7 +381,7 @@ static void test_flush_during_an_o_trunc(struct lf_mem_store *m, struct lf_workq
     struct lf_store *st = lf_mem_store_view(m);
     struct lf_sfile *f;
     struct lf_obj_attr base;
-    struct mid_write mw = {0};
+    struct mid_write mw = {.point = "truncate"};
     unsigned char data[4096];
     fill(data, sizeof(data), 3);
     lf_mem_store_put(m, "repo", "main/t", data, sizeof(data));
@@ -397,7 +389,7 @@ static void test_flush_during_an_o_trunc(struct lf_mem_store *m, struct lf_workq
     CHECK_INT(lf_sfile_new(s, "repo", "main/t", &base, &f), 0);
     struct lf_put_meta pm = {.has = LF_ATTR_MODE, .mode = 0100640};
     lf_sfile_set_meta(f, &pm, true); /* pending, without its bytes */
-    lf_staging_set_hook(s, flush_mid_truncate, &mw);
+    lf_staging_set_hook(s, flush_at, &mw);
     CHECK_INT(lf_sfile_truncate(f, 0), 0);
     lf_staging_set_hook(s, NULL, NULL);
     CHECK(mw.fired);
