@@ -1056,6 +1056,28 @@ static void wstate_put(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
     wstate_settle(fs, n);
 }
 
+static int flush_node(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf);
+
+/* Ends a writer's count (wstate_put) from outside the lock; the last
+ * writer of a file with changes pending stores them first. The kernel
+ * sends a handle's release some time after close() has flushed: a chmod,
+ * utimens or rename in between (rsync does all three) rides along with
+ * the staged file while the handle still counts, and no flush follows;
+ * and a rename or truncate may hold the last count when that release
+ * comes. Whoever lets go last stores it. */
+static void writer_done(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
+{
+    lf_meta_lock(fs->meta);
+    struct wstate *w = wstate_of(n);
+    bool last = w && w->sf == sf && w->writers == 1 && lf_sfile_dirty(sf);
+    lf_meta_unlock(fs->meta);
+    if (last)
+        flush_node(fs, n, sf); /* a failure stays staged; flush_node says so */
+    lf_meta_lock(fs->meta);
+    wstate_put(fs, n, sf);
+    lf_meta_unlock(fs->meta);
+}
+
 /* Keeps the node alive while its staged content is not uploaded. Lock held. */
 static void wstate_settle(struct lf_fs *fs, struct lf_node *n)
 {
@@ -1534,15 +1556,19 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
         return rc ? rc : fs->store->ops->remove(fs->store->ctx, repo, src);
     }
     unsigned gen;
-    if (lf_sfile_dirty_gen(sf, &gen)) {
+    struct lf_put_meta pm;
+    bool meta_only = lf_sfile_meta_only(sf, &gen, &pm);
+    if (!meta_only && lf_sfile_dirty_gen(sf, &gen)) {
         /* Pending content goes to the new name; what the old name held on
          * the branch goes away. */
         rc = lf_sfile_rename(sf, dst, NULL);
     } else {
-        /* Stored as it is: the gateway copies it, and the staged file
-         * follows, so the descriptors' next writes reach the new name.
-         * A change that slipped in between makes it pending again. */
-        rc = fs->store->ops->copy(fs->store->ctx, repo, src, dst, NULL, etag);
+        /* Stored as it is (or but for its mode and times, which the copy
+         * carries: rsync's chmod and utimens before its rename): the
+         * gateway copies it, and the staged file follows, so the
+         * descriptors' next writes reach the new name. A change that
+         * slipped in between makes it pending again. */
+        rc = fs->store->ops->copy(fs->store->ctx, repo, src, dst, meta_only ? &pm : NULL, etag);
         if (!rc)
             rc = lf_sfile_rename(sf, dst, &gen);
     }
@@ -1557,9 +1583,7 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
     }
     if (rc >= 0)
         rc = fs->store->ops->remove(fs->store->ctx, repo, src);
-    lf_meta_lock(fs->meta);
-    wstate_put(fs, n, sf);
-    lf_meta_unlock(fs->meta);
+    writer_done(fs, n, sf); /* the handles' releases may have come meanwhile */
     return rc;
 }
 
@@ -1862,11 +1886,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         lf_sfile_unref(sf);
     }
 reply:
-    if (held) {
-        lf_meta_lock(fs->meta);
-        wstate_put(fs, n, held);
-        lf_meta_unlock(fs->meta);
-    }
+    if (held)
+        writer_done(fs, n, held);
     reply_attr_unpin(fs, req, n, rc);
 }
 
@@ -1912,23 +1933,14 @@ static void fileh_free(struct lf_fs *fs, struct fileh *fh)
     }
     pthread_mutex_destroy(&fh->lock);
     free(fh->rkey);
-    lf_meta_lock(fs->meta);
-    struct wstate *w = wstate_of(fh->node);
-    /* A writer's handle holds the node's state (wstate_get): it is there. */
-    bool last = fh->write && w && w->sf == fh->sf && w->writers == 1;
-    /* The kernel sends the release some time after close() has flushed:
-     * a chmod, utimens or rename in between (rsync does all three) rides
-     * along with the staged file while this handle still counts as a
-     * writer, and no flush follows. The last writer's release stores it. */
-    bool late = last && lf_sfile_dirty(fh->sf);
-    lf_meta_unlock(fs->meta);
-    if (late)
-        flush_node(fs, fh->node, fh->sf); /* a failure stays staged; flush_node says so */
-    lf_meta_lock(fs->meta);
-    if (fh->write && fh->sf)
-        wstate_put(fs, fh->node, fh->sf); /* also drops the handle's reference */
-    else
+    if (fh->write && fh->sf) {
+        writer_done(fs, fh->node, fh->sf); /* also drops the handle's reference */
+    } else {
+        lf_meta_lock(fs->meta);
         lf_sfile_unref(fh->sf);
+        lf_meta_unlock(fs->meta);
+    }
+    lf_meta_lock(fs->meta);
     lf_meta_unpin(fs->meta, fh->node);
     lf_meta_unlock(fs->meta);
     free(fh);

@@ -97,6 +97,7 @@ struct lf_sfile {
     bool has_base;
     bool loaded;                  /* the staging file holds the content */
     bool dirty;
+    bool bytes_changed;           /* the bytes differ from the object at key (base) */
     bool discarded;               /* unlinked or replaced: never upload */
     bool manifest_written;
     unsigned gen;                 /* bumped by every change */
@@ -406,6 +407,7 @@ int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
     } else {
         f->loaded = true;
         f->dirty = true; /* a new file exists once flushed, even empty */
+        f->bytes_changed = true;
         f->gen = 1;
     }
     link_file(s, f);
@@ -606,6 +608,7 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
             f->sequential = false;
         parts_changed(f, off, end);
         touch(f);
+        f->bytes_changed = true;
         if (end > f->size)
             f->size = end;
     }
@@ -673,6 +676,7 @@ int lf_sfile_truncate(struct lf_sfile *f, uint64_t size)
         if (size < old)
             f->sequential = false;
         touch(f);
+        f->bytes_changed = true;
         uncharge(f, size);
     }
     pthread_mutex_unlock(&f->lock);
@@ -1030,11 +1034,21 @@ again:
         rc = -ENOMEM;
         goto done;
     }
-    /* A file that was never loaded only changed its metadata: its bytes
-     * are still the object's, so fetch them to re-upload. */
+    pthread_mutex_lock(&f->lock);
+    bool meta_only = !f->bytes_changed && f->has_base;
+    char etag[LF_ETAG_MAX] = "";
+    pthread_mutex_unlock(&f->lock);
+    /* Only the mode, owner or times changed since the object was stored
+     * (rsync's chmod and utimens after close): a copy onto itself carries
+     * them, no bytes sent. A file never loaded has nothing else. */
+    if (meta_only) {
+        abort_upload(f);
+        rc = f->s->store->ops->copy(f->s->store->ctx, f->bucket, key, key, &meta, etag);
+        if (rc != -ENOENT)
+            goto stored;
+    }
     if ((rc = load(f)))
         goto done;
-    char etag[LF_ETAG_MAX] = "";
     if (size < f->s->part_size) {
         pthread_mutex_lock(&f->lock);
         bool open = f->upload_id != NULL;
@@ -1045,6 +1059,7 @@ again:
     } else {
         rc = upload_multipart(f, size, key, &meta, etag);
     }
+stored:
     pthread_mutex_lock(&f->lock);
     /* A write under way may have put bytes in that its gen bump will
      * announce only later: it counts as a change already. */
@@ -1074,8 +1089,10 @@ again:
         goto done;
     }
     pthread_mutex_lock(&f->lock);
-    if (f->gen == gen)
+    if (f->gen == gen) {
         f->dirty = false; /* else written during the upload: stays dirty */
+        f->bytes_changed = false;
+    }
     bool clean = !f->dirty;
     f->base.size = size;
     memcpy(f->base.etag, etag, LF_ETAG_MAX);
@@ -1129,8 +1146,10 @@ void lf_sfile_restore(struct lf_sfile *f, bool dirty)
 {
     pthread_mutex_lock(&f->lock);
     f->discarded = false;
-    if (dirty)
+    if (dirty) {
         touch(f);
+        f->bytes_changed = true;
+    }
     pthread_mutex_unlock(&f->lock);
     if (dirty && ensure_manifest(f) != 0)
         lf_err("staging %s/%s: its manifest is lost; a crash now would lose it", f->bucket,
@@ -1169,6 +1188,16 @@ bool lf_sfile_stored(struct lf_sfile *f, struct lf_obj_attr *out)
     return v;
 }
 
+bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *meta)
+{
+    pthread_mutex_lock(&f->lock);
+    bool v = f->dirty && !f->bytes_changed && f->has_base;
+    *gen = f->gen;
+    *meta = f->meta;
+    pthread_mutex_unlock(&f->lock);
+    return v;
+}
+
 bool lf_sfile_dirty_gen(struct lf_sfile *f, unsigned *gen)
 {
     pthread_mutex_lock(&f->lock);
@@ -1191,15 +1220,23 @@ int lf_sfile_rename(struct lf_sfile *f, const char *new_key, const unsigned *sto
     f->key = k;
     /* The new key has none of it (even if the old one got it all in an
      * upload that ended while the rename waited for it), unless the
-     * caller copied generation *stored_gen there and nothing changed
-     * since. */
-    if (!stored_gen || f->gen != *stored_gen || f->dirty)
+     * caller copied generation *stored_gen there (bytes and metadata) and
+     * nothing changed since. */
+    bool had_manifest = f->manifest_written;
+    if (!stored_gen) {
         touch(f);
+        f->bytes_changed = true;
+    } else if (f->gen != *stored_gen) {
+        touch(f);
+    } else {
+        f->dirty = false;
+    }
     bool dirty = f->dirty;
-    if (dirty)
-        f->manifest_written = true;
+    f->manifest_written = dirty;
     pthread_mutex_unlock(&f->lock);
     int rc = dirty ? write_manifest(f) : 0;
+    if (!dirty && had_manifest)
+        unlink(f->manifest);
     pthread_mutex_unlock(&f->flush_lock);
     return rc ? rc : dirty;
 }

@@ -99,14 +99,18 @@ int lf_sfile_load(struct lf_sfile *f);
 /* What its key holds on the gateway (size, ETag, metadata), when nothing
  * is pending and it was stored or loaded from there. */
 bool lf_sfile_stored(struct lf_sfile *f, struct lf_obj_attr *out);
+/* Whether what is pending is metadata only (the bytes are the object's at
+ * its key): then *meta and *gen are what a copy of it must carry. */
+bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *meta);
 /* Whether an upload is pending, and the generation (bumped by every
  * change) the file is at. */
 bool lf_sfile_dirty_gen(struct lf_sfile *f, unsigned *gen);
 /* The staged content now belongs to new_key (a rename). With stored_gen
  * NULL the new key has none of it: the next flush uploads it there. With
- * stored_gen, the caller copied the object of that generation to new_key
- * on the gateway; the file is dirty only if it changed since. Returns 1
- * when an upload is pending, 0 when not, or a negative errno. */
+ * stored_gen, the caller copied to new_key the object with the bytes and
+ * metadata of that generation; the file is pending only if it changed
+ * since. Returns 1 when an upload is pending, 0 when not, or a negative
+ * errno. */
 int lf_sfile_rename(struct lf_sfile *f, const char *new_key, const unsigned *stored_gen);
 
 /* For every staged file of bucket whose key starts with prefix: flush

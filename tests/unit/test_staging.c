@@ -525,6 +525,43 @@ static void test_rename_of_a_stored_file(struct lf_mem_store *m, struct lf_workq
     lf_staging_free(s);
 }
 
+/* A change of mode or times only (rsync's chmod and utimens after close)
+ * is stored by a copy onto the object, not by sending its bytes again. */
+static void test_metadata_only_change_sends_no_bytes(struct lf_mem_store *m,
+                                                     struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_store *st = lf_mem_store_view(m);
+    struct lf_sfile *f;
+    CHECK_INT(lf_sfile_new(s, "repo", "main/chmod", NULL, &f), 0);
+    CHECK_INT(lf_sfile_write(f, "bytes", 5, 0), 5);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    lf_mem_store_reset_calls(m);
+    struct lf_put_meta pm = {.has = LF_ATTR_MODE | LF_ATTR_MTIME, .mode = 0100700,
+                             .mtime = {.tv_sec = 1600000000}};
+    lf_sfile_set_meta(f, &pm, true);
+    unsigned gen;
+    struct lf_put_meta got;
+    CHECK(lf_sfile_meta_only(f, &gen, &got));
+    CHECK_INT(got.mode, 0100700);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_PUT), 0);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_COPY), 1);
+    struct lf_obj_attr a;
+    CHECK_INT(st->ops->head(st->ctx, "repo", "main/chmod", &a), 0);
+    CHECK_INT(a.mode, 0100700);
+    CHECK(stored_equals(m, "main/chmod", "bytes", 5));
+    /* Bytes changed too: they are sent. */
+    CHECK_INT(lf_sfile_write(f, "B", 1, 0), 1);
+    lf_sfile_set_meta(f, &pm, true);
+    CHECK(!lf_sfile_meta_only(f, &gen, &got));
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_PUT), 1);
+    CHECK(stored_equals(m, "main/chmod", "Bytes", 5));
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
 /* A streamed multipart upload is created with the metadata of its first
  * parts' time; what the writer set afterwards (cp -p's chmod, utimens)
  * reaches the object when it completes. */
@@ -583,6 +620,7 @@ int main(void)
     test_discarded_file_stays_local(m, wq);
     test_rename_of_a_stored_file(m, wq);
     test_streamed_upload_gets_late_metadata(m, wq);
+    test_metadata_only_change_sends_no_bytes(m, wq);
     lf_workq_free(wq);
     lf_mem_store_free(m);
     char cmd[128];
