@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from lf_helpers import MiB, bulk_put, det_bytes, list_keys as keys
+from lf_helpers import MiB, det_bytes, list_keys as keys
 
 
 def uri(repo, ref=None):
@@ -129,28 +129,4 @@ def test_cp_p_keeps_mode_and_mtime_on_the_object(lakefs, repo, s3, mount, tmp_pa
     m2 = mount(uri(repo))
     st = os.stat(m2.path / "main" / "big.bin")
     assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o751, 1400000000_123456789)
-
-
-def test_a_listing_older_than_a_write_never_puts_back_the_old_size(lakefs, repo, s3, mount):
-    """A directory handle's listing snapshot predates a write in the
-    middle of the scan: its later pages must not hand the kernel the old
-    size and ETag of the written file (reads of it then failed)."""
-    n = 3000  # more than one getdents buffer: the scan stops half way
-    bulk_put(lakefs, repo, [(f"main/big/f{i:05d}", b"old") for i in range(n)] +
-             [("main/big/zzz", b"old")])
-    m = mount(uri(repo))
-    d = m.path / "main" / "big"
-    assert len(os.listdir(d)) == n + 1  # the directory's listing is cached...
-    it = os.scandir(d)
-    first = next(it)               # ...and this handle shares it
-    assert first.name.startswith("f")
-    new = b"new and longer content"
-    with open(d / "zzz", "wb") as f:
-        f.write(new)
-    rest = {e.name: e.stat().st_size for e in it}   # later pages, same snapshot
-    it.close()
-    assert len(rest) == n          # every other entry, zzz included
-    assert os.stat(d / "zzz").st_size == len(new)
-    assert (d / "zzz").read_bytes() == new
-    assert get(s3, repo, "main/big/zzz") == new
 
