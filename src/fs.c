@@ -193,7 +193,7 @@ static int reply_errno(int rc)
 }
 
 static struct wstate *wstate_of(const struct lf_node *n);
-static int refresh_file(struct lf_fs *fs, struct lf_node *n);
+static int refresh_file(struct lf_fs *fs, struct lf_node *n, bool need_meta);
 struct fileh;
 static struct fileh *fileh_alloc(void);
 static void fileh_free(struct lf_fs *fs, struct fileh *fh);
@@ -631,7 +631,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name)
                      * defaults (one HEAD, then known for this content). */
                     lf_meta_pin(c);
                     lf_meta_unlock(fs->meta);
-                    rc = refresh_file(fs, c);
+                    rc = refresh_file(fs, c, true);
                     lf_meta_lock(fs->meta);
                     if (!rc)
                         make_entry(fs, c, &e);
@@ -760,8 +760,10 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 /* ---- attributes ------------------------------------------------------------ */
 
-/* Makes a file node's attributes fresh (one HEAD when stale). */
-static int refresh_file(struct lf_fs *fs, struct lf_node *n)
+/* Makes a file node's attributes fresh (one HEAD when stale); with
+ * need_meta, also when its stored mode and times are not known yet (a
+ * read needs only the size and ETag a listing gives). */
+static int refresh_file(struct lf_fs *fs, struct lf_node *n, bool need_meta)
 {
     struct lf_buf key = LF_BUF_INIT;
     struct lf_obj_attr a;
@@ -769,7 +771,7 @@ static int refresh_file(struct lf_fs *fs, struct lf_node *n)
     /* While the node is staged, the staged file is the truth: the object
      * may not even exist yet (a file created and not closed). Attributes
      * from a listing lack the stored mode and times: not fresh for this. */
-    bool fresh = (n->attr_expiry > now() && n->meta_known) || wstate_of(n);
+    bool fresh = (n->attr_expiry > now() && (n->meta_known || !need_meta)) || wstate_of(n);
     char *repo = fresh ? NULL : strdup(n->ref->repo);
     int rc = fresh ? 0 : node_key(fs, n, false, &key);
     lf_meta_unlock(fs->meta);
@@ -816,7 +818,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, ENOENT);
         return;
     }
-    int rc = n->kind == LF_FILE ? refresh_file(fs, n) : 0;
+    int rc = n->kind == LF_FILE ? refresh_file(fs, n, true) : 0;
     reply_attr_unpin(fs, req, n, rc);
 }
 
@@ -1020,7 +1022,7 @@ static int wstate_get(struct lf_fs *fs, struct lf_node *n, struct lf_sfile **sfp
         if (rc || w)
             break;
         /* None yet: make one, outside the lock (a HEAD, a file). */
-        rc = refresh_file(fs, n);
+        rc = refresh_file(fs, n, true);
         lf_meta_lock(fs->meta);
         struct lf_obj_attr base = n->attr;
         struct lf_put_meta meta = meta_of(fs, n);
@@ -1771,7 +1773,7 @@ static int set_object_meta(struct lf_fs *fs, struct lf_node *n, const struct lf_
 {
     struct lf_buf key = LF_BUF_INIT;
     char etag[LF_ETAG_MAX];
-    int rc = refresh_file(fs, n);
+    int rc = refresh_file(fs, n, true);
     ns_enter(fs, false); /* the key stays the object's until the copy is done */
     lf_meta_lock(fs->meta);
     wait_no_change(fs, n);
@@ -1992,7 +1994,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         lf_meta_unlock(fs->meta);
     }
     if (!fh->sf || !lf_sfile_has_data(fh->sf)) {
-        if ((rc = refresh_file(fs, n)))
+        if ((rc = refresh_file(fs, n, false)))
             goto out;
         lf_meta_lock(fs->meta);
         struct lf_obj_attr a = n->attr;

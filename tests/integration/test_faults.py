@@ -206,10 +206,10 @@ def test_killed_daemon_leaves_staged_files_that_the_next_mount_uploads(lakefs, r
     m = mount(uri(repo), "--retries", "0", "--timeout", "5", "--branch-ttl", "600")
     cache = m.cmd[m.cmd.index("--cache-dir") + 1]
     s3.put_object(Bucket=repo, Key="main/old.txt", Body=b"version 1")
-    assert sorted(os.listdir(m.path / "main")) == ["old.txt"]
     # A rewrite keeps the file's stored mode and owner, which a HEAD reads
-    # (listings carry none): opening it reads them while the gateway answers.
-    assert (m.path / "main" / "old.txt").read_bytes() == b"version 1"
+    # (listings carry none): a lookup by name reads them while the gateway
+    # answers.
+    assert (m.path / "main" / "old.txt").is_file()
     lakefs.set_faults(fail_rate=1.0)
     try:
         for name, body in (("new.txt", b"never uploaded"), ("old.txt", b"version 2")):
