@@ -208,8 +208,9 @@ def test_killed_daemon_leaves_staged_files_that_the_next_mount_uploads(lakefs, r
     s3.put_object(Bucket=repo, Key="main/old.txt", Body=b"version 1")
     # A rewrite keeps the file's stored mode and owner, which a HEAD reads
     # (listings carry none): a lookup by name reads them while the gateway
-    # answers.
+    # answers; the listing then answers for new.txt during the outage.
     assert (m.path / "main" / "old.txt").is_file()
+    assert sorted(os.listdir(m.path / "main")) == ["old.txt"]
     lakefs.set_faults(fail_rate=1.0)
     try:
         for name, body in (("new.txt", b"never uploaded"), ("old.txt", b"version 2")):
