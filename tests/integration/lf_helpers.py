@@ -429,3 +429,17 @@ def list_keys(s3, repo, prefix):
         if not r.get("IsTruncated"):
             return sorted(out)
         token = r["NextContinuationToken"]
+
+
+def get(s3, repo, key):
+    """An object's bytes, read through boto3."""
+    return s3.get_object(Bucket=repo, Key=key)["Body"].read()
+
+
+def errno_of(fn):
+    """The errno fn() failed with, or 0."""
+    try:
+        fn()
+    except OSError as e:
+        return e.errno
+    return 0

@@ -11,16 +11,11 @@ import threading
 
 import pytest
 
-from lf_helpers import BINARY, find_daemon_pids, is_mounted, pid_alive, wait_until
+from lf_helpers import BINARY, find_daemon_pids, get, is_mounted, pid_alive, wait_until
 
 
 def uri(repo, ref=None):
     return f"lakefs://{repo}" + (f"/{ref}" if ref else "")
-
-
-def get(s3, repo, key):
-    return s3.get_object(Bucket=repo, Key=key)["Body"].read()
-
 
 
 def cache_of(m):

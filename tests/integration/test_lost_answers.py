@@ -10,17 +10,11 @@ import os
 
 import pytest
 
-from lf_helpers import MiB, det_bytes, wait_until, list_keys as keys
+from lf_helpers import MiB, det_bytes, get, wait_until, list_keys as keys
 
 
 def uri(repo):
     return f"lakefs://{repo}"
-
-
-def get(s3, repo, key):
-    return s3.get_object(Bucket=repo, Key=key)["Body"].read()
-
-
 
 
 def aim(lakefs, operation, kind, **kw):

@@ -9,17 +9,11 @@ import subprocess
 
 import pytest
 
-from lf_helpers import MiB, det_bytes, list_keys as keys
+from lf_helpers import MiB, det_bytes, get, list_keys as keys
 
 
 def uri(repo, ref=None):
     return f"lakefs://{repo}" + (f"/{ref}" if ref else "")
-
-
-def get(s3, repo, key):
-    return s3.get_object(Bucket=repo, Key=key)["Body"].read()
-
-
 
 
 def meta(s3, repo, key):

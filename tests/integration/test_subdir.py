@@ -9,21 +9,7 @@ import os
 
 import pytest
 
-from lf_helpers import is_mounted, list_keys as keys
-
-
-def get(s3, repo, key):
-    return s3.get_object(Bucket=repo, Key=key)["Body"].read()
-
-
-
-
-def errno_of(fn):
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return 0
+from lf_helpers import errno_of, get, is_mounted, list_keys as keys
 
 
 def seed(s3, repo):

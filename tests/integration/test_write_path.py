@@ -17,27 +17,14 @@ import threading
 
 import pytest
 
-from lf_helpers import MiB, BigStream, det_bytes, sha256_bytes, wait_until, list_keys as keys
+from lf_helpers import (MiB, BigStream, det_bytes, errno_of, get, sha256_bytes, wait_until,
+                        list_keys as keys)
 
 GiB = 1 << 30
 
 
 def uri(repo, ref=None):
     return f"lakefs://{repo}" + (f"/{ref}" if ref else "")
-
-
-def get(s3, repo, key):
-    return s3.get_object(Bucket=repo, Key=key)["Body"].read()
-
-
-
-
-def errno_of(fn):
-    try:
-        fn()
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def staged_files(cache):
