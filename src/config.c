@@ -493,13 +493,17 @@ static int default_cache_dir(struct lf_config *c)
 static void complain_uri(const char *uri, FILE *err)
 {
     static const char scheme[] = "lakefs://";
+    if (strncmp(uri, scheme, sizeof(scheme) - 1) != 0) {
+        /* Checked first: a shorter string has no repository part to look at. */
+        fprintf(err, "lakefuse: '%s' is not a lakefs:// URI\n", uri);
+        fprintf(err, "usage: " MOUNT_SYNOPSIS "\n");
+        return;
+    }
     const char *repo = uri + sizeof(scheme) - 1;
     size_t repo_len = strcspn(repo, "/");
     const char *ref = repo + repo_len + (repo[repo_len] == '/');
     size_t ref_len = strcspn(ref, "/");
-    if (strncmp(uri, scheme, sizeof(scheme) - 1) != 0)
-        fprintf(err, "lakefuse: '%s' is not a lakefs:// URI\n", uri);
-    else if (!lf_repo_name_is_valid(repo, repo_len))
+    if (!lf_repo_name_is_valid(repo, repo_len))
         fprintf(err, "lakefuse: '%s': the repository name '%.*s' is not valid (3-63 of a-z, "
                      "0-9 and '-', not starting with '-')\n", uri, (int)repo_len, repo);
     else if (ref_len == 0)

@@ -46,6 +46,7 @@ void lf_log_release_notes(int replay)
 }
 
 /* Keeps one note while notes are held; false when not holding. */
+__attribute__((format(printf, 2, 0)))
 static bool hold(enum lf_log_level level, const char *fmt, va_list ap)
 {
     if (level < LF_LOG_INFO || !atomic_load(&g_hold))
