@@ -1156,14 +1156,6 @@ void lf_sfile_restore(struct lf_sfile *f, bool dirty)
                f->key);
 }
 
-bool lf_sfile_discarded(struct lf_sfile *f)
-{
-    pthread_mutex_lock(&f->lock);
-    bool v = f->discarded;
-    pthread_mutex_unlock(&f->lock);
-    return v;
-}
-
 int lf_sfile_load(struct lf_sfile *f)
 {
     pthread_mutex_lock(&f->flush_lock);

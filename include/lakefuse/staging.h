@@ -92,7 +92,6 @@ bool lf_sfile_discard(struct lf_sfile *f);
 /* Undoes a discard whose delete failed: dirty is what discard returned
  * (whether an upload was pending). */
 void lf_sfile_restore(struct lf_sfile *f, bool dirty);
-bool lf_sfile_discarded(struct lf_sfile *f);
 /* Fetches the object's bytes into the staging file now (before its name
  * is deleted on the gateway, for a descriptor that still needs them). */
 int lf_sfile_load(struct lf_sfile *f);
