@@ -17,6 +17,7 @@
 
 #include "lakefuse/buf.h"
 #include "lakefuse/log.h"
+#include "lakefuse/verbs.h"
 #include "lakefuse/uri.h"
 
 #define MiB (1024.0 * 1024.0)
@@ -92,8 +93,11 @@ void lf_config_usage(FILE *out)
     fprintf(out,
             "usage: lakefuse mount [OPTIONS] [lakefs://REPO[/REF[/PATH]]] MOUNTPOINT\n"
             "       lakefuse unmount [-z] MOUNTPOINT\n"
-            "       lakefuse --version\n\n"
-            "Mounts lakeFS: without a URI the root lists repositories, with\n"
+            "       lakefuse --version\n"
+            "Versions, from inside a mount (`lakefuse VERB --help`):\n");
+    lf_verbs_usage(out);
+    fprintf(out,
+            "\nMounts lakeFS: without a URI the root lists repositories, with\n"
             "lakefs://REPO the repository's branches, with lakefs://REPO/REF that\n"
             "ref's tree, with lakefs://REPO/REF/PATH the directory PATH of that ref\n"
             "(and nothing outside it). Under a repository, any commit ID, tag or expression\n"

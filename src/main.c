@@ -36,6 +36,7 @@
 #include "lakefuse/mounts.h"
 #include "lakefuse/s3.h"
 #include "lakefuse/uri.h"
+#include "lakefuse/verbs.h"
 
 static struct lf_store *open_store(const struct lf_config *cfg, unsigned retries)
 {
@@ -706,7 +707,9 @@ static size_t distance(const char *a, const char *b)
 /* The command a mistyped word most likely meant, or NULL. */
 static const char *closest_command(const char *word)
 {
-    static const char *const known[] = {"mount", "unmount", "--help", "--version"};
+    static const char *const known[] = {"mount",  "unmount", "commit", "status", "log",
+                                        "branch", "reset",   "flush",  "refs",   "--help",
+                                        "--version"};
     /* Words other tools use for ours, tried before spelling: "umount" is
      * one edit from both verbs, and means this one. */
     static const char *const alias[][2] = {
@@ -735,7 +738,8 @@ static int unknown_command(const char *word)
     if (best)
         fprintf(stderr, "; did you mean `lakefuse %s`?\n", best);
     else
-        fprintf(stderr, " (commands: mount, unmount)\n");
+        fprintf(stderr, " (commands: mount, unmount, commit, status, log, branch, reset, flush, "
+                        "refs)\n");
     fprintf(stderr, "See `lakefuse --help`.\n");
     return 2;
 }
@@ -751,6 +755,8 @@ int main(int argc, char **argv)
         return cmd_mount(argc - 1, argv + 1);
     if (strcmp(verb, "unmount") == 0)
         return cmd_unmount(argc - 1, argv + 1);
+    if (lf_verb_known(verb))
+        return lf_verb_main(argc - 1, argv + 1);
     if (strcmp(verb, "--version") == 0 || strcmp(verb, "-V") == 0) {
         printf("lakefuse %s\n", LAKEFUSE_VERSION);
         return 0;
