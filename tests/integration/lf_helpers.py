@@ -372,7 +372,7 @@ def run(args, timeout=120, check=True, **kw):
 
 
 PIPE_MAX_SIZE = pathlib.Path("/proc/sys/fs/pipe-max-size")
-SPLICE_PIPE = 4 * MiB   # what lakefuse's spliced reads need (src/fs.c PIPE_ROOM)
+SPLICE_PIPE = 4 * MiB   # what lakefuse's spliced reads need (src/fs_int.h PIPE_ROOM)
 
 
 def splice_pipes_available():
