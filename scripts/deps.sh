@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake pkg-config
-  libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libxml2-dev
+  libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libxml2-dev libjansson-dev
   python3 python3-pytest python3-boto3
   # used by tests and benchmarks: real tools run on the mount
   curl sqlite3 rsync openssl
