@@ -198,7 +198,7 @@ def test_commit_no_changes_answer(lakefs, s3, repo, committed):
     assert lakefs.api("POST", url, {"message": "m"}) == (400, {"message": "commit: no changes"})
     assert head(lakefs, repo) == committed
     status, c = lakefs.api("POST", url, {"message": "empty", "allow_empty": True})
-    assert status == 201 and c["parents"] == [committed]
+    assert status == 201 and HEX64.match(c["id"]) and c["parents"] == [committed]
     assert get_bytes(s3, repo, f"{c['id']}/top") == b"committed top"
 
 
