@@ -1,18 +1,24 @@
 """The lakeFS REST API subset under /api/v1 (shapes from api/swagger.yml,
-status codes from pkg/api/controller.go's error mapping).
+status codes from pkg/api/controller.go's error mapping, behaviour from
+pkg/catalog and pkg/graveler; handlers say where their less obvious
+behaviour comes from).
 
 HTTP basic auth with the gateway's access key ID and secret; failures are
-401 {"message": ...}. Lists use lakeFS's pagination object
-{has_more, next_offset, results, max_per_page}: `amount` defaults to 100
-and is capped at 1000, `after` is exclusive, `next_offset` is the last
-returned id/path when there is more.
+401 {"message": ...}. Errors are {"message": ...} with lakeFS's wording where
+a client might look at it (validation errors read "argument <name>: ...",
+as validator.Validate wraps them). Lists use lakeFS's pagination object
+{has_more, next_offset, results, max_per_page}: `amount` defaults to 100,
+0 and -1 mean the default, and values outside -1..1000 are 400 (swagger's
+bounds, enforced by lakeFS's request validator, not capped); `after` is
+exclusive, `next_offset` is the last returned id/path when there is more.
 
 Endpoints: healthcheck, user, config/version, repositories (list, create,
-get, delete), branches (list, create, get, delete, diff of uncommitted
-changes, commit), refs (log, diff, merge, objects ls/stat/get), commits
-(get), tags (list, create, get, delete).
+get, delete), branches (list, create, get, delete, reset, diff of
+uncommitted changes, commit), refs (log, diff, merge, objects ls/stat/get),
+commits (get), tags (list, create, get, delete).
 """
 import base64
+import bisect
 import hmac
 import json
 import time
@@ -36,19 +42,55 @@ class APIError(Exception):
 
 
 def _amount(v):
-    try:
-        n = int(v)
-    except (TypeError, ValueError):
+    """The `amount` query parameter. swagger.yml's PaginationAmount is an
+    integer from -1 to 1000, and lakeFS's request validator (pkg/api/serve.go)
+    answers 400 for anything else before a controller runs; the controller's
+    paginationAmount then turns 0 and -1 into the default of 100."""
+    if v is None or v == "":
         return DEFAULT_PER_PAGE
+    try:
+        n = int(v, 10)
+    except ValueError:
+        raise APIError(400, 'parameter "amount" in query has an error: value %s: an invalid '
+                            'integer: invalid syntax' % v) from None
     if n > MAX_PER_PAGE:
-        return MAX_PER_PAGE
+        raise APIError(400, 'parameter "amount" in query has an error: number must be at '
+                            'most %d' % MAX_PER_PAGE)
+    if n < -1:
+        raise APIError(400, 'parameter "amount" in query has an error: number must be at '
+                            'least -1')
     if n <= 0:
         return DEFAULT_PER_PAGE
     return n
 
 
+def _validate(arg, ok, what):
+    """lakeFS's validator.Validate message: "argument <arg>: <what>: ..."."""
+    if not ok:
+        raise APIError(400, "argument %s: %s: invalid value: validation error" % (arg, what))
+
+
+def _branch_id(name):
+    if not name:
+        raise APIError(400, "argument branch: required value: validation error")
+    _validate("branch", refs.valid_branch(name), "branch id")
+
+
 def _bool(v):
     return str(v).lower() in ("1", "true", "t", "yes")
+
+
+def _bool_param(name, v, default):
+    """A boolean query parameter as the request validator reads it."""
+    if v == "":
+        return default
+    # strconv.ParseBool's spellings
+    if v in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if v in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise APIError(400, 'parameter "%s" in query has an error: value %s: an invalid boolean: '
+                        'invalid syntax' % (name, v))
 
 
 def paginate(items, key, after, amount):
@@ -98,6 +140,7 @@ class API:
             R("GET", "repositories/*/branches", self.list_branches),
             R("POST", "repositories/*/branches", self.create_branch),
             R("GET", "repositories/*/branches/*", self.get_branch),
+            R("PUT", "repositories/*/branches/*", self.reset_branch),
             R("DELETE", "repositories/*/branches/*", self.delete_branch),
             R("POST", "repositories/*/branches/*/commits", self.commit),
             R("GET", "repositories/*/branches/*/diff", self.diff_branch),
@@ -191,11 +234,19 @@ class API:
             raise APIError(400, "JSON body must be an object")
         return doc
 
-    def _resolve_commit(self, repo, ref):
-        """Ref -> commit ID for operations on committed content."""
+    def _resolve_commit(self, repo, ref, what="ref"):
+        """Ref -> commit ID for operations on committed content, as
+        Catalog.dereferenceCommitID: an explicit staging ref (branch$) is
+        not a commit (400)."""
         if not refs.valid_ref(ref):
-            raise APIError(400, "ref: invalid value")
-        r = refs.resolve(repo, ref)
+            raise APIError(400, "argument ref: ref: invalid value: validation error")
+        try:
+            r = refs.resolve(repo, ref)
+        except st.StoreError as e:
+            raise APIError(self._status(e), "%s: %s" % (what, e)) from None
+        if r.explicit_staging:
+            raise APIError(400, "%s: ref: invalid value: validation error: should point to a "
+                                "commit" % what)
         return r.commit_id
 
     # ------------------------------------------------------------------
@@ -257,70 +308,172 @@ class API:
                                    "results": [{"id": n, "commit_id": c} for n, c in page]})
 
     def create_branch(self, req, repo_name):
+        """Catalog.CreateBranch then Graveler.CreateBranch, in their order:
+        validation (400), repository (404), a commit or tag of that name
+        (409 "... conflict found"), the source (404), an existing branch
+        (409 "branch already exists: not unique"). A source with the $
+        modifier fails with ErrCreateBranchNoCommit, which the controller's
+        error mapping does not know: 500. The answer is the commit ID as a
+        bare body (the controller writes it with io.WriteString, so Go sniffs
+        text/plain)."""
         doc = self._body(req)
         name, source = doc.get("name"), doc.get("source")
-        if not isinstance(name, str) or not refs.valid_branch(name):
-            raise APIError(400, "name: invalid branch ID: branch id must consist of letters, "
-                                "digits, underscores and dashes, and cannot start with a dash")
-        if not isinstance(source, str) or not source:
-            raise APIError(400, "source: required value")
+        if not isinstance(name, str) or not isinstance(source, str):
+            raise APIError(400, "request body has an error: doesn't match schema: "
+                                "property \"name\" and \"source\" are required strings")
+        if not name:
+            raise APIError(400, "argument branch: required value: validation error")
+        if not refs.valid_branch(name):
+            raise APIError(400, "argument branch: branch id: invalid value: validation error: "
+                                "branch id must consist of letters, digits, underscores and "
+                                "dashes, and cannot start with a dash")
+        if not source:
+            raise APIError(400, "argument ref: required value: validation error")
+        _validate("ref", refs.valid_ref(source), "ref")
         with self.store.lock:
             repo = self.store.repo(repo_name)
-            r = refs.resolve(repo, source) if refs.valid_ref(source) else None
-            if r is None:
-                raise APIError(400, "ref: invalid value")
-            if r.kind == "branch" and source.endswith("$"):
-                raise APIError(400, "dereference commit with staging")
+            if name in repo.commits:
+                raise APIError(409, "commit ID %s: conflict found" % name)
+            if name in repo.tags:
+                raise APIError(409, "tag ID %s: conflict found" % name)
+            try:
+                r = refs.resolve(repo, source)
+            except st.StoreError as e:
+                raise APIError(self._status(e), "source reference '%s': %s" % (source, e)) from None
+            if r.explicit_staging:
+                raise APIError(500, "source reference '%s': can't create a branch without "
+                                    "commit" % source)
+            if name in repo.branches:
+                raise APIError(409, "branch already exists: not unique")
             cid = r.commit_id
         self.store.create_branch(repo_name, name, cid)
-        return Response(201, [("Content-Type", "text/html")], cid.encode())
+        return Response(201, [("Content-Type", "text/plain; charset=utf-8")], cid.encode())
 
     def get_branch(self, req, repo_name, name):
+        _branch_id(name)
         with self.store.lock:
             br = self.store.branch(self.store.repo(repo_name), name)
             return json_response(200, {"id": br.name, "commit_id": br.commit_id})
 
     def delete_branch(self, req, repo_name, name):
+        _branch_id(name)
         self.store.delete_branch(repo_name, name)
         return Response(204, [], b"")
 
     def commit(self, req, repo_name, branch):
+        """Graveler.Commit. Nothing staged, or staged writes that cancel out,
+        is CommittedManager.Commit's ErrNoChanges wrapped as "commit: %w":
+        400 {"message": "commit: no changes"} (the branch's staging token is
+        always sealed first, so the unwrapped "no changes" of
+        sealedTokensIterator cannot happen here). A tag or commit ID in the
+        branch slot is "branch not found" (404) when it is a valid branch ID,
+        else the branch ID validation error (400). Departure: lakeFS runs the
+        prepare-commit hook on the ref before looking the branch up, so for a
+        ref that resolves to nothing its 404 message is the hook's."""
         doc = self._body(req)
         message = doc.get("message")
         if not isinstance(message, str):
-            raise APIError(400, "message: required value")
-        metadata = doc.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise APIError(400, "metadata: invalid value")
-        c = self.store.commit(repo_name, branch, message, {str(k): str(v) for k, v in
-                                                           metadata.items()},
-                              allow_empty=bool(doc.get("allow_empty")), date=doc.get("date"))
+            raise APIError(400, 'request body has an error: doesn\'t match schema: property '
+                                '"message" is missing')
+        metadata = doc.get("metadata")
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str)
+                                                     for v in metadata.values()):
+            raise APIError(400, 'request body has an error: doesn\'t match schema: property '
+                                '"metadata" must be an object of strings')
+        date = doc.get("date")
+        if date is not None and (not isinstance(date, int) or isinstance(date, bool)):
+            raise APIError(400, 'request body has an error: doesn\'t match schema: property '
+                                '"date" must be an integer')
+        _branch_id(branch)
+        c = self.store.commit(repo_name, branch, message, metadata,
+                              allow_empty=doc.get("allow_empty") is True, date=date)
         return json_response(201, commit_json(c))
+
+    def reset_branch(self, req, repo_name, branch):
+        """ResetBranch (controller.go) with body ResetCreation {type, path,
+        force}: "object" is Catalog.ResetEntry (the path is validated: 400
+        "missing path" when empty), "common_prefix" is ResetEntries (the path
+        is not validated: none or "" resets everything) and "reset" is
+        ResetBranch; any other type is 400 (swagger's enum, checked by the
+        request validator). 204 with no body. Graveler.ResetKey on a path
+        with no uncommitted change is "nothing to do": 204 as well. An
+        unknown repository or branch is 404."""
+        doc = self._body(req)
+        kind = doc.get("type")
+        path = doc.get("path")
+        if kind not in ("object", "common_prefix", "reset"):
+            raise APIError(400, 'request body has an error: doesn\'t match schema: property '
+                                '"type": value is not one of the allowed values '
+                                '["object","common_prefix","reset"]')
+        if path is not None and not isinstance(path, str):
+            raise APIError(400, 'request body has an error: doesn\'t match schema: property '
+                                '"path" must be a string')
+        _branch_id(branch)
+        if kind == "object" and not path:
+            raise APIError(400, "argument path: missing path: required value: validation error")
+        if kind == "reset":
+            path = ""
+        self.store.reset(repo_name, branch, path or "", exact=(kind == "object"))
+        return Response(204, [], b"")
 
     @staticmethod
     def _diff_item(kind, path, entry):
         return {"type": kind, "path": path, "path_type": "object", "size_bytes": entry.size}
 
     def diff_branch(self, req, repo_name, branch):
+        """DiffBranch: Catalog.DiffUncommitted and its listDiffHelper. The
+        entries come from the staging area, so a removal is a tombstone with
+        no entry behind it: size_bytes 0. With a delimiter, paths below the
+        next delimiter fold into one {"type": "prefix_changed", "path_type":
+        "common_prefix"} entry without size_bytes, after which the scan jumps
+        past that prefix. `after` is exclusive; with a delimiter GetStartPos
+        starts at UpperBoundForPrefix(after), so paths that merely extend
+        `after` (after "a" skips "ab") are skipped too, as in lakeFS."""
         g = req.query_first
-        prefix = g("prefix")
+        prefix, after, delimiter = g("prefix"), g("after"), g("delimiter")
+        amount = _amount(g("amount") or None)
+        _branch_id(branch)
         with self.store.lock:
             repo = self.store.repo(repo_name)
             br = self.store.branch(repo, branch)
             changes = self.store.staged_changes(repo, br)
-            items = []
-            for p in sorted(changes):
-                if not p.startswith(prefix):
-                    continue
-                new, old = changes[p]
-                if new is None:
-                    items.append(self._diff_item("removed", p, old))
-                elif old is None:
-                    items.append(self._diff_item("added", p, new))
-                else:
-                    items.append(self._diff_item("changed", p, new))
-        page, pag = paginate(items, lambda d: d["path"], g("after"), _amount(g("amount") or None))
-        return json_response(200, {"pagination": pag, "results": page})
+        paths = sorted(changes)
+        if not after or after < prefix:
+            start = prefix
+        elif not delimiter:
+            start = after
+        else:
+            start = st.upper_bound(after)
+        i = bisect.bisect_left(paths, start) if start is not None else len(paths)
+        items = []
+        while i < len(paths) and len(items) <= amount:
+            p = paths[i]
+            if p == after:
+                i += 1
+                continue
+            if not p.startswith(prefix):
+                break
+            j = p.find(delimiter, len(prefix)) if delimiter else -1
+            if j >= 0:
+                cp = p[:j + len(delimiter)]
+                items.append({"type": "prefix_changed", "path": cp,
+                              "path_type": "common_prefix"})
+                ub = st.upper_bound(cp)
+                i = bisect.bisect_left(paths, ub, i + 1) if ub is not None else len(paths)
+                continue
+            new, old = changes[p]
+            if new is None:
+                items.append({"type": "removed", "path": p, "path_type": "object",
+                              "size_bytes": 0})
+            else:
+                items.append(self._diff_item("added" if old is None else "changed", p, new))
+            i += 1
+        more = len(items) > amount
+        page = items[:amount]
+        return json_response(200, {"pagination": _pagination(more, page, lambda d: d["path"]),
+                                   "results": page})
 
     def delete_object(self, req, repo_name, branch):
         path = req.query_first("path")
@@ -331,20 +484,29 @@ class API:
 
     # -- refs ------------------------------------------------------------------
     def log(self, req, repo_name, ref):
+        """LogCommits: Catalog.ListCommits without path filters. The ref and
+        `after` are both dereferenced to commits (any ref form; 404 when
+        unknown, 400 for an explicit staging ref such as main$); the log
+        then skips up to and including `after`'s commit, so an `after` that
+        is not in this log leaves nothing. Departure: lakeFS orders by
+        creation time (nanoseconds, ties by larger commit ID); commits here
+        carry whole seconds, so generation orders first, then the date,
+        which agrees with lakeFS whenever dates grow along parent links."""
         g = req.query_first
         first_parent = _bool(g("first_parent"))
         amount = _amount(g("amount") or None)
         after = g("after")
         with self.store.lock:
             repo = self.store.repo(repo_name)
-            start = self._resolve_commit(repo, ref)
+            start = self._resolve_commit(repo, ref, "ref")
+            after_id = self._resolve_commit(repo, after, "from ref") if after else None
             order = self._log_order(repo, start, first_parent)
             page = []
             more = False
-            skipping = bool(after)
+            skipping = after_id is not None
             for c in order:
                 if skipping:
-                    if c.id == after:
+                    if c.id == after_id:
                         skipping = False
                     continue
                 if len(page) == amount:
@@ -429,18 +591,22 @@ class API:
 
     # -- objects ---------------------------------------------------------------
     def _stats(self, repo, path, e, with_meta=True):
+        """ObjectStats. metadata holds user metadata as the S3 gateway stored
+        it (amzMetaAsMetadata: "X-Amz-Meta-" + the lower-cased name). Listings
+        (ListObjects) leave it out when the object has none or user_metadata
+        is false; StatObject always sends it, {} in those cases."""
         d = {"path": path, "path_type": "object",
              "physical_address": "%s/data/%s" % (repo.namespace.rstrip("/"), e.addr),
              "checksum": e.etag, "size_bytes": e.size, "mtime": int(e.mtime),
              "content_type": e.ctype}
-        if with_meta:
-            d["metadata"] = dict(e.meta or {})
+        if with_meta and e.meta:
+            d["metadata"] = dict(e.meta)
         return d
 
     def list_objects(self, req, repo_name, ref):
         g = req.query_first
         amount = _amount(g("amount") or None)
-        with_meta = g("user_metadata").lower() != "false"
+        with_meta = _bool_param("user_metadata", g("user_metadata"), True)
         with self.store.lock:
             repo = self.store.repo(repo_name)
             if not refs.valid_ref(ref):
@@ -466,8 +632,11 @@ class API:
 
     def stat_object(self, req, repo_name, ref):
         path = req.query_first("path")
+        with_meta = _bool_param("user_metadata", req.query_first("user_metadata"), True)
         repo, e = self._entry(repo_name, ref, path)
-        return json_response(200, self._stats(repo, path, e))
+        d = self._stats(repo, path, e, with_meta)
+        d.setdefault("metadata", {})
+        return json_response(200, d)
 
     def get_object(self, req, repo_name, ref):
         path = req.query_first("path")
@@ -487,14 +656,21 @@ class API:
                                    "results": [{"id": n, "commit_id": c} for n, c in page]})
 
     def create_tag(self, req, repo_name):
+        """Catalog.CreateTag: a branch or commit of the same name is a 409
+        conflict, checked before the ref is resolved."""
         doc = self._body(req)
         tag, ref = doc.get("id"), doc.get("ref")
         if not isinstance(tag, str) or not refs.valid_tag(tag):
-            raise APIError(400, "tag: invalid tag ID")
+            raise APIError(400, "argument tagID: tag id: invalid value: validation error")
         if not isinstance(ref, str) or not ref:
             raise APIError(400, "ref: required value")
         with self.store.lock:
-            cid = self._resolve_commit(self.store.repo(repo_name), ref)
+            repo = self.store.repo(repo_name)
+            if tag in repo.branches:
+                raise APIError(409, "branch name %s: conflict found" % tag)
+            if tag in repo.commits:
+                raise APIError(409, "commit ID %s: conflict found" % tag)
+            cid = self._resolve_commit(repo, ref)
         if doc.get("force"):
             try:
                 self.store.delete_tag(repo_name, tag)
@@ -504,6 +680,8 @@ class API:
         return json_response(201, {"id": tag, "commit_id": cid})
 
     def get_tag(self, req, repo_name, tag):
+        if not refs.valid_tag(tag):
+            raise APIError(400, "argument tagID: tag id: invalid value: validation error")
         with self.store.lock:
             cid = self.store.repo(repo_name).tags.get(tag)
         if cid is None:

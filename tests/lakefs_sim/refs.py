@@ -58,14 +58,17 @@ def valid_tag(name):
 
 class Resolved:
     """What a ref names. `staging` is True when reads include the branch's
-    uncommitted changes (a plain branch name, or branch$)."""
-    __slots__ = ("kind", "branch", "commit_id", "staging")
+    uncommitted changes (a plain branch name, or branch$); `explicit_staging`
+    only for branch$ (graveler's ResolvedBranchModifierStaging), which the
+    REST API refuses where it needs a commit."""
+    __slots__ = ("kind", "branch", "commit_id", "staging", "explicit_staging")
 
-    def __init__(self, kind, commit_id, branch=None, staging=False):
+    def __init__(self, kind, commit_id, branch=None, staging=False, explicit_staging=False):
         self.kind = kind            # "branch", "tag" or "commit"
         self.commit_id = commit_id
         self.branch = branch
         self.staging = staging
+        self.explicit_staging = explicit_staging
 
 
 def parse(ref):
@@ -129,7 +132,7 @@ def resolve(repo, ref):
                 raise InvalidRef("ref: invalid value")
             if kind == "@":
                 return Resolved("branch", cid, branch=r.branch, staging=False)
-            return Resolved("branch", cid, branch=r.branch, staging=True)
+            return Resolved("branch", cid, branch=r.branch, staging=True, explicit_staging=True)
         if kind == "~":
             for _ in range(n):
                 c = repo.commits.get(cid)

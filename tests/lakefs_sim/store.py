@@ -657,6 +657,8 @@ class Store:
                 self._unset(br, p)
         elif op == "commit":
             self._apply_commit(rec)
+        elif op == "reset":
+            self._apply_reset(rec)
         elif op == "repo":
             repo = Repo(rec["name"], rec["created"], rec["branch"], rec["ns"])
             c = rec["commit"]
@@ -720,6 +722,20 @@ class Store:
         if "changes" in rec:
             br.view = dict(tree)
             br.keys = list(keys)
+
+    def _apply_reset(self, rec):
+        """Drops the staged state of the listed paths: each reads as in the
+        branch's commit again (restored, or gone if the commit lacks it)."""
+        repo = self.repos[rec["repo"]]
+        br = repo.branches[rec["branch"]]
+        committed = self.commit_view(repo, repo.commits[br.commit_id]).tree
+        for p in rec["paths"]:
+            e = committed.get(p)
+            if e is None:
+                self._unset(br, p)
+            else:
+                self._set(br, p, e)
+            br.staged.pop(p, None)
 
     # ------------------------------------------------------------------
     # lookups (callers hold self.lock)
@@ -827,6 +843,24 @@ class Store:
                                        "paths": present})
         self._sync(seq)
         return set(present)
+
+    def reset(self, repo_name, branch_name, path, exact=False):
+        """Discards uncommitted changes of a branch: to `path` alone when
+        exact, else to every path starting with `path` ("" for all). Paths
+        without an uncommitted change are left alone (graveler's ResetKey
+        and ResetPrefix walk the staging area only)."""
+        with self.lock:
+            repo = self.repo(repo_name)
+            br = self.branch(repo, branch_name)
+            if exact:
+                paths = [path] if path in br.staged else []
+            else:
+                paths = sorted(p for p in br.staged if p.startswith(path))
+            if not paths:
+                return
+            seq = self._commit_record({"op": "reset", "repo": repo_name, "branch": branch_name,
+                                       "paths": paths})
+        self._sync(seq)
 
     def commit(self, repo_name, branch_name, message, metadata=None, allow_empty=False,
                date=None):
