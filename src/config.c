@@ -42,6 +42,9 @@ static const struct opt OPTS[] = {
     {"region", 0, K_STR, F(region), "NAME", "us-east-1", "region used in request signatures"},
     {"foreground", 'f', K_FLAG, F(foreground), NULL, "off", "stay attached to the terminal"},
     {"read-only", 0, K_FLAG, F(read_only), NULL, "off", "refuse every write (EROFS), also on branches"},
+    {"pin", 0, K_FLAG, F(pin), NULL, "off",
+     "resolve REF (branch, tag or expression) to its commit once, at mount time, and mount "
+     "that commit: read-only and cached forever, even while the branch moves"},
     {"cache-dir", 0, K_STR, F(cache_dir), "DIR", "$XDG_CACHE_HOME/lakefuse or /var/cache/lakefuse",
      "directory for staged writes and the disk cache (created 0700)"},
     {"log-level", 0, K_LEVEL, F(log_level), "LEVEL", "info", "error, warn, info or debug"},

@@ -151,6 +151,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_destroy(void *userdata)
 {
     struct lf_fs *fs = userdata;
+    fs_ctl_stop(fs); /* a verb under way ends first; no new one starts */
     if (!fs->staging)
         return;
     lf_recovery_stop(fs->recovery); /* what it adopted is flushed below */
@@ -189,12 +190,17 @@ static const struct fuse_lowlevel_ops OPS = {
     .releasedir = fs_op_releasedir,
     .statfs = op_statfs,
     .setxattr = fs_op_setxattr,
+    .getxattr = fs_op_getxattr,
+    .listxattr = fs_op_listxattr,
 };
 
 const struct fuse_lowlevel_ops *lf_fs_ops(void) { return &OPS; }
 
+void lf_fs_set_api(struct lf_fs *fs, struct lf_api *api) { fs->api = api; }
+
 void lf_fs_attach(struct lf_fs *fs, struct fuse_session *se)
 {
+    fs->se = se;
     if ((fs->splice || fs->cfg->direct_io) &&
         fuse_session_custom_io(se, &fs_custom_io, fuse_session_fd(se)) != 0) {
         lf_warn("libfuse refused the custom I/O hooks: reads are copied through memory%s",
@@ -311,6 +317,8 @@ int lf_fs_start(struct lf_fs *fs)
     } else if (fs->staging) {
         lf_info("read-only: files staged by earlier runs are left for a writable mount");
     }
+    if (fs->staging)
+        fs_ctl_start(fs); /* without it the mount works, the verbs say why not */
     return fs->staging ? 0 : -EIO;
 }
 
@@ -318,6 +326,7 @@ void lf_fs_free(struct lf_fs *fs)
 {
     if (!fs)
         return;
+    fs_ctl_stop(fs);
     lf_recovery_stop(fs->recovery);
     lf_workq_free(fs->data_wq);
     lf_workq_free(fs->meta_wq);

@@ -83,6 +83,9 @@ struct lf_fs {
      * every key below it, holds it alone (fs_ns_enter). */
     pthread_rwlock_t ns;
     char *subdir;           /* "a/b/" of a mounted lakefs://REPO/REF/a/b, else "" */
+    struct lf_api *api;     /* the REST client (versioning verbs, xattrs); may be NULL */
+    struct fs_ctl *ctl;     /* the verbs' control channel (fs_ctl.c) */
+    struct fuse_session *se; /* for the kernel cache notifications of reset */
 };
 
 struct fileh {
@@ -112,6 +115,11 @@ struct wstate {
     struct lf_sfile *sf;
     unsigned writers; /* open handles that may write */
     bool pinned;
+    /* The generation the last close() or fsync() of a handle saw: a file
+     * still open for writing holds no unsaved change when it is current
+     * (the upload barrier of commit takes it then). */
+    bool synced;
+    unsigned synced_gen;
 };
 
 struct dirh {
@@ -142,6 +150,10 @@ int fs_check_writable(const struct lf_fs *fs, const struct lf_node *n);
 void fs_listing_note(struct lf_node *parent, const char *name, bool is_dir,
                      const struct lf_obj_attr *attr, bool removed);
 void fs_wait_no_change(struct lf_fs *fs, const struct lf_node *n);
+/* Marks a name as changing on the gateway (unlink, rename, reset): no
+ * write state is made below it until the unmark. Lock held; n pinned. */
+void fs_change_mark(struct lf_node *n);
+void fs_change_unmark(struct lf_fs *fs, struct lf_node *n);
 void fs_op_lookup(fuse_req_t req, fuse_ino_t parent_ino, const char *name);
 void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
 void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
@@ -206,5 +218,14 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+
+/* fs_ctl.c: the versioning verbs and lakeFS's xattrs */
+int fs_ctl_start(struct lf_fs *fs);
+void fs_ctl_stop(struct lf_fs *fs);
+/* A ticket for node n, issued to uid: "<address>\n<ticket>\n" into out;
+ * returns its length or a negative errno. */
+int fs_ctl_ticket(struct lf_fs *fs, struct lf_node *n, uid_t uid, char *out, size_t cap);
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 
 #endif

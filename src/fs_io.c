@@ -687,7 +687,18 @@ void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static int sync_handle(struct lf_fs *fs, struct fileh *fh)
 {
     struct lf_sfile *sf = fh_sf(fh);
-    return sf ? fs_flush_node(fs, fh->node, sf) : 0;
+    if (!sf)
+        return 0;
+    unsigned gen;
+    lf_sfile_dirty_gen(sf, &gen);
+    lf_meta_lock(fs->meta);
+    struct wstate *w = fs_wstate_of(fh->node);
+    if (w && w->sf == sf) {
+        w->synced = true;
+        w->synced_gen = gen;
+    }
+    lf_meta_unlock(fs->meta);
+    return fs_flush_node(fs, fh->node, sf);
 }
 
 static void reply_sync(fuse_req_t req, struct fileh *fh, const char *what, int rc)

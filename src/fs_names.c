@@ -439,13 +439,13 @@ static bool under_change(const struct lf_node *n)
 
 /* Marks a name as changing on the gateway (unlink, rename); see the top of
  * fs_int.h. Lock held; the node must be pinned by the caller. */
-static void change_mark(struct lf_node *n)
+void fs_change_mark(struct lf_node *n)
 {
     if (n)
         n->changing++;
 }
 
-static void change_unmark(struct lf_fs *fs, struct lf_node *n)
+void fs_change_unmark(struct lf_fs *fs, struct lf_node *n)
 {
     if (n && --n->changing == 0)
         pthread_cond_broadcast(&fs->changed);
@@ -654,7 +654,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
             rc = -EISDIR;
         if (!rc && n) {
             lf_meta_pin(n);
-            change_mark(n);
+            fs_change_mark(n);
             struct wstate *w = fs_wstate_of(n);
             if (w) {
                 sf = w->sf;
@@ -685,7 +685,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     lf_sfile_unref(sf);
     if (n) {
         lf_meta_lock(fs->meta);
-        change_unmark(fs, n);
+        fs_change_unmark(fs, n);
         fs_wstate_settle(fs, n);
         lf_meta_unpin(fs->meta, n);
         lf_meta_unlock(fs->meta);
@@ -989,7 +989,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
         struct lf_node *x = i ? t : n;
         if (x) {
             lf_meta_pin(x);
-            change_mark(x);
+            fs_change_mark(x);
         }
     }
     bool tkeep = false;
@@ -1053,7 +1053,7 @@ out:
     for (int i = 0; i < 2; i++) {
         struct lf_node *x = i ? t : n;
         if (x) {
-            change_unmark(fs, x);
+            fs_change_unmark(fs, x);
             fs_wstate_settle(fs, x);
             lf_meta_unpin(fs->meta, x);
         }

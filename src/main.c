@@ -28,6 +28,7 @@
 
 #include <openssl/crypto.h>
 
+#include "lakefuse/api.h"
 #include "lakefuse/config.h"
 #include "lakefuse/fs.h"
 #include "lakefuse/http.h"
@@ -53,6 +54,50 @@ static struct lf_store *open_store(const struct lf_config *cfg, unsigned retries
         .insecure = cfg->insecure,
     };
     return lf_s3_store_new(&o);
+}
+
+/* The REST API, for the versioning verbs and --pin: same endpoint and
+ * credentials as the gateway. */
+static struct lf_api *open_api(const struct lf_config *cfg)
+{
+    struct lf_api_opts o = {
+        .endpoint = cfg->endpoint,
+        .access_key = cfg->access_key,
+        .secret_key = cfg->secret_key,
+        .ca_bundle = cfg->ca_bundle,
+        .insecure = cfg->insecure,
+        .connect_timeout_ms = cfg->timeout_ms < 10000 ? cfg->timeout_ms : 10000,
+        .stall_timeout_ms = cfg->timeout_ms,
+        .retries = cfg->retries,
+        .backoff_ms = 100,
+    };
+    return lf_api_new(&o);
+}
+
+/* --pin: the ref becomes the commit it points to now, for the life of the
+ * mount. */
+static int pin_ref(struct lf_config *cfg, struct lf_api *api)
+{
+    enum lf_ref_type type;
+    char commit[LF_COMMIT_ID_MAX];
+    struct lf_api_err e = {0};
+    if (!cfg->repo || !cfg->ref) {
+        fprintf(stderr, "lakefuse: --pin needs a ref to pin: lakefs://REPO/REF\n");
+        return -EINVAL;
+    }
+    int rc = api ? lf_api_resolve(api, cfg->repo, cfg->ref, &type, commit, &e) : -ENOMEM;
+    if (rc) {
+        fprintf(stderr, "lakefuse: --pin: cannot resolve '%s' in repository '%s': %s\n",
+                cfg->ref, cfg->repo, e.message[0] ? e.message : strerror(-rc));
+        return rc;
+    }
+    char *pinned = strdup(commit);
+    if (!pinned)
+        return -ENOMEM;
+    lf_info("pinned %s/%s to commit %s", cfg->repo, cfg->ref, commit);
+    free(cfg->ref);
+    cfg->ref = pinned;
+    return 0;
 }
 
 static const char *explain(int rc)
@@ -427,6 +472,7 @@ static int cmd_mount(int argc, char **argv)
     struct lf_store *store = NULL;
     struct lf_fs *fs = NULL;
     struct lf_lockdir *own = NULL;
+    struct lf_api *api = NULL;
     int log_fd = -1, ready = -1, rc, status = 1;
     bool mounted = false;
 
@@ -456,16 +502,22 @@ static int cmd_mount(int argc, char **argv)
         lf_http_global_init() != 0)
         goto out;
     warn_if_not_empty(cfg.mountpoint);
+    api = open_api(&cfg);
+    if (!api)
+        lf_warn("no lakeFS API client: commit, status and the other verbs will not work");
+    if (cfg.pin && pin_ref(&cfg, api))
+        goto out;
     if (preflight(&cfg, &root))
         goto out;
 
     store = open_store(&cfg, cfg.retries);
-    lf_config_forget_secret(&cfg); /* the signer has its own copy */
+    lf_config_forget_secret(&cfg); /* the signer and the API client have their own copies */
     fs = store ? lf_fs_new(&cfg, store, &root) : NULL;
     if (!fs) {
         fprintf(stderr, "lakefuse: out of memory\n");
         goto out;
     }
+    lf_fs_set_api(fs, api);
     struct fuse_args args = FUSE_ARGS_INIT(cfg.fuse_argc, cfg.fuse_argv);
     se = fuse_session_new(&args, lf_fs_ops(), sizeof(*lf_fs_ops()), fs);
     fuse_opt_free_args(&args); /* libfuse may have added to them */
@@ -526,6 +578,7 @@ out:
         fuse_session_destroy(se);
     }
     lf_fs_free(fs);
+    lf_api_free(api);
     if (store)
         lf_store_free(store);
     lf_lockdir_free(own, true); /* kept when it still holds staged files */

@@ -29,6 +29,7 @@ struct lf_config {
     bool insecure;
     bool foreground;
     bool read_only;
+    bool pin;           /* mount the commit REF points to at mount time */
     bool setuid_bits;   /* serve stored setuid/setgid/sticky bits; no nosuid */
     int log_level;
 

@@ -35,6 +35,10 @@ int lf_fs_start(struct lf_fs *fs);
 /* Call once the session is mounted: installs what spliced reads need. */
 void lf_fs_attach(struct lf_fs *fs, struct fuse_session *se);
 void lf_fs_free(struct lf_fs *fs);
+/* The REST client for the versioning verbs and lakeFS's xattrs; stays the
+ * caller's and must outlive the fs. NULL: those answer that it is missing. */
+struct lf_api;
+void lf_fs_set_api(struct lf_fs *fs, struct lf_api *api);
 const struct fuse_lowlevel_ops *lf_fs_ops(void);
 
 #endif
