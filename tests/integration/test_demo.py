@@ -36,6 +36,13 @@ def demo(tmp_path):
             os.kill(pid, signal.SIGTERM)
 
 
+def lakefuse(*args):
+    r = subprocess.run([str(ROOT / "build" / "lakefuse"), *map(str, args)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, f"lakefuse {args}: {r.stderr}"
+    return r.stdout
+
+
 def demo_sh(env, *args):
     return subprocess.run([str(ROOT / "scripts" / "demo.sh"), *args], capture_output=True,
                           text=True, timeout=600, env=env, cwd=ROOT)
@@ -70,6 +77,19 @@ def test_demo_mounts_explains_and_stops_only_when_it_can(demo):
     con = sqlite3.connect(db)
     assert con.execute("SELECT lat FROM stations WHERE city = 'Lisbon'").fetchone()[0] == 38.72
     con.close()
+
+    # The README's workflow: see what changed, commit, read the commit before.
+    repo = mnt / "demo"
+    assert "changed weather.db" in lakefuse("status", repo / "main").splitlines()
+    cid = lakefuse("commit", repo / "main", "-m", "Lisbon moved").splitlines()[-1]
+    assert lakefuse("log", repo / "main", "-n", "2").splitlines()[0].startswith(cid + " ")
+    before = sqlite3.connect(f"file:{repo}/main~1/weather.db?mode=ro", uri=True)
+    assert before.execute("SELECT lat FROM stations WHERE city = 'Lisbon'").fetchone()[0] == 38.7
+    before.close()
+    lakefuse("branch", repo / "main", "try")
+    os.unlink(repo / "try" / "weather.db")
+    lakefuse("reset", repo / "try", "-y")
+    assert (repo / "try" / "weather.db").stat().st_size == db.stat().st_size
 
     # A shell inside the mount: stop refuses, says why, keeps the gateway.
     gateway = int((state / "gateway.pid").read_text())
