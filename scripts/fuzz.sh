@@ -14,7 +14,7 @@ cmake --build build-fuzz -j"$(nproc)" >/dev/null
   echo "fuzz: a corpus or regression input fails"; (cd build-fuzz && ctest --output-on-failure -R '^fuzz_'); exit 1; }
 mkdir -p build-fuzz/crashes
 status=0
-for t in xml uri sigv4 config listing; do
+for t in xml uri sigv4 config listing json; do
   work=$(mktemp -d)
   cp -r "tests/fuzz/corpus/$t/." "$work/"
   if ! build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \

@@ -39,7 +39,7 @@ struct lf_api {
 struct call {
     const char *op;      /* for log lines: "commit", "get branch" ... */
     const char *repo;    /* for log lines */
-    const char *ref;
+    const char *ref;     /* "" when the call names none */
     const char *method;
     const char *url;
     const struct lf_buf *body; /* JSON, or NULL */
@@ -206,6 +206,15 @@ static void backoff(const struct lf_api *api, unsigned attempt)
     usleep((useconds_t)(ms * 1000));
 }
 
+#define WHO_MAX 400
+
+/* "op repo/ref" (or "op repo") for log lines. */
+static const char *who(const struct call *c, char w[WHO_MAX])
+{
+    snprintf(w, WHO_MAX, "%s %s%s%.255s", c->op, c->repo, c->ref[0] ? "/" : "", c->ref);
+    return w;
+}
+
 /* Runs the call; 0 with the 2xx answer's body in out, or a negative
  * errno with err filled and one line logged. */
 static int perform(struct lf_api *api, const struct call *c, struct lf_buf *out,
@@ -220,7 +229,7 @@ static int perform(struct lf_api *api, const struct call *c, struct lf_buf *out,
         hr.body_len = c->body->len;
     }
     struct lf_http_resp resp;
-    char msg[sizeof(err->message)];
+    char msg[sizeof(err->message)], w[WHO_MAX];
     int rc;
     lf_http_resp_init(&resp);
     for (unsigned attempt = 0;; attempt++) {
@@ -245,24 +254,22 @@ static int perform(struct lf_api *api, const struct call *c, struct lf_buf *out,
         if (!again) {
             err_set(err, resp.status, msg);
             if ((resp.status == 404 || resp.status == 400) && c->probe)
-                lf_dbg("lakeFS API: %s %s/%s: HTTP %ld: %s", c->op, c->repo, c->ref,
-                       resp.status, msg);
+                lf_dbg("lakeFS API: %s: HTTP %ld: %s", who(c, w), resp.status, msg);
             else if (resp.status == 404)
-                lf_info("lakeFS API: %s %s/%s: HTTP 404: %s", c->op, c->repo, c->ref, msg);
+                lf_info("lakeFS API: %s: HTTP 404: %s", who(c, w), msg);
             else if (resp.status)
-                lf_err("lakeFS API: %s %s/%s: HTTP %ld: %s", c->op, c->repo, c->ref,
-                       resp.status, msg);
+                lf_err("lakeFS API: %s: HTTP %ld: %s", who(c, w), resp.status, msg);
             else
-                lf_err("lakeFS API: %s %s/%s: %s%s", c->op, c->repo, c->ref, msg,
+                lf_err("lakeFS API: %s: %s%s", who(c, w), msg,
                        c->change ? " (the change may have been made)" : "");
             break;
         }
         if (resp.status)
-            lf_warn("lakeFS API: %s %s/%s: HTTP %ld: %s (attempt %u, trying again)", c->op,
-                    c->repo, c->ref, resp.status, msg, attempt + 1);
+            lf_warn("lakeFS API: %s: HTTP %ld: %s (attempt %u, trying again)", who(c, w),
+                    resp.status, msg, attempt + 1);
         else
-            lf_warn("lakeFS API: %s %s/%s: %s (attempt %u, trying again)", c->op, c->repo,
-                    c->ref, msg, attempt + 1);
+            lf_warn("lakeFS API: %s: %s (attempt %u, trying again)", who(c, w), msg,
+                    attempt + 1);
         backoff(api, attempt);
     }
     lf_http_resp_free(&resp);
@@ -273,7 +280,8 @@ static int perform(struct lf_api *api, const struct call *c, struct lf_buf *out,
 static int malformed(const struct call *c, struct lf_api_err *err, int rc)
 {
     if (rc == -EPROTO) {
-        lf_err("lakeFS API: %s %s/%s: malformed answer", c->op, c->repo, c->ref);
+        char w[WHO_MAX];
+        lf_err("lakeFS API: %s: malformed answer", who(c, w));
         err_set(err, err ? err->status : 0, "malformed answer from lakeFS");
     }
     return rc;
@@ -340,8 +348,9 @@ static int walk_pages(struct lf_api *api, struct call *c, const char *url, struc
             break;
         if (after && strcmp(after, page.next_offset) == 0) {
             /* Asking again would bring the same page: a loop. */
-            lf_err("lakeFS API: %s %s/%s: the server repeats next_offset '%.64s'", c->op,
-                   c->repo, c->ref, after);
+            char where[WHO_MAX];
+            lf_err("lakeFS API: %s: the server repeats next_offset '%.64s'", who(c, where),
+                   after);
             err_set(err, err ? err->status : 0, "lakeFS repeats the same page");
             rc = -EPROTO;
             break;

@@ -189,23 +189,25 @@ int lf_api_parse_diff(const struct lf_json *v, enum lf_api_change *kind, const c
     return 0;
 }
 
+struct meta_fill {
+    struct lf_api_stat *st;
+    size_t dropped;
+};
+
 static int stat_meta(void *arg, const char *key, const struct lf_json *value)
 {
-    struct lf_api_stat *st = arg;
+    struct meta_fill *f = arg;
+    struct lf_api_stat *st = f->st;
     const char *s = lf_json_str(value);
     if (!s) {
         lf_warn("JSON: user metadata '%.64s' is not a string", key);
         return -EPROTO;
     }
-    size_t cap = sizeof(st->meta) / sizeof(st->meta[0]);
-    if (st->nmeta == cap) {
-        lf_warn("lakeFS API: %s: user metadata '%.64s' dropped (room for %zu entries)",
-                st->path, key, cap);
-        return 0;
-    }
-    /* A cut key or value would be a different one: leave it out. */
-    if (strlen(key) >= sizeof(st->meta[0].key) || strlen(s) >= sizeof(st->meta[0].value)) {
-        lf_warn("lakeFS API: %s: user metadata '%.64s' dropped (too long)", st->path, key);
+    /* Past the room, or too long to keep whole (a cut key or value would
+     * be a different one): left out, and said so once. */
+    if (st->nmeta == sizeof(st->meta) / sizeof(st->meta[0]) ||
+        strlen(key) >= sizeof(st->meta[0].key) || strlen(s) >= sizeof(st->meta[0].value)) {
+        f->dropped++;
         return 0;
     }
     strcpy(st->meta[st->nmeta].key, key);
@@ -253,9 +255,15 @@ int lf_api_parse_stat(const struct lf_json *v, struct lf_api_stat *out)
     out->size = (uint64_t)size;
     out->mtime = (time_t)mtime;
     if (lf_json_has(v, "metadata")) {
+        struct meta_fill f = {.st = out};
         if ((rc = lf_json_get_obj(v, "metadata", &meta)) ||
-            (rc = lf_json_each(meta, "metadata", stat_meta, out)))
+            (rc = lf_json_each(meta, "metadata", stat_meta, &f)))
             return rc;
+        if (f.dropped)
+            lf_warn("lakeFS API: %s: %zu user metadata entries dropped (room for %zu, keys "
+                    "under %zu bytes, values under %zu)", out->path, f.dropped,
+                    sizeof(out->meta) / sizeof(out->meta[0]), sizeof(out->meta[0].key),
+                    sizeof(out->meta[0].value));
     }
     return 0;
 }

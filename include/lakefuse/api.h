@@ -9,9 +9,15 @@
  * change the server made.
  *
  * Errors: 401/403 -EACCES, 404 -ENOENT, 409 -EEXIST (conflict), 412
- * -EBUSY (precondition failed), 400 -EINVAL, 5xx after retries -EIO, no
- * answer: the transport's errno. The message lakeFS sent ("commit: no
- * changes", ...) is copied into the caller's lf_api_err and logged.
+ * -EBUSY (precondition failed), 400 -EINVAL, 429 after retries -EAGAIN,
+ * 5xx after retries and any other status -EIO, no answer: the
+ * transport's errno, a 2xx answer of the wrong shape -EPROTO. The message
+ * lakeFS sent ("commit: no changes", ...) is copied into the caller's
+ * lf_api_err and logged. A change whose answer was lost (status 0) may
+ * have been made: ask (log, resolve) before doing it again.
+ *
+ * Every err argument may be NULL. Paths and messages are sent as given;
+ * a commit message or metadata that is not UTF-8 is -EINVAL, unsent.
  */
 #ifndef LAKEFUSE_API_H
 #define LAKEFUSE_API_H
@@ -59,7 +65,7 @@ struct lf_api_commit {
     time_t created;
 };
 
-/* POST /repositories/{repo}/branches/{branch}/commits */
+/* POST /repositories/{repo}/branches/{branch}/commits; out may be NULL. */
 int lf_api_commit(struct lf_api *api, const char *repo, const char *branch, const char *message,
                   const struct lf_api_kv *meta, size_t nmeta, struct lf_api_commit *out,
                   struct lf_api_err *err);
@@ -107,7 +113,10 @@ enum lf_ref_type { LF_REF_BRANCH, LF_REF_TAG, LF_REF_COMMIT };
 
 /* What ref is and the commit it points to now: a branch (its head), a tag,
  * or anything else lakeFS resolves (a commit ID, an expression such as
- * main~2), through the ref's log. -ENOENT when nothing resolves. */
+ * main~2), through the ref's log. Asked in that order (a 404 or 400 means
+ * "not this kind"); an expression (~ ^ @ $) goes to the log at once.
+ * -ENOENT when nothing resolves, -EINVAL when lakeFS calls the ref
+ * invalid. */
 int lf_api_resolve(struct lf_api *api, const char *repo, const char *ref,
                    enum lf_ref_type *type, char commit_id[LF_COMMIT_ID_MAX],
                    struct lf_api_err *err);
@@ -127,7 +136,8 @@ struct lf_api_stat {
 };
 
 /* GET /repositories/{repo}/refs/{ref}/objects/stat?path=... (user_metadata
- * true). Metadata beyond the array's room is dropped with a log line. */
+ * true). Metadata beyond the array's room, or with a key or value too long
+ * for it, is dropped (never cut) with a log line. */
 int lf_api_stat(struct lf_api *api, const char *repo, const char *ref, const char *path,
                 struct lf_api_stat *out, struct lf_api_err *err);
 
