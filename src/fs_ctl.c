@@ -179,6 +179,7 @@ struct verb_ctx {
     struct lf_ctl_out *out;
     struct place where;
     const char *verb;
+    char head[LF_COMMIT_ID_MAX]; /* the branch's head, as need_branch saw it */
 };
 
 static int fail(struct verb_ctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -239,6 +240,7 @@ static int need_branch(struct verb_ctx *v)
     if (type != LF_REF_BRANCH)
         return fail(v, "%s is a %s, not a branch: only a branch has changes to %s",
                     v->where.ref, type == LF_REF_TAG ? "tag" : "commit", v->verb);
+    memcpy(v->head, commit, sizeof(v->head));
     return 0;
 }
 
@@ -415,6 +417,25 @@ static int verb_flush(struct verb_ctx *v)
     return 0;
 }
 
+/* After a commit whose answer never came: did it happen? The branch's
+ * head moved from what it was to a commit with our message. */
+static int first_commit(void *arg, const struct lf_api_commit *c)
+{
+    *(struct lf_api_commit *)arg = *c;
+    return 0;
+}
+
+static bool commit_landed(struct verb_ctx *v, struct lf_api_commit *out)
+{
+    struct lf_api_commit c = {0};
+    if (lf_api_log(v->fs->api, v->where.repo, v->where.ref, 1, first_commit, &c, NULL) != 0)
+        return false;
+    if (!c.id[0] || strcmp(c.id, v->head) == 0 || strcmp(c.message, v->req->argv[1]) != 0)
+        return false;
+    *out = c;
+    return true;
+}
+
 static int verb_commit(struct verb_ctx *v)
 {
     struct lf_api_kv meta[LF_CTL_MAX_ARGS];
@@ -454,6 +475,11 @@ static int verb_commit(struct verb_ctx *v)
     struct lf_api_err e = {0};
     rc = lf_api_commit(v->fs->api, v->where.repo, v->where.ref, v->req->argv[1], meta, nmeta, &c,
                        &e);
+    if (rc && e.status == 0 && commit_landed(v, &c)) {
+        lf_warn("commit of %s/%s: the answer was lost, but the commit was made: %s",
+                v->where.repo, v->where.ref, c.id);
+        rc = 0;
+    }
     if (rc) {
         rc = api_fail(v, "commit", rc, &e);
         goto out;

@@ -332,3 +332,16 @@ def test_other_users_may_read_but_not_change(lakefs, repo, s3, mount):
     assert lf("log", m.path, user=65534).returncode == 0
     m.unmount()
     shutil.rmtree(top)
+
+
+def test_a_commit_whose_answer_is_lost_is_still_reported(lakefs, repo, s3, mount):
+    m = mount(f"lakefs://{repo}/main")
+    (m.path / "f.txt").write_bytes(b"data")
+    lakefs.set_faults(rules=[dict(operation="API", path_contains="/commits", kind="lost",
+                                  count=1)])
+    r = lf("commit", m.path, "-m", "lost answer", check=0)
+    cid = r.stdout.strip().splitlines()[-1]
+    assert lakefs.faults()["rules"] == []      # the fault did fire
+    assert head_of(lakefs, repo) == cid
+    assert get(s3, repo, f"{cid}/f.txt") == b"data"
+    assert "answer was lost" in m.log()

@@ -293,7 +293,7 @@ class App:
         if path.startswith("/_sim/") or path in ("/_sim", "/_health"):
             return self.sim(req), False
         if (path == "/api/v1" or path.startswith("/api/v1/")) and not req.is_aws_signed():
-            return self.api.handle(req), False
+            return self.rest(req), False
         return self.s3(req), True
 
     def s3(self, req):
@@ -320,6 +320,20 @@ class App:
                 resp.truncate = True
             else:
                 return self.gateway.error_response(req, "InternalError")
+        return resp
+
+    def rest(self, req):
+        fault = self.knobs.api_fault(req.raw_path)
+        if fault == "reset":
+            raise ResetConnection()
+        if fault in ("error500", "slowdown"):
+            return json_response(500 if fault == "error500" else 503,
+                                 {"message": "injected fault: %s" % fault})
+        resp = self.api.handle(req)
+        if fault == "lost":      # done, then the answer is lost
+            raise ResetConnection()
+        if fault == "reset_mid_body":
+            resp.cut = True
         return resp
 
     def sim(self, req):

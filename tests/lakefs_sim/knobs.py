@@ -45,7 +45,10 @@ OPERATIONS = (
     "GetBucketLocation", "GetBucketVersioning", "GetObject", "GetObjectTagging", "HeadBucket",
     "HeadObject", "ListBuckets", "ListMultipartUploads", "ListObjects", "ListObjectsV2",
     "ListParts", "PostObject", "PutObject", "PutObjectTagging", "UploadPart", "UploadPartCopy",
-    "Unknown")
+    "Unknown",
+    # REST API requests (/api/v1/...): rules naming "API" exactly, never
+    # "*" and never the random draw, which stay the gateway's.
+    "API")
 
 log = logging.getLogger("lakefs_sim.knobs")
 
@@ -173,6 +176,28 @@ class Knobs:
                 self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
         if kind is not None:
             log.info("fault %s on %s %s", kind, operation, path)
+        return kind
+
+    def api_fault(self, path):
+        """None, or the fault kind a rule for "API" gives this REST request."""
+        with self._lock:
+            kind = None
+            for i, r in enumerate(self.rules):
+                if r.operation != "API" or not r.matches("API", path):
+                    continue
+                if r.skip > 0:
+                    r.skip -= 1
+                    break
+                kind = r.kind
+                r.count -= 1
+                if r.count == 0:
+                    del self.rules[i]
+                break
+            if kind is not None:
+                self._faults += 1
+                self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
+        if kind is not None:
+            log.info("fault %s on API %s", kind, path)
         return kind
 
     # -- statistics --------------------------------------------------------
