@@ -831,10 +831,16 @@ static int verb_reset(struct verb_ctx *v)
     /* The kernel's view, outside every lock: a notification may wait for
      * the kernel's own inode locks. */
     for (size_t i = 0; v->fs->se && i < iv.n; i++) {
-        if (iv.v[i].ino)
-            fuse_lowlevel_notify_inval_inode(v->fs->se, iv.v[i].ino, 0, 0);
-        fuse_lowlevel_notify_inval_entry(v->fs->se, iv.v[i].parent, iv.v[i].name,
-                                         strlen(iv.v[i].name));
+        struct inval *x = &iv.v[i];
+        if (x->ino)
+            fuse_lowlevel_notify_inval_inode(v->fs->se, x->ino, 0, 0);
+        /* Expired, not dropped: the next use asks us again, and a
+         * directory that still exists stays valid for whoever is in it
+         * (dropping it would leave their working directory unlinked). */
+        int r = fuse_lowlevel_notify_expire_entry(v->fs->se, x->parent, x->name,
+                                                  strlen(x->name), FUSE_LL_EXPIRE_ONLY);
+        if (r == -ENOSYS && x->ino)
+            fuse_lowlevel_notify_inval_entry(v->fs->se, x->parent, x->name, strlen(x->name));
     }
     lf_info("reset %s/%s %s", v->where.repo, v->where.ref, prefix[0] ? prefix : "(all)");
 out:
