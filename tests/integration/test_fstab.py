@@ -17,6 +17,7 @@ Run: /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_fs
 import errno
 import os
 import pathlib
+import re
 import signal
 import subprocess
 
@@ -26,6 +27,9 @@ from lf_helpers import BINARY, errno_of, find_daemon_pids, get, pid_alive, wait_
 
 HELPER_DIR = "/usr/local/sbin"   # first in dash's default PATH
 MOUNT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}   # lakefuse is not on it
+
+SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
+                          r"WARNING: ThreadSanitizer|SUMMARY: \w+Sanitizer")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount(8) tests need root")
 
@@ -54,11 +58,18 @@ class Namespace:
             self.holder.wait(timeout=10)
             pytest.skip(f"cannot make a private mount namespace: {err.strip()}")
         self.mountpoints = []
+        # mount(8) keeps these variables: a sanitizer build's daemon, whose
+        # stderr is /dev/null once in the background, reports into files.
+        self.san_dir = tmp_path / "sanitizer"
+        self.san_dir.mkdir()
+        self.env = dict(MOUNT_ENV, ASAN_OPTIONS=f"log_path={self.san_dir}/asan",
+                        UBSAN_OPTIONS=f"print_stacktrace=1:log_path={self.san_dir}/ubsan",
+                        TSAN_OPTIONS=f"log_path={self.san_dir}/tsan")
 
     def run(self, *cmd, timeout=120):
         """cmd inside the namespace, with no lakefuse on its PATH."""
         return subprocess.run(["nsenter", "-t", str(self.holder.pid), "-m", "--", *map(str, cmd)],
-                              capture_output=True, text=True, timeout=timeout, env=MOUNT_ENV)
+                              capture_output=True, text=True, timeout=timeout, env=self.env)
 
     def path(self, p):
         """The namespace's view of an absolute path p."""
@@ -99,6 +110,10 @@ class Namespace:
                     os.kill(pid, signal.SIGKILL)
         self.holder.kill()
         self.holder.wait(timeout=10)
+        for p in sorted(self.san_dir.iterdir()):
+            text = p.read_text(errors="replace")
+            if SANITIZER_RE.search(text):
+                problems.append(f"sanitizer report in {p.name}: {text[:3000]}")
         return problems
 
 
