@@ -2,6 +2,7 @@
  *
  *   lakefuse mount [OPTIONS] [lakefs://REPO[/REF[/PATH]]] MOUNTPOINT
  *   lakefuse unmount [-z] MOUNTPOINT
+ *   lakefuse lakefs://REPO[/REF[/PATH]] MOUNTPOINT -o OPTS   (mount(8)'s helper form)
  *
  * `mount` checks everything it can before mounting (the gateway answers,
  * the credentials are accepted, the repository and ref exist), so a
@@ -464,7 +465,16 @@ static void log_stats(struct lf_store *st)
             (unsigned long long)s.bytes_out);
 }
 
-static int cmd_mount(int argc, char **argv)
+/* mount.fuse3's drop_privileges opens /dev/fuse and mounts itself, then
+ * hands lakefuse the descriptor as the mount point "/dev/fd/N". */
+static bool is_fuse_fd(const char *mp)
+{
+    return strncmp(mp, "/dev/fd/", 8) == 0;
+}
+
+/* helper: the form mount(8) runs through mount.fuse3 (SOURCE MOUNTPOINT
+ * -o OPTS), quiet on success as mount(8) is. */
+static int cmd_mount(int argc, char **argv, bool helper)
 {
     struct lf_config cfg;
     struct lf_fs_root root = {0};
@@ -476,7 +486,8 @@ static int cmd_mount(int argc, char **argv)
     int log_fd = -1, ready = -1, rc, status = 1;
     bool mounted = false;
 
-    rc = lf_config_parse(&cfg, argc, argv, stderr);
+    rc = helper ? lf_config_parse_helper(&cfg, argc, argv, stderr)
+                : lf_config_parse(&cfg, argc, argv, stderr);
     protect_secrets();
     if (rc == 1) {
         lf_config_free(&cfg);
@@ -498,17 +509,22 @@ static int cmd_mount(int argc, char **argv)
     }
     if (cfg.insecure)
         lf_warn("--insecure: the server's TLS certificate is NOT verified");
-    if (check_mountpoint(cfg.mountpoint) || prepare_cache_dir(&cfg, &own) ||
-        lf_http_global_init() != 0)
+    if ((!is_fuse_fd(cfg.mountpoint) && check_mountpoint(cfg.mountpoint)) ||
+        prepare_cache_dir(&cfg, &own) || lf_http_global_init() != 0)
         goto out;
-    warn_if_not_empty(cfg.mountpoint);
+    if (!is_fuse_fd(cfg.mountpoint))
+        warn_if_not_empty(cfg.mountpoint);
     api = open_api(&cfg);
     if (!api)
         lf_warn("no lakeFS API client: commit, status and the other verbs will not work");
-    if (cfg.pin && pin_ref(&cfg, api))
-        goto out;
     if (preflight(&cfg, &root))
         goto out;
+    if (cfg.pin) {
+        if (pin_ref(&cfg, api))
+            goto out;
+        root.ref = cfg.ref; /* the commit now */
+        root.ref_is_branch = false;
+    }
 
     store = open_store(&cfg, cfg.retries);
     lf_config_forget_secret(&cfg); /* the signer and the API client have their own copies */
@@ -553,7 +569,8 @@ static int cmd_mount(int argc, char **argv)
     }
     /* Only now is the mount usable: the one line says so, then `mount`
      * returns (daemon_ready). */
-    announce(&cfg, &root);
+    if (!cfg.helper)
+        announce(&cfg, &root);
     daemon_ready(&ready, 0);
     lf_info("mounted %s%s%s%s%s%s at %s (pid %d)", cfg.repo ? "lakefs://" : "all repositories",
             cfg.repo ? cfg.repo : "", cfg.ref ? "/" : "", cfg.ref ? cfg.ref : "",
@@ -805,7 +822,9 @@ int main(int argc, char **argv)
     }
     const char *verb = argv[1];
     if (strcmp(verb, "mount") == 0)
-        return cmd_mount(argc - 1, argv + 1);
+        return cmd_mount(argc - 1, argv + 1, false);
+    if (strncmp(verb, "lakefs://", 9) == 0) /* mount(8), through mount.fuse3 */
+        return cmd_mount(argc - 1, argv + 1, true);
     if (strcmp(verb, "unmount") == 0)
         return cmd_unmount(argc - 1, argv + 1);
     if (lf_verb_known(verb))
