@@ -1004,9 +1004,13 @@ out:
     return rc;
 }
 
-static void reply_xattr(fuse_req_t req, const struct lf_buf *b, size_t size)
+/* The answer to a getxattr or listxattr: an error, the size asked for
+ * (size 0), ERANGE, or the bytes. */
+static void reply_xattr(fuse_req_t req, int rc, const struct lf_buf *b, size_t size)
 {
-    if (size == 0)
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else if (size == 0)
         fuse_reply_xattr(req, b->len);
     else if (size < b->len)
         fuse_reply_err(req, ERANGE);
@@ -1050,10 +1054,7 @@ void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
     } else if ((rc = place_of_ino(fs, ino, &p)) == 0) {
         rc = lakefs_attrs(fs, &p, name, &b);
     }
-    if (rc)
-        fuse_reply_err(req, -rc);
-    else
-        reply_xattr(req, &b, size);
+    reply_xattr(req, rc, &b, size);
     place_free(&p);
     lf_buf_free(&b);
 }
@@ -1068,10 +1069,7 @@ void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
         rc = lakefs_attrs(fs, &p, NULL, &b);
     if (rc == -ENODATA)
         rc = 0; /* no attributes: an empty list */
-    if (rc)
-        fuse_reply_err(req, -rc);
-    else
-        reply_xattr(req, &b, size);
+    reply_xattr(req, rc, &b, size);
     place_free(&p);
     lf_buf_free(&b);
 }
