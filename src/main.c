@@ -618,9 +618,9 @@ static void unmount_usage(FILE *out)
 {
     fprintf(out,
             "usage: lakefuse unmount [-z] MOUNTPOINT\n\n"
-            "Uploads what is still staged, then unmounts. A mount that is in use (a\n"
-            "shell's working directory, an open file) stays mounted: the message names\n"
-            "the processes holding it.\n\n"
+            "Uploads what is still staged, saying how many files and bytes are left,\n"
+            "then unmounts. A mount that is in use (a shell's working directory, an\n"
+            "open file) stays mounted: the message names the processes holding it.\n\n"
             "  -z, --lazy     detach now even if busy; the mount goes away when its last\n"
             "                 user leaves it\n"
             "  -h, --help     show this help\n");

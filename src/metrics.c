@@ -356,7 +356,8 @@ int lf_metrics_text(const struct lf_metrics *m, struct lf_buf *out)
                                 " wasted (evicted unread), %" PRIu64 " refused\n",
                            m->ra_blocks, m->ra_wasted, m->ra_refused);
     if (!rc)
-        rc = lf_buf_printf(out, "staging     %" PRIu64 " files, %s", m->staged_files,
+        rc = lf_buf_printf(out, "staging     %" PRIu64 " file%s, %s", m->staged_files,
+                           m->staged_files == 1 ? "" : "s",
                            lf_human_bytes(m->staged_bytes, a, sizeof(a)));
     if (!rc)
         rc = lf_buf_printf(out, " (limit %s)\n",
