@@ -50,6 +50,7 @@ struct call {
     size_t nhdr;
     const struct lf_body *body;
     bool retry_ok;           /* safe to send again after a lost answer */
+    bool own_failures;       /* the caller retries too, and counts a failed operation */
     /* Response sinks, as in lf_http_req. */
     const struct iovec *outv;
     int outvcnt;
@@ -329,7 +330,7 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
     }
     if (unknown)
         *unknown = rc && ambiguous && !c->retry_ok;
-    if (rc && rc != -ENOENT && rc != -EINTR && !(unknown && *unknown))
+    if (rc && rc != -ENOENT && rc != -EINTR && !(unknown && *unknown) && !c->own_failures)
         atomic_fetch_add(&s->failures, 1);
 out:
     lf_buf_free(&path);
@@ -519,7 +520,7 @@ static int s3_list(void *ctx, const char *bucket, const char *prefix, const char
     struct lf_http_resp r;
     char mk[16];
     struct call c = {.op = "ListObjectsV2", .method = "GET", .bucket = bucket,
-                     .retry_ok = true, .out_buf = &body};
+                     .retry_ok = true, .own_failures = true, .out_buf = &body};
     snprintf(mk, sizeof(mk), "%u", max_keys ? max_keys : 1000);
     add_query(&c, "list-type", "2");
     add_query(&c, "prefix", prefix);
@@ -543,6 +544,8 @@ static int s3_list(void *ctx, const char *bucket, const char *prefix, const char
         count_retry(s, LF_ERR_CLIENT);
         (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
     }
+    if (rc && rc != -ENOENT)
+        atomic_fetch_add(&s->failures, 1);
     if (!rc)
         rc = lf_xml_parse_list_page(body.data, body.len, out);
     if (rc == -EIO)

@@ -323,6 +323,14 @@ static void test_stats(void)
     CHECK_INT(st.errors[LF_ERR_CLIENT], 1);
     CHECK_INT(st.retries[LF_ERR_CLIENT], 1);
     CHECK_INT(st.errors[LF_ERR_SERVER], 0);
+    CHECK_INT(st.failures, 0);
+    lf_s3_store_free(s);
+    s = new_store(LIST_400_ALWAYS);
+    CHECK_INT(s->ops->list(s->ctx, "b", "main/", "/", NULL, 1000, &page), -EINVAL);
+    s->ops->stats(s->ctx, &st);
+    CHECK_INT(st.errors[LF_ERR_CLIENT], 2);
+    CHECK_INT(st.retries[LF_ERR_CLIENT], 1);
+    CHECK_INT(st.failures, 1);
     lf_s3_store_free(s);
 
     /* A 500 to a complete that took effect: an error, no retry (a HEAD
