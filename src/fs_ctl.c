@@ -658,18 +658,16 @@ static int verb_branch(struct verb_ctx *v)
 }
 
 /* The mount's counters: no ref and nothing changed, so any path of the
- * mount and any user the mount lets in. argv[1]: text, json or
- * prometheus. */
+ * mount and any user the mount lets in. argv[1]: text or json. */
 static int verb_stats(struct verb_ctx *v)
 {
     struct lf_metrics m;
     struct lf_buf b = LF_BUF_INIT;
     const char *form = v->req->argc > 1 ? v->req->argv[1] : "text";
     fs_metrics(v->fs, &m);
-    int rc = strcmp(form, "json") == 0         ? lf_metrics_json(&m, &b)
-             : strcmp(form, "prometheus") == 0 ? lf_metrics_prometheus(&m, &b)
-             : strcmp(form, "text") == 0       ? lf_metrics_text(&m, &b)
-                                               : -EINVAL;
+    int rc = strcmp(form, "json") == 0   ? lf_metrics_json(&m, &b)
+             : strcmp(form, "text") == 0 ? lf_metrics_text(&m, &b)
+                                         : -EINVAL;
     if (!rc)
         lf_ctl_printf(v->out, 1, "%s", b.data);
     lf_buf_free(&b);
