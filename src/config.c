@@ -51,6 +51,12 @@ static const struct opt OPTS[] = {
     {"log-level", 0, K_LEVEL, F(log_level), "LEVEL", "info", "error, warn, info or debug"},
     {"log-file", 0, K_STR, F(log_file), "FILE", "stderr; syslog when in the background",
      "append log lines to FILE"},
+    {"metrics-file", 0, K_STR, F(metrics_file), "FILE", "none",
+     "write the mount's counters (as `lakefuse stats` shows them) to FILE in Prometheus's text "
+     "format, replaced atomically every --metrics-interval: for node_exporter's textfile "
+     "collector; removed at unmount"},
+    {"metrics-interval", 0, K_SECONDS, F(metrics_interval), "SEC", "5",
+     "how often --metrics-file is written"},
     {"cache-size", 0, K_MIB, F(cache_size), "MIB", "256", "memory for cached data and readahead"},
     {"disk-cache-size", 0, K_MIB, F(disk_cache_size), "MIB", "0 (off)",
      "data blocks evicted from memory kept in the cache directory (blocks/), emptied at start"},
@@ -147,6 +153,7 @@ static void set_defaults(struct lf_config *c)
     c->timeout_ms = 30000;
     c->retries = 5;
     c->part_size = 8 * (size_t)MiB;
+    c->metrics_interval = 5.0;
 }
 
 static int parse_number(const char *s, double *v)
@@ -799,7 +806,7 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
     if (!c->cache_dir && (rc = default_cache_dir(c)))
         return rc;
     char **paths[] = {&c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle,
-                      &c->config_file};
+                      &c->config_file, &c->metrics_file};
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
         if ((rc = absolutise(paths[i]))) {
             fprintf(err, "lakefuse: cannot make '%s' an absolute path: %s\n", *paths[i],
@@ -816,6 +823,10 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
     }
     if (c->part_size < 5 * (size_t)MiB) {
         fprintf(err, "lakefuse: --part-size must be at least 5 MiB (an S3 rule)\n");
+        return -EINVAL;
+    }
+    if (c->metrics_interval < 0.1) {
+        fprintf(err, "lakefuse: --metrics-interval must be at least 0.1 seconds\n");
         return -EINVAL;
     }
     return 0;
@@ -871,7 +882,7 @@ void lf_config_free(struct lf_config *c)
     lf_config_forget_secret(c);
     char **strs[] = {&c->endpoint, &c->access_key, &c->region, &c->repo, &c->ref, &c->path,
                      &c->mountpoint, &c->cache_dir, &c->staging_dir, &c->log_file,
-                     &c->ca_bundle, &c->config_file};
+                     &c->ca_bundle, &c->config_file, &c->metrics_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (int i = 0; i < c->fuse_argc; i++)

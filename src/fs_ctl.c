@@ -1,5 +1,5 @@
 /* fs_ctl: versions from inside the mount. The versioning verbs (commit,
- * status, log, branch, reset, flush, refs) run here, on the control
+ * status, log, branch, reset, flush, refs) and stats run here, on the control
  * channel's threads, with the daemon's credentials; lakeFS's attributes
  * are read-only extended attributes.
  *
@@ -32,6 +32,7 @@
 #include "lakefuse/api.h"
 #include "lakefuse/ctl.h"
 #include "lakefuse/log.h"
+#include "lakefuse/metrics.h"
 #include "lakefuse/uri.h"
 #include "lakefuse/verbs.h"
 
@@ -656,6 +657,23 @@ static int verb_branch(struct verb_ctx *v)
     return 0;
 }
 
+/* The mount's counters: no ref and nothing changed, so any path of the
+ * mount and any user the mount lets in. argv[1]: text or json. */
+static int verb_stats(struct verb_ctx *v)
+{
+    struct lf_metrics m;
+    struct lf_buf b = LF_BUF_INIT;
+    const char *form = v->req->argc > 1 ? v->req->argv[1] : "text";
+    fs_metrics(v->fs, &m);
+    int rc = strcmp(form, "json") == 0   ? lf_metrics_json(&m, &b)
+             : strcmp(form, "text") == 0 ? lf_metrics_text(&m, &b)
+                                         : -EINVAL;
+    if (!rc)
+        lf_ctl_printf(v->out, 1, "%s", b.data);
+    lf_buf_free(&b);
+    return rc ? fail(v, "%s", rc == -EINVAL ? "unknown form" : strerror(-rc)) : 0;
+}
+
 /* ---- reset ---------------------------------------------------------------------------------- */
 
 struct inval {
@@ -862,7 +880,7 @@ static int handle(void *arg, const struct lf_ctl_req *req, struct lf_ctl_out *ou
         int (*fn)(struct verb_ctx *v);
     } verbs[] = {{"where", verb_where},   {"commit", verb_commit}, {"status", verb_status},
                  {"log", verb_log},       {"branch", verb_branch}, {"reset", verb_reset},
-                 {"flush", verb_flush},   {"refs", verb_refs}};
+                 {"flush", verb_flush},   {"refs", verb_refs},     {"stats", verb_stats}};
     struct lf_fs *fs = arg;
     struct verb_ctx v = {.fs = fs, .req = req, .out = out, .verb = req->argv[0]};
     if (redeem(fs->ctl, req, &v.where) != 0) {

@@ -28,6 +28,8 @@ struct lf_config {
     char *log_file;
     char *ca_bundle;
     char *config_file;  /* lakectl's YAML; NULL: ~/.lakectl.yaml */
+    char *metrics_file; /* Prometheus text, rewritten every metrics_interval s; NULL: none */
+    double metrics_interval;
     bool insecure;
     bool foreground;
     bool read_only;

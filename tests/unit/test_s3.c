@@ -265,6 +265,74 @@ static void test_list_400(enum script script, int want_rc)
     lf_s3_store_free(st);
 }
 
+/* The counters of lf_store_stats: every attempt by operation, each
+ * failure by kind, each retry by what made it necessary. */
+static void test_stats(void)
+{
+    struct lf_store_stats st;
+    struct lf_list_page page;
+    struct lf_store *s = new_store(LIST_400_ONCE);
+    CHECK(s->ops->stats != NULL);
+    CHECK_INT(s->ops->list(s->ctx, "b", "main/", "/", NULL, 1000, &page), 0);
+    lf_list_page_free(&page);
+    memset(&st, 0xff, sizeof(st));
+    s->ops->stats(s->ctx, &st);
+    CHECK_INT(st.requests[LF_OP_LIST_OBJECTS], 2);
+    CHECK_INT(st.requests[LF_OP_GET], 0);
+    CHECK_INT(st.errors[LF_ERR_CLIENT], 1);
+    CHECK_INT(st.retries[LF_ERR_CLIENT], 1);
+    CHECK_INT(st.errors[LF_ERR_SERVER], 0);
+    CHECK_INT(st.failures, 0);
+    lf_s3_store_free(s);
+    s = new_store(LIST_400_ALWAYS);
+    CHECK_INT(s->ops->list(s->ctx, "b", "main/", "/", NULL, 1000, &page), -EINVAL);
+    s->ops->stats(s->ctx, &st);
+    CHECK_INT(st.errors[LF_ERR_CLIENT], 2);
+    CHECK_INT(st.retries[LF_ERR_CLIENT], 1);
+    CHECK_INT(st.failures, 1);
+    lf_s3_store_free(s);
+
+    /* A 500 to a complete that took effect: an error, no retry (a HEAD
+     * finds the object), and no failed operation. */
+    struct lf_part parts[2];
+    char etag[LF_ETAG_MAX] = "";
+    struct lf_obj_attr a;
+    two_parts(parts);
+    pthread_mutex_lock(&srv.lock);
+    srv.stored = true;
+    snprintf(srv.etag, sizeof(srv.etag), "%s", "fedcba9876543210fedcba9876543210");
+    pthread_mutex_unlock(&srv.lock);
+    s = new_store(COMPLETE_500_AFTER_STORE);
+    CHECK_INT(s->ops->head(s->ctx, "b", "k", &a), 0);
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, etag), 0);
+    s->ops->stats(s->ctx, &st);
+    CHECK_INT(st.requests[LF_OP_HEAD], 2);
+    CHECK_INT(st.requests[LF_OP_MPU_COMPLETE], 1);
+    CHECK_INT(st.errors[LF_ERR_SERVER], 1);
+    CHECK_INT(st.retries[LF_ERR_SERVER], 0);
+    CHECK_INT(st.failures, 0);
+    lf_s3_store_free(s);
+
+    /* Its answer lost before it took effect: sent again, counted as a
+     * retry of a connection's or an answer's failure. */
+    pthread_mutex_lock(&srv.lock);
+    snprintf(srv.etag, sizeof(srv.etag), "%s", "fedcba9876543210fedcba9876543210");
+    pthread_mutex_unlock(&srv.lock);
+    s = new_store(COMPLETE_LOST_BEFORE_STORE);
+    CHECK_INT(s->ops->head(s->ctx, "b", "k", &a), 0);
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, etag), 0);
+    s->ops->stats(s->ctx, &st);
+    CHECK_INT(st.requests[LF_OP_MPU_COMPLETE], 2);
+    CHECK_INT(st.retries[LF_ERR_CONNECT] + st.retries[LF_ERR_PROTOCOL], 1);
+    CHECK_INT(st.errors[LF_ERR_CONNECT] + st.errors[LF_ERR_PROTOCOL], 1);
+    lf_s3_store_free(s);
+
+    for (unsigned i = 0; i < LF_OP_COUNT; i++)
+        CHECK_INT(lf_store_op_of(lf_store_op_name((enum lf_store_op)i)), i);
+    CHECK_INT(lf_store_op_of("PostObject"), LF_OP_OTHER);
+    CHECK_STR(lf_store_err_name(LF_ERR_THROTTLED), "throttled");
+}
+
 int main(void)
 {
     start_server();
@@ -277,5 +345,6 @@ int main(void)
     test_delete(DELETE_LOST_THEN_NEWER, -EIO);
     test_list_400(LIST_400_ONCE, 0);
     test_list_400(LIST_400_ALWAYS, -EINVAL);
+    test_stats();
     return check_summary("test_s3");
 }
