@@ -466,3 +466,17 @@ def errno_of(fn):
     except OSError as e:
         return e.errno
     return 0
+
+
+# ---------------------------------------------------------------- package
+def build_deb(outdir, binary=BINARY):
+    """packaging/build-deb.sh on the build that holds binary, as it is
+    (LAKEFUSE_PREBUILT: no second build). Returns (CompletedProcess, the
+    .deb's path or None)."""
+    build = os.path.dirname(os.path.realpath(binary))
+    r = subprocess.run([os.path.join(ROOT, "packaging", "build-deb.sh"), str(outdir)],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "LAKEFUSE_PREBUILT": build})
+    lines = r.stdout.strip().splitlines()
+    deb = lines[-1] if r.returncode == 0 and lines else None
+    return r, deb
