@@ -71,7 +71,8 @@ gzip -9n "$doc/changelog"
   sed -n '/^Permission/,$p' LICENSE | sed -e 's/^$/./' -e 's/^/ /'
 } > "$doc/copyright"
 chmod 644 "$doc/copyright"
-depends=$(cd "$work" && dpkg-shlibdeps -O debian/lakefuse/usr/bin/lakefuse | sed -n 's/^shlibs:Depends=//p')
+depends=$(cd "$work" && dpkg-shlibdeps -O debian/lakefuse/usr/bin/lakefuse \
+          | sed -n 's/^shlibs:Depends=//p')
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SHLIBS_DEPENDS@/$depends/" \
     packaging/control.in > "$root/DEBIAN/control"
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \

@@ -31,7 +31,11 @@ def deb(tmp_path_factory):
         pytest.fail(f"{build} has no lakefuse.1: configure it with scdoc installed")
     r, path = build_deb(tmp_path_factory.mktemp("deb"))
     assert r.returncode == 0, r
-    assert r.stderr == "", "build-deb.sh is quiet on success"
+    # quiet on success, but for dpkg-shlibdeps noting that a sanitizer
+    # build links libm without using it
+    noise = [line for line in r.stderr.splitlines()
+             if "could avoid a useless dependency" not in line]
+    assert noise == [], r.stderr
     assert os.path.basename(path).startswith("lakefuse_") and path.endswith(".deb"), path
     return path
 
