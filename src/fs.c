@@ -230,6 +230,7 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
      * of creates. */
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&fs->ns, &ra);
+    pthread_mutex_init(&fs->handles_lock, NULL);
     pthread_rwlockattr_destroy(&ra);
     fs->uid = getuid();
     fs->gid = getgid();
@@ -330,6 +331,12 @@ void lf_fs_free(struct lf_fs *fs)
         return;
     fs_metrics_stop(fs);
     fs_ctl_stop(fs);
+    /* Handles whose release the unmount overtook (their close() has
+     * returned: what they wrote is uploaded or staged already). */
+    while (fs->files)
+        fs_fileh_free(fs, fs->files);
+    while (fs->dirs)
+        fs_dir_release(fs, fs->dirs);
     lf_recovery_stop(fs->recovery);
     lf_workq_free(fs->data_wq);
     lf_workq_free(fs->meta_wq);
@@ -340,6 +347,7 @@ void lf_fs_free(struct lf_fs *fs)
     lf_bcache_free(fs->cache);
     pthread_cond_destroy(&fs->changed);
     pthread_rwlock_destroy(&fs->ns);
+    pthread_mutex_destroy(&fs->handles_lock);
     free(fs->subdir);
     free(fs);
 }

@@ -411,14 +411,14 @@ class PipeLimit:
             return self
         try:
             self.fd = os.open(self.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-            # Exclusive while deciding, shared while running.
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            # Shared for the whole session: it waits only for a session
+            # that is restoring right now (exclusive, for a moment).
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
             cur = int(PIPE_MAX_SIZE.read_text())
             if cur < SPLICE_PIPE:
-                os.ftruncate(self.fd, 0)
-                os.pwrite(self.fd, str(cur).encode(), 0)
+                if not os.pread(self.fd, 32, 0).strip():
+                    os.pwrite(self.fd, str(cur).encode(), 0)
                 PIPE_MAX_SIZE.write_text(str(SPLICE_PIPE))
-            fcntl.flock(self.fd, fcntl.LOCK_SH)
         except (OSError, ValueError):
             pass
         return self
