@@ -646,6 +646,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct lf_node *n = NULL;
     struct lf_sfile *sf = NULL;
     bool keep = false, pending = false;
+    bool ours_only = false; /* nothing of it on the gateway: delete nothing there */
     int rc = change_begin(fs, parent, name, &c);
     if (!rc) {
         lf_meta_lock(fs->meta);
@@ -675,8 +676,11 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         /* Nothing staged for a deleted file is uploaded from now on, and
          * an upload under way lands before the delete below. */
         pending = lf_sfile_discard(sf);
+        /* Created here and never stored (its create lost to another
+         * client's, say): what the name holds is not ours to delete. */
+        ours_only = lf_sfile_created_here(sf);
     }
-    if (!rc)
+    if (!rc && !ours_only)
         rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data);
     if (!rc)
         forget_name(fs, c.parent, name, false);
@@ -877,6 +881,10 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
     }
     unsigned gen;
     struct lf_put_meta pm;
+    /* Created here and never stored: src holds nothing of ours (perhaps
+     * another client's object, whose create won), so nothing is deleted
+     * there. */
+    bool src_ours = !lf_sfile_created_here(sf);
     bool meta_only = lf_sfile_meta_only(sf, &gen, &pm);
     if (!meta_only && lf_sfile_dirty_gen(sf, &gen)) {
         /* Pending content goes to the new name; what the old name held on
@@ -902,7 +910,7 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
         *flushed = !rc;
     }
     if (rc >= 0)
-        rc = fs->store->ops->remove(fs->store->ctx, repo, src);
+        rc = src_ours ? fs->store->ops->remove(fs->store->ctx, repo, src) : 0;
     fs_writer_done(fs, n, sf); /* the handles' releases may have come meanwhile */
     return rc;
 }

@@ -158,9 +158,11 @@ static int answer_error(const struct call *c, const struct lf_http_resp *r, char
     if (r->status == 400 && err == -EIO)
         err = -EINVAL;
     /* A missing key is an everyday answer (lookups); a retryable one is
-     * logged by the retry loop; anything else is a failure worth a line. */
+     * logged by the retry loop; a failed condition by the caller, who
+     * knows what it means; anything else is a failure worth a line. */
     bool unknown_ref = r->status == 400 && strcmp(c->op, "ListObjectsV2") == 0;
-    if (r->status == 404 || unknown_ref || retryable_status(r->status, code))
+    if (r->status == 404 || r->status == 412 || unknown_ref ||
+        retryable_status(r->status, code))
         lf_dbg("%s %s/%s: HTTP %ld %s%s%s", c->op, c->bucket ? c->bucket : "",
                c->key ? c->key : "", r->status, code, message[0] ? ": " : "", message);
     else
@@ -714,6 +716,7 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
     /* A conditional PUT sent again after it took effect fails its own
      * condition (412): a lost answer is resolved by a HEAD whose ETag is
      * our MD5, and the PUT is sent again only when that is not so. */
+    bool lost = false;
     for (unsigned attempt = 0;; attempt++) {
         bool unknown = false;
         lf_http_resp_init(&r);
@@ -723,7 +726,8 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
             rc = check_etag("PutObject", key, etag, hex);
         }
         lf_http_resp_free(&r);
-        if (rc && unknown && completed(s, bucket, key, hex, etag)) {
+        lost |= unknown;
+        if (rc && (unknown || (lost && rc == -EEXIST)) && completed(s, bucket, key, hex, etag)) {
             lf_info("PutObject %s/%s: the answer was lost; the object is stored", bucket, key);
             rc = 0;
         }
@@ -894,7 +898,7 @@ static bool completed(struct s3 *s, const char *bucket, const char *key, const c
  * is stored; otherwise it is sent again. */
 static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
                            const char *upload_id, const struct lf_part *parts, size_t nparts,
-                           char etag_out[LF_ETAG_MAX])
+                           enum lf_put_cond cond, char etag_out[LF_ETAG_MAX])
 {
     struct s3 *s = ctx;
     struct lf_buf req = LF_BUF_INIT, body = LF_BUF_INIT;
@@ -909,6 +913,8 @@ static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
                      .key = key, .body = &b, .out_buf = &body};
     add_query(&c, "uploadId", upload_id);
     add_header(&c, "content-type", "application/xml");
+    if (cond == LF_PUT_IF_ABSENT)
+        add_header(&c, "if-none-match", "*");
     bool lost = false;
     for (unsigned attempt = 0;; attempt++) {
         bool unknown = false;
@@ -918,7 +924,11 @@ static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
             rc = lf_xml_parse_complete_result(body.data, body.len, etag_out);
         lf_http_resp_free(&r);
         lost |= unknown;
-        if (rc && (unknown || (lost && rc == -ENOENT)) && completed(s, bucket, key, want, etag_out)) {
+        /* After a lost answer, NoSuchUpload (or, for a conditional
+         * complete, PreconditionFailed) may be our own first attempt's
+         * doing. */
+        if (rc && (unknown || (lost && (rc == -ENOENT || rc == -EEXIST))) &&
+            completed(s, bucket, key, want, etag_out)) {
             lf_info("CompleteMultipartUpload %s/%s: the answer was lost; the object is stored "
                     "(ETag %s)", bucket, key, want);
             rc = 0;

@@ -99,6 +99,12 @@ struct lf_sfile {
     bool dirty;
     bool bytes_changed;           /* the bytes differ from the object at key (base) */
     bool discarded;               /* unlinked or replaced: never upload */
+    /* Created by this mount under this key and never stored: an upload to
+     * it may only create the object (If-None-Match: *), so a name another
+     * client created meanwhile is never overwritten. Under another key (a
+     * rename, which replaces its target by definition) uploads replace;
+     * renamed back, the condition holds again. NULL once stored. */
+    char *created_key;
     bool manifest_written;
     unsigned gen;                 /* bumped by every change */
     unsigned writing;             /* writes whose bytes may be in before their gen bump */
@@ -394,7 +400,9 @@ int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
     f->path = lf_buf_steal(&path);
     if (f->path && asprintf(&f->manifest, "%s.m", f->path) < 0)
         f->manifest = NULL;
-    if (!f->bucket || !f->key || !f->path || !f->manifest) {
+    if (!base)
+        f->created_key = strdup(key);
+    if (!f->bucket || !f->key || !f->path || !f->manifest || (!base && !f->created_key)) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -421,6 +429,7 @@ fail:
         }
         free(f->bucket);
         free(f->key);
+        free(f->created_key);
         free(f->path);
         free(f->manifest);
         free(f);
@@ -463,6 +472,7 @@ static void destroy(struct lf_sfile *f)
     free(f->parts);
     free(f->bucket);
     free(f->key);
+    free(f->created_key);
     free(f->path);
     free(f->manifest);
     free(f);
@@ -909,19 +919,19 @@ static size_t part_size_for(const struct lf_staging *s, uint64_t size)
 }
 
 static int upload_single(struct lf_sfile *f, uint64_t size, const struct lf_put_meta *meta,
-                         const char *key, char etag[LF_ETAG_MAX])
+                         const char *key, enum lf_put_cond cond, char etag[LF_ETAG_MAX])
 {
     struct lf_body body = {.fd = f->fd, .off = 0, .len = size};
     if (size == 0)
         body.mem = "";
-    int rc = f->s->store->ops->put(f->s->store->ctx, f->bucket, key, &body, meta, LF_PUT_ANY,
-                                   etag);
+    int rc = f->s->store->ops->put(f->s->store->ctx, f->bucket, key, &body, meta, cond, etag);
     count(f->s, &f->s->puts);
     return rc;
 }
 
 static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
-                            const struct lf_put_meta *meta, char etag[LF_ETAG_MAX])
+                            const struct lf_put_meta *meta, enum lf_put_cond cond,
+                            char etag[LF_ETAG_MAX])
 {
     size_t ps = part_size_for(f->s, size);
     pthread_mutex_lock(&f->lock);
@@ -983,9 +993,10 @@ static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
     struct lf_put_meta created = f->up_meta;
     pthread_mutex_unlock(&f->lock);
     if (!rc) {
-        rc = f->s->store->ops->mpu_complete(f->s->store->ctx, f->bucket, key, id, list, n, etag);
+        rc = f->s->store->ops->mpu_complete(f->s->store->ctx, f->bucket, key, id, list, n, cond,
+                                            etag);
         count(f->s, &f->s->completes);
-        if (rc)
+        if (rc && rc != -EEXIST) /* a lost create: lf_sfile_flush says it */
             lf_err("CompleteMultipartUpload %s/%s (%zu parts) failed: %s", f->bucket, key, n,
                    strerror(-rc));
     }
@@ -1036,6 +1047,8 @@ again:
     }
     pthread_mutex_lock(&f->lock);
     bool meta_only = !f->bytes_changed && f->has_base;
+    enum lf_put_cond cond = f->created_key && strcmp(f->created_key, key) == 0
+                                ? LF_PUT_IF_ABSENT : LF_PUT_ANY;
     char etag[LF_ETAG_MAX] = "";
     pthread_mutex_unlock(&f->lock);
     /* Only the mode, owner or times changed since the object was stored
@@ -1055,9 +1068,9 @@ again:
         pthread_mutex_unlock(&f->lock);
         if (open)
             abort_upload(f);
-        rc = upload_single(f, size, &meta, key, etag);
+        rc = upload_single(f, size, &meta, key, cond, etag);
     } else {
-        rc = upload_multipart(f, size, key, &meta, etag);
+        rc = upload_multipart(f, size, key, &meta, cond, etag);
     }
 stored:
     pthread_mutex_lock(&f->lock);
@@ -1065,6 +1078,15 @@ stored:
      * announce only later: it counts as a change already. */
     bool changed = f->gen != gen || f->writing > 0;
     pthread_mutex_unlock(&f->lock);
+    if (rc == -EEXIST && cond == LF_PUT_IF_ABSENT) {
+        count(f->s, &f->s->failures);
+        lf_err("%s/%s: another client created it while this mount was writing it; theirs is "
+               "kept (a new file is created only where nothing is). Ours (%" PRIu64 " bytes) "
+               "stays staged in %s: rename it to store it under another name, or remove it",
+               f->bucket, key, size, f->path);
+        make_durable(f);
+        goto done;
+    }
     if (rc && changed) {
         /* Written while it went up (another descriptor): what was hashed
          * is not what was sent. Send the current content; if it keeps
@@ -1097,6 +1119,8 @@ stored:
     f->base.size = size;
     memcpy(f->base.etag, etag, LF_ETAG_MAX);
     f->has_base = true;
+    free(f->created_key); /* stored: later uploads replace, wherever it goes */
+    f->created_key = NULL;
     if (clean)
         f->manifest_written = false;
     pthread_mutex_unlock(&f->lock);
@@ -1186,6 +1210,14 @@ bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *m
     bool v = f->dirty && !f->bytes_changed && f->has_base;
     *gen = f->gen;
     *meta = f->meta;
+    pthread_mutex_unlock(&f->lock);
+    return v;
+}
+
+bool lf_sfile_created_here(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    bool v = !f->has_base;
     pthread_mutex_unlock(&f->lock);
     return v;
 }
@@ -1543,9 +1575,12 @@ int lf_staging_recover(struct lf_staging *s, const struct lf_orphan *o, bool upl
     f->manifest = strdup(o->manifest_path);
     init_locks(f);
     f->loaded = f->dirty = f->manifest_written = true;
+    /* Checked absent above; a client creating it since wins. */
+    f->created_key = o->base_etag[0] ? NULL : strdup(o->key);
     f->gen = 1;
     f->size = o->size;
-    rc = f->bucket && f->key && f->path && f->manifest ? charge(f, o->size) : -ENOMEM;
+    rc = f->bucket && f->key && f->path && f->manifest && (f->created_key || o->base_etag[0])
+             ? charge(f, o->size) : -ENOMEM;
     if (!rc)
         rc = lf_sfile_flush(f, NULL);
     if (!rc)

@@ -266,7 +266,8 @@ static void test_complete(enum script script, int want_posts)
     /* A warm connection: libcurl sends a request again by itself when a
      * reused connection closes before any answer. */
     CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
-    int rc = st->ops->mpu_complete(st->ctx, "b", "k", "upload-1", parts, 2, etag);
+    int rc = st->ops->mpu_complete(st->ctx, "b", "k", "upload-1", parts, 2, LF_PUT_ANY,
+                                     etag);
     CHECK_INT(rc, 0);
     CHECK_STR(etag, srv.complete_etag);
     CHECK_INT(count(&srv.posts), want_posts);
