@@ -138,7 +138,12 @@ static int lookup_cold(struct lf_fs *fs, struct lf_node *parent, const char *nam
          * ENOENT (which would be cached). Under a ref that exists, the
          * gateway's 400 is its own failure, not an unknown ref. */
         rc = lrc && lrc != -ENOENT ? (lrc == -EINVAL ? -EIO : lrc) : j.rc;
-        lf_warn("lookup of '%s' in %s failed: %s", name, repo, strerror(-rc));
+        /* A refusal is the gateway's verdict on our keys, said once by
+         * the store, not once per name. */
+        if (rc == -EACCES)
+            lf_dbg("lookup of '%s' in %s failed: %s", name, repo, strerror(-rc));
+        else
+            lf_warn("lookup of '%s' in %s failed: %s", name, repo, strerror(-rc));
     }
 out:
     lf_list_page_free(&page);
@@ -568,8 +573,8 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
     fs_now_realtime(&meta.mtime);
     int rc = change_begin(fs, parent, name, &c);
     if (!rc)
-        rc = fs->store->ops->put(fs->store->ctx, c.repo, c.key.data, &empty, &meta, LF_PUT_ANY,
-                                 a.etag);
+        rc = fs->store->ops->put(fs->store->ctx, c.repo, c.key.data, &empty, &meta,
+                                 LF_PUT_IF_ABSENT, a.etag);
     if (!rc) {
         a.has = meta.has;
         a.mode = meta.mode;
