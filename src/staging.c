@@ -66,6 +66,8 @@ struct lf_staging {
     uint64_t max_bytes;
     size_t part_size;
     unsigned max_files;
+    uint64_t (*make_room)(void *arg, uint64_t bytes);
+    void *make_room_arg;
 
     pthread_mutex_t lock; /* the fields below and the file list */
     uint64_t used;
@@ -162,6 +164,41 @@ static void count(struct lf_staging *s, uint64_t *counter)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* The disk is full: whether others sharing it gave some back, worth one
+ * more try. */
+static bool make_room(struct lf_staging *s, uint64_t bytes)
+{
+    return s->make_room && s->make_room(s->make_room_arg, bytes ? bytes : 1) > 0;
+}
+
+/* pwrite of all of buf, once more after make_room if the disk filled.
+ * Returns the bytes written (short when it stayed full part way), or -1
+ * with errno set when none were. */
+static ssize_t pwrite_room(struct lf_staging *s, int fd, const void *buf, size_t len, off_t off)
+{
+    size_t done = 0;
+    bool asked = false;
+    while (done < len) {
+        ssize_t w = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w > 0) {
+            done += (size_t)w;
+            continue;
+        }
+        int err = w < 0 ? errno : ENOSPC;
+        bool again = err == ENOSPC && !asked && make_room(s, len - done);
+        asked = true;
+        if (!again) {
+            if (done)
+                return (ssize_t)done;
+            errno = err;
+            return -1;
+        }
+    }
+    return (ssize_t)done;
+}
+
 /* ---- manifests ---------------------------------------------------------------- */
 
 static char boot[64];
@@ -230,8 +267,9 @@ static int write_manifest_ex(struct lf_sfile *f, bool synced)
         rc = -errno;
         goto out;
     }
-    if (write(fd, b.data, b.len) != (ssize_t)b.len)
-        rc = -EIO;
+    ssize_t w = pwrite_room(f->s, fd, b.data, b.len, 0);
+    if (w != (ssize_t)b.len)
+        rc = w < 0 ? -errno : -ENOSPC;
     if (synced && !rc && fsync(fd) != 0)
         rc = -errno;
     if (close(fd) != 0 && !rc)
@@ -287,6 +325,8 @@ struct lf_staging *lf_staging_new(struct lf_store *store, struct lf_workq *wq,
     s->part_size = o->part_size >= MIN_PART ? o->part_size : MIN_PART;
     s->max_files = o->max_files ? o->max_files : 1024;
     s->max_bytes = o->max_bytes;
+    s->make_room = o->make_room;
+    s->make_room_arg = o->make_room_arg;
     pthread_mutex_init(&s->lock, NULL);
     if (!s->dir || (mkdir(s->dir, 0700) != 0 && errno != EEXIST)) {
         lf_err("staging directory %s: %s", o->dir, s->dir ? strerror(errno) : "no memory");
@@ -546,8 +586,9 @@ static int load(struct lf_sfile *f)
                                    f->base.etag, &got, NULL);
         if (!rc && got != want)
             rc = -ESTALE;
-        if (!rc && pwrite(f->fd, buf, want, (off_t)off) != (ssize_t)want)
-            rc = errno == ENOSPC ? -ENOSPC : -EIO;
+        ssize_t w = rc ? 0 : pwrite_room(f->s, f->fd, buf, want, (off_t)off);
+        if (!rc && w != (ssize_t)want)
+            rc = w >= 0 || errno == ENOSPC ? -ENOSPC : -EIO;
         off += want;
     }
     free(buf);
@@ -578,7 +619,13 @@ static int ensure_manifest(struct lf_sfile *f)
     bool need = !f->manifest_written && !f->discarded;
     f->manifest_written |= need;
     pthread_mutex_unlock(&f->lock);
-    return need ? write_manifest(f) : 0;
+    int rc = need ? write_manifest(f) : 0;
+    if (rc) { /* none on disk: the next write tries again */
+        pthread_mutex_lock(&f->lock);
+        f->manifest_written = false;
+        pthread_mutex_unlock(&f->lock);
+    }
+    return rc;
 }
 
 static void start_streaming_parts(struct lf_sfile *f);
@@ -608,7 +655,7 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
         f->s->hook(f->s->hook_arg, "write", f);
     /* The bytes first, the generation after: see the top of the file. */
     pthread_rwlock_rdlock(&f->io);
-    ssize_t w = pwrite(f->fd, buf, len, (off_t)off);
+    ssize_t w = pwrite_room(f->s, f->fd, buf, len, (off_t)off);
     int err = errno;
     pthread_mutex_lock(&f->lock);
     f->writing--;

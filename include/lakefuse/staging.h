@@ -35,6 +35,11 @@ struct lf_staging_opts {
     uint64_t max_bytes;  /* staged bytes allowed; 0: a quarter of free space */
     size_t part_size;    /* multipart part size, >= 5 MiB */
     unsigned max_files;  /* staged files at once; 0: 1024 */
+    /* The disk is full under a write: others sharing it (the disk cache)
+     * free what they can, at least `bytes` if they have it; returns the
+     * bytes freed. The write is tried once more if any were. May be NULL. */
+    uint64_t (*make_room)(void *arg, uint64_t bytes);
+    void *make_room_arg;
 };
 
 struct lf_staging_stats {
@@ -72,7 +77,8 @@ bool lf_sfile_dirty(struct lf_sfile *f);
 uint64_t lf_sfile_size(struct lf_sfile *f);
 
 /* Local-disk semantics: writes past the end leave zeros; -ENOSPC when the
- * staging limit would be exceeded. */
+ * staging limit would be exceeded or the disk is full (after asking
+ * make_room); a short count when it filled part way. */
 ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t off);
 ssize_t lf_sfile_read(struct lf_sfile *f, void *buf, size_t len, uint64_t off);
 int lf_sfile_truncate(struct lf_sfile *f, uint64_t size);
