@@ -999,30 +999,44 @@ out:
 }
 
 /* A DELETE sent again after a backoff could remove a version written in
- * between, so a lost answer is resolved by a HEAD instead: gone is what
- * was asked for; still there fails rather than guess. */
-static int s3_remove(void *ctx, const char *bucket, const char *key)
+ * between (another client's create, made after our first DELETE took
+ * effect), so a lost answer is resolved by a HEAD instead: gone is what
+ * was asked for; the very version the caller meant to delete still there
+ * means the DELETE did not take effect, and it goes again; anything else
+ * fails rather than guess. */
+static int s3_remove(void *ctx, const char *bucket, const char *key, const char *etag)
 {
     struct s3 *s = ctx;
     struct lf_http_resp r;
     struct lf_obj_attr a;
-    bool unknown = false;
     struct call c = {.op = "DeleteObject", .method = "DELETE", .bucket = bucket, .key = key};
-    lf_http_resp_init(&r);
-    int rc = perform_ex(s, &c, &r, &unknown);
-    lf_http_resp_free(&r);
-    if (rc && unknown) {
+    int rc;
+    for (unsigned attempt = 0;; attempt++) {
+        bool unknown = false;
+        lf_http_resp_init(&r);
+        rc = perform_ex(s, &c, &r, &unknown);
+        lf_http_resp_free(&r);
+        if (!rc || !unknown)
+            return rc;
         int h = s3_head(s, bucket, key, &a);
         if (h == -ENOENT) {
             lf_info("DeleteObject %s/%s: the answer was lost; the object is gone", bucket, key);
             return 0;
         }
-        lf_err("DeleteObject %s/%s: the answer was lost and the object is still there; not "
-               "deleting again (a newer version may have been written since)", bucket, key);
-        atomic_fetch_add(&s->failures, 1);
-        return h ? h : -EIO;
+        bool same = !h && etag && etag[0] && lf_etag_same(a.etag, etag);
+        if (!same || attempt >= s->retries) {
+            lf_err("DeleteObject %s/%s: the answer was lost and the object is still there%s; "
+                   "not deleting again", bucket, key,
+                   h ? "" : same ? " (after every retry)"
+                          : " (perhaps a newer version, written since)");
+            atomic_fetch_add(&s->failures, 1);
+            return h ? h : -EIO;
+        }
+        lf_info("DeleteObject %s/%s: the answer was lost and the version to delete is still "
+                "there; sending it again", bucket, key);
+        atomic_fetch_add(&s->nretries, 1);
+        (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
     }
-    return rc;
 }
 
 /* Sent again after a lost answer: the first may have started an upload

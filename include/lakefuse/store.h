@@ -143,7 +143,10 @@ struct lf_store_ops {
     int (*copy)(void *ctx, const char *bucket, const char *src_key,
                 const char *dst_key, const struct lf_put_meta *meta,
                 char etag_out[LF_ETAG_MAX]);
-    int (*remove)(void *ctx, const char *bucket, const char *key);
+    /* etag: the version the caller means to delete, or NULL. Only for a
+     * lost answer: the DELETE goes again if the key still holds exactly
+     * that version, never over another. */
+    int (*remove)(void *ctx, const char *bucket, const char *key, const char *etag);
     int (*mpu_create)(void *ctx, const char *bucket, const char *key,
                       const struct lf_put_meta *meta, char **upload_id);
     int (*mpu_part)(void *ctx, const char *bucket, const char *key,

@@ -24,6 +24,7 @@ enum script {
     COMPLETE_LOST_BEFORE_STORE, /* closes without storing; the next one works */
     DELETE_LOST,                /* deletes, then closes without an answer */
     DELETE_LOST_THEN_NEWER,     /* deletes, a newer version arrives, answer lost */
+    DELETE_LOST_BEFORE,         /* closes without deleting; the next one works */
     LIST_400_ONCE,              /* a listing fails with 400 once, then works */
     LIST_400_ALWAYS,            /* every listing answers 400 (an unknown ref) */
 };
@@ -155,6 +156,8 @@ static bool answer(int fd, const char *method)
     }
     if (strcmp(method, "DELETE") == 0) {
         int n = ++srv.deletes;
+        if (n == 1 && srv.script == DELETE_LOST_BEFORE)
+            return false;
         srv.stored = false;
         if (n == 1 && srv.script == DELETE_LOST_THEN_NEWER) {
             srv.stored = true;
@@ -283,11 +286,32 @@ static void test_delete(enum script script, int want_rc)
     struct lf_store *st = new_store(script);
     struct lf_obj_attr a;
     CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
-    CHECK_INT(st->ops->remove(st->ctx, "b", "k"), want_rc);
+    /* The version it meant to delete: a newer one is never deleted. */
+    CHECK_INT(st->ops->remove(st->ctx, "b", "k", "fedcba9876543210fedcba9876543210"), want_rc);
     CHECK_INT(count(&srv.deletes), 1); /* never sent again */
     pthread_mutex_lock(&srv.lock);
     /* the newer version written after our delete is still there */
     CHECK(srv.stored == (script == DELETE_LOST_THEN_NEWER));
+    pthread_mutex_unlock(&srv.lock);
+    lf_s3_store_free(st);
+}
+
+/* A DELETE whose answer was lost and that did not take effect: sent
+ * again only when the caller named the version it meant to delete and
+ * the key still holds exactly that one. */
+static void test_delete_again(const char *etag, int want_rc, int want_deletes)
+{
+    pthread_mutex_lock(&srv.lock);
+    srv.stored = true;
+    snprintf(srv.etag, sizeof(srv.etag), "%s", "fedcba9876543210fedcba9876543210");
+    pthread_mutex_unlock(&srv.lock);
+    struct lf_store *st = new_store(DELETE_LOST_BEFORE);
+    struct lf_obj_attr a;
+    CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
+    CHECK_INT(st->ops->remove(st->ctx, "b", "k", etag), want_rc);
+    CHECK_INT(count(&srv.deletes), want_deletes);
+    pthread_mutex_lock(&srv.lock);
+    CHECK(srv.stored == (want_rc != 0));
     pthread_mutex_unlock(&srv.lock);
     lf_s3_store_free(st);
 }
@@ -317,6 +341,9 @@ int main(void)
     test_complete(COMPLETE_LOST_BEFORE_STORE, 2);
     test_delete(DELETE_LOST, 0);
     test_delete(DELETE_LOST_THEN_NEWER, -EIO);
+    test_delete_again("fedcba9876543210fedcba9876543210", 0, 2);
+    test_delete_again(NULL, -EIO, 1);
+    test_delete_again("00000000000000000000000000000000", -EIO, 1);
     test_list_400(LIST_400_ONCE, 0);
     test_list_400(LIST_400_ALWAYS, -EINVAL);
     return check_summary("test_s3");
