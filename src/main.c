@@ -85,6 +85,8 @@ static struct lf_api *open_api(const struct lf_config *cfg)
         .stall_timeout_ms = cfg->timeout_ms,
         .retries = cfg->retries,
         .backoff_ms = 100,
+        .reload = cfg->cred_file ? reread_credentials : NULL,
+        .reload_arg = cfg->cred_file,
     };
     return lf_api_new(&o);
 }

@@ -5,7 +5,8 @@
   close() too with its data kept staged, the refusal is logged once (not
   per request); once the lakectl file named by --config holds the new
   secret the mount takes it (it reads the file again when refused, at most
-  every 5 s), and the staged file is stored;
+  every 5 s), the staged file is stored, and `lakefuse commit` (the REST
+  API) works with the new secret too;
 - credentials from the environment revoked, then restored: the same, the
   log line saying the environment cannot change under a running process;
 - the gateway's clock an hour off, either way: nothing fails; the log says
@@ -124,6 +125,9 @@ def test_rotated_key_is_read_again_from_the_lakectl_file(lakefs, repo, mount, tm
     assert get(s3new, repo, "main/rot-staged.bin") == refusal.data
     assert write_file(m.path / "after.txt", b"after") == 0
     assert get(s3new, repo, "main/after.txt") == b"after"
+    # The REST API (the versioning verbs) takes the new secret too.
+    r = lakefuse("commit", m.path, "-m", "after the rotation")
+    assert r.returncode == 0, r.stderr
     assert m.log().count(REFUSED) == 1
 
 
