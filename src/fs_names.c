@@ -532,8 +532,11 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     lf_meta_unlock(fs->meta);
     if (old) {
         /* Before the new file can be uploaded: an upload of the old one
-         * under way lands first. */
+         * under way lands first. If the old one was stored, the name
+         * holds our own object, which the new file replaces. */
         lf_sfile_discard(old);
+        if (!lf_sfile_created_here(old))
+            lf_sfile_replaces(fh->sf);
         lf_sfile_unref(old);
     }
     fi->fh = (uintptr_t)fh;

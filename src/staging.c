@@ -1269,6 +1269,14 @@ bool lf_sfile_created_here(struct lf_sfile *f)
     return v;
 }
 
+void lf_sfile_replaces(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    free(f->created_key);
+    f->created_key = NULL;
+    pthread_mutex_unlock(&f->lock);
+}
+
 bool lf_sfile_dirty_gen(struct lf_sfile *f, unsigned *gen)
 {
     pthread_mutex_lock(&f->lock);
