@@ -10,12 +10,16 @@ a mixed workload for a bounded time (20 minutes by default):
 
   readers      large files (sequential and random ranges) and small ones,
                on both mounts, checked against the seeded bytes;
-  writers      new files of 1 KiB..2 MiB (now and then 20 MiB, a
-               multipart upload), some overwritten or removed again, each
-               writer in a directory of its own, on both mounts;
+  writers      files of 1 KiB..2 MiB (now and then 20 MiB, a multipart
+               upload), created, overwritten and removed again, each
+               writer in a directory of its own, on both mounts; names
+               are reused (400 a writer), so the name space stops growing
+               after warm-up and so should the daemons;
   cross reads  one mount reads what the other's writers closed, checked
                against every version ever written there;
-  renames      a file and a directory of five files renamed, on both;
+  renames      a file and a directory of five files renamed (onto names
+               used before: a file replaces its target, a directory's
+               old copy is removed first), on both;
   listings     directories of both mounts, all the time;
   commits      `lakefuse commit` on one mount every 60 s.
 
@@ -66,6 +70,8 @@ LARGE = [(f"seed/large{i}", 64 * MiB) for i in range(4)]
 SMALL = [(f"seed/small/{i // 50}/s{i}", 4096 + (i * 7919) % 100000) for i in range(200)]
 SAMPLE_EVERY = 10.0
 COMMIT_EVERY = 60.0
+NAMES = 400       # names per writer, reused
+RENAMES = 60      # names per renamer, reused
 
 
 def small_bytes(key, size):
@@ -268,7 +274,7 @@ class Workload:
                     self.model.unsure(key)
                 continue
             else:
-                key = f"m{mi}/w{wi}/d{n % 10}/f{n}"
+                key = f"m{mi}/w{wi}/d{n % 10}/f{n % NAMES}"
                 if not self.makedirs(mi, os.path.dirname(key)):
                     continue
             size = 20 * MiB if rnd.random() < 0.01 else rnd.choice(
@@ -283,11 +289,12 @@ class Workload:
         n = 0
         while not self.stop.is_set():
             n += 1
+            k = n % RENAMES
             base = f"m{mi}/ren"
             if not self.makedirs(mi, base):
                 continue
             if rnd.random() < 0.7:
-                src, dst = f"{base}/x{n}", f"{base}/y{n}"
+                src, dst = f"{base}/x{k}", f"{base}/y{k}"
                 if not self.write_file(mi, src, rnd.randbytes(rnd.choice([500, 50000]))):
                     continue
                 try:
@@ -300,7 +307,9 @@ class Workload:
                     self.stats.add(f"rename errors ({e.strerror})")
                     self.model.unsure(src, dst)
             else:
-                d = f"{base}/dir{n}"
+                d = f"{base}/dir{k}"
+                if not self.remove_tree(mi, d) or not self.remove_tree(mi, f"{d}.moved"):
+                    continue
                 try:
                     os.makedirs(m.path / d)
                 except OSError as e:
@@ -318,6 +327,33 @@ class Workload:
                     self.stats.add(f"directory rename errors ({e.strerror})")
                     self.model.unsure(*names, *[k.replace(d, f"{d}.moved", 1) for k in names])
             time.sleep(0.2)
+
+    def remove_tree(self, mi, d):
+        """Removes directory d of the renamer (its files, then itself), if
+        it is there; whether it is gone."""
+        m = self.mounts[mi]
+        try:
+            names = os.listdir(m.path / d)
+        except FileNotFoundError:
+            return True
+        except OSError as e:
+            self.stats.add(f"listing errors ({e.strerror})")
+            return False
+        for name in names:
+            key = f"{d}/{name}"
+            try:
+                os.unlink(m.path / key)
+                self.model.removed(key)
+            except OSError as e:
+                self.stats.add(f"unlink errors ({e.strerror})")
+                self.model.unsure(key)
+                return False
+        try:
+            os.rmdir(m.path / d)
+        except OSError as e:
+            self.stats.add(f"rmdir errors ({e.strerror})")
+            return False
+        return True
 
     def lister(self, mi, seed):
         rnd = random.Random(seed)

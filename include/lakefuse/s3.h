@@ -52,7 +52,7 @@ struct lf_s3_opts {
 
 #define LF_S3_RELOAD_EVERY 5     /* s between two reloads of the credentials */
 #define LF_S3_AUTH_LOG_EVERY 300 /* s between two log lines of one kind of refusal */
-#define LF_S3_SKEW_MIN 120       /* s of difference from the gateway's clock worth correcting */
+#define LF_S3_SKEW_MIN 300       /* s of difference from the gateway's clock worth correcting */
 
 struct lf_s3_stats {
     uint64_t requests;     /* attempts sent, retries included */
