@@ -150,8 +150,7 @@ def test_directory_renamed_on_a_while_b_lists(lakefs, repo, mount, s3):
     for n in sorted(names):
         (a.path / "old" / n).write_bytes(n.encode() * 10)
     wait_until(lambda: set(os.listdir(b.path / "old")) == names, timeout=30,
-               what="b to list the tree",
-               absent_is_false=True)
+               what="b to list the tree")
     stop = threading.Event()
     seen, problems = [], []
 
@@ -188,11 +187,8 @@ def test_directory_renamed_on_a_while_b_lists(lakefs, repo, mount, s3):
             t.join()
     assert problems == [], problems[:10]
     assert seen
-    # b may remember "new" as absent (its listers looked before the rename)
-    # until its TTL passes.
     wait_until(lambda: set(os.listdir(b.path / "new")) == names and
-               not (b.path / "old").exists(), timeout=30, what="b to see the new tree",
-               absent_is_false=True)
+               not (b.path / "old").exists(), timeout=30, what="b to see the new tree")
     assert list_keys(s3, repo, "main/old/") == []
 
 
@@ -235,8 +231,7 @@ def test_b_writes_survive_a_rename_of_their_directory_on_a(lakefs, repo, mount, 
     os.mkdir(a.path / "w")
     for i in range(50):
         (a.path / "w" / f"a{i:02d}").write_bytes(b"a" * i)
-    wait_until(lambda: len(os.listdir(b.path / "w")) == 50, timeout=30, what="b to see w",
-               absent_is_false=True)
+    wait_until(lambda: len(os.listdir(b.path / "w")) == 50, timeout=30, what="b to see w")
     w = Writer(b, "w", 150)
     w.start()
     w.going.wait()
@@ -258,8 +253,7 @@ def test_b_writes_survive_rm_rf_of_their_directory_on_a(lakefs, repo, mount, s3)
     os.mkdir(a.path / "w")
     for i in range(50):
         (a.path / "w" / f"a{i:02d}").write_bytes(b"a" * i)
-    wait_until(lambda: len(os.listdir(b.path / "w")) == 50, timeout=30, what="b to see w",
-               absent_is_false=True)
+    wait_until(lambda: len(os.listdir(b.path / "w")) == 50, timeout=30, what="b to see w")
     w = Writer(b, "w", 300)
     w.start()
     w.going.wait()
