@@ -333,6 +333,7 @@ void lf_fs_free(struct lf_fs *fs)
     fs_ctl_stop(fs);
     /* Handles whose release the unmount overtook (their close() has
      * returned: what they wrote is uploaded or staged already). */
+    fs->tearing_down = true;
     while (fs->files)
         fs_fileh_free(fs, fs->files);
     while (fs->dirs)

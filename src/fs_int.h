@@ -87,6 +87,9 @@ struct lf_fs {
     pthread_mutex_t handles_lock;
     struct fileh *files;
     struct dirh *dirs;
+    /* lf_fs_free lets go of those: what they left staged stays staged
+     * (unmount already tried it and said how that went), for recovery. */
+    bool tearing_down;
     char *subdir;           /* "a/b/" of a mounted lakefs://REPO/REF/a/b, else "" */
     struct lf_api *api;     /* the REST client (versioning verbs, xattrs); may be NULL */
     struct fs_ctl *ctl;     /* the verbs' control channel (fs_ctl.c) */

@@ -149,7 +149,7 @@ void fs_writer_done(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
 {
     lf_meta_lock(fs->meta);
     struct wstate *w = fs_wstate_of(n);
-    bool last = w && w->sf == sf && w->writers == 1 && lf_sfile_dirty(sf);
+    bool last = w && w->sf == sf && w->writers == 1 && lf_sfile_dirty(sf) && !fs->tearing_down;
     lf_meta_unlock(fs->meta);
     if (last)
         fs_flush_node(fs, n, sf); /* a failure stays staged; fs_flush_node says so */
