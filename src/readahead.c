@@ -80,8 +80,10 @@ static uint64_t block_len(const struct lf_reader *r, uint64_t idx)
     return left < r->bs ? left : r->bs;
 }
 
-/* One ranged GET into the run's blocks; completes every block. */
-static int fetch_run(struct fetch *f, const struct lf_read_ctl *ctl)
+/* One ranged GET into the run's blocks; completes every block, and with
+ * handoff also drops the run's pins on them in the same step (a prefetch
+ * pins its blocks only to fill them). */
+static int fetch_run(struct fetch *f, const struct lf_read_ctl *ctl, bool handoff)
 {
     struct lf_reader *r = f->r;
     struct iovec iov[MAX_RUN];
@@ -101,8 +103,12 @@ static int fetch_run(struct fetch *f, const struct lf_read_ctl *ctl)
     if (rc == -ESTALE)
         lf_err("read %s/%s: object replaced while open (ETag no longer %s)",
                r->bucket, r->key, r->etag);
-    for (unsigned i = 0; i < f->n; i++)
-        lf_bcache_complete(r->cache, f->blocks[i], iov[i].iov_len, rc);
+    for (unsigned i = 0; i < f->n; i++) {
+        if (handoff)
+            lf_bcache_complete_release(r->cache, f->blocks[i], iov[i].iov_len, rc);
+        else
+            lf_bcache_complete(r->cache, f->blocks[i], iov[i].iov_len, rc);
+    }
     pthread_mutex_lock(&r->lock);
     r->st.gets++;
     pthread_mutex_unlock(&r->lock);
@@ -125,9 +131,7 @@ static void fetch_job(void *arg)
     struct fetch *f = arg;
     struct lf_reader *r = f->r;
     struct lf_read_ctl ctl = {.cancelled = reader_closing, .arg = r};
-    fetch_run(f, &ctl);
-    for (unsigned i = 0; i < f->n; i++)
-        lf_bcache_release(r->cache, f->blocks[i], false);
+    fetch_run(f, &ctl, true);
     free(f);
     pthread_mutex_lock(&r->lock);
     if (--r->inflight == 0)
@@ -391,7 +395,7 @@ static int pin_range_once(struct lf_reader *r, uint64_t off, size_t len,
             run.blocks[run.n++] = b;
         }
         if (run.n && (!created || idx == last)) {
-            rc = fetch_run(&run, ctl);
+            rc = fetch_run(&run, ctl, false);
             run.n = 0;
             if (rc)
                 break;
