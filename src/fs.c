@@ -201,10 +201,11 @@ void lf_fs_set_api(struct lf_fs *fs, struct lf_api *api) { fs->api = api; }
 void lf_fs_attach(struct lf_fs *fs, struct fuse_session *se)
 {
     fs->se = se;
-    if ((fs->splice || fs->cfg->direct_io) &&
+    if ((fs->splice || fs->direct_min != UINT64_MAX) &&
         fuse_session_custom_io(se, &fs_custom_io, fuse_session_fd(se)) != 0) {
         lf_warn("libfuse refused the custom I/O hooks: reads are copied through memory%s",
-                fs->cfg->direct_io ? " and shared mmap of --direct-io files fails" : "");
+                fs->cfg->direct_io ? " and shared mmap of --direct-io files fails"
+                                   : ", through the page cache");
         fs->splice = false;
         fs->ra.stream_min = 0;
     }
@@ -261,6 +262,11 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
         fs->splice = p != NULL;
     }
     fs->ra.stream_min = fs->splice ? cfg->cache_size / 2 : 0;
+    /* The page cache is worth its cost for what it can keep: files over
+     * half the cache are the ones our own cache gives back as they are
+     * read, and a page cache fill of them costs most of a stream's time
+     * (docs/benchmarks.md). */
+    fs->direct_min = cfg->direct_io ? 0 : cfg->page_cache ? UINT64_MAX : cfg->cache_size / 2;
     fs->cache = lf_bcache_new(cfg->cache_size, cfg->block_size);
     if (fs->cache && cfg->disk_cache_size) {
         /* A subdirectory: the cache directory also holds staging/. */

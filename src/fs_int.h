@@ -75,6 +75,11 @@ struct lf_fs {
     struct lf_meta *meta;
     struct lf_ra_opts ra;
     bool splice;              /* big sequential reads are spliced (lf_reader_splice) */
+    /* Objects from this size on are opened FOPEN_DIRECT_IO (UINT64_MAX:
+     * none), with --direct-io always, else once INIT set dio_mmap: the
+     * kernel then keeps their shared mmaps coherent, as with the cache. */
+    uint64_t direct_min;
+    bool dio_mmap;            /* atomic: written by the thread answering INIT */
     uid_t uid;
     gid_t gid;
     struct timespec started;
