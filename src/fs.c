@@ -306,7 +306,8 @@ int lf_fs_start(struct lf_fs *fs)
     fs->meta_wq = lf_workq_new(4, "lf-meta");
     /* Parts in flight: enough to keep a high-latency link busy. */
     fs->up_wq = lf_workq_new(8, "lf-upload");
-    if (!fs->data_wq || !fs->meta_wq || !fs->up_wq)
+    fs->ahead = fs_ahead_new();
+    if (!fs->data_wq || !fs->meta_wq || !fs->up_wq || !fs->ahead)
         return -ENOMEM;
     struct lf_staging_opts so = {.dir = fs->cfg->staging_dir, .max_bytes = fs->cfg->staging_max,
                                  .part_size = fs->cfg->part_size};
@@ -334,8 +335,9 @@ void lf_fs_free(struct lf_fs *fs)
         return;
     fs_ctl_stop(fs);
     lf_recovery_stop(fs->recovery);
-    lf_workq_free(fs->data_wq);
+    lf_workq_free(fs->data_wq); /* runs what fs_ahead queued: its nodes are let go */
     lf_workq_free(fs->meta_wq);
+    fs_ahead_free(fs->ahead);
     lf_meta_free(fs->meta); /* drops the nodes' staged files */
     lf_workq_free(fs->up_wq);
     lf_staging_free(fs->staging);

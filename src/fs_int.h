@@ -91,6 +91,7 @@ struct lf_fs {
     struct lf_api *api;     /* the REST client (versioning verbs, xattrs); may be NULL */
     struct fs_ctl *ctl;     /* the verbs' control channel (fs_ctl.c) */
     struct fuse_session *se; /* for the kernel cache notifications of reset */
+    struct fs_ahead *ahead;  /* reading ahead across a directory's files (fs_ahead.c) */
 };
 
 struct fileh {
@@ -223,6 +224,13 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+
+/* fs_ahead.c: a directory's files opened in listing order get the next
+ * ones' attributes and bytes fetched ahead. fs_ahead_opened: n pinned,
+ * opened for reading from the object, lock not held. */
+struct fs_ahead *fs_ahead_new(void);
+void fs_ahead_free(struct fs_ahead *a);
+void fs_ahead_opened(struct lf_fs *fs, struct lf_node *n);
 
 /* fs_ctl.c: the versioning verbs and lakeFS's xattrs */
 int fs_ctl_start(struct lf_fs *fs);

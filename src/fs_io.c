@@ -342,6 +342,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         snprintf(fh->retag, sizeof(fh->retag), "%s", a.etag);
         if (rc)
             goto out;
+        if (!write)
+            fs_ahead_opened(fs, n);
     }
     fi->fh = (uintptr_t)fh;
     if (fuse_reply_open(req, fi) != 0)

@@ -418,6 +418,40 @@ static int pin_range_once(struct lf_reader *r, uint64_t off, size_t len,
     return 0;
 }
 
+int lf_reader_warm(struct lf_reader *r, const struct lf_read_ctl *ctl)
+{
+    if (r->size > LF_WARM_MAX || (r->size + r->bs - 1) / r->bs > MAX_RUN)
+        return -EFBIG;
+    struct fetch run = {.r = r};
+    struct lf_bkey k = {.etag = r->etag, .objsize = r->size};
+    uint64_t nblocks = (r->size + r->bs - 1) / r->bs;
+    int rc = 0;
+    for (k.index = 0; k.index < nblocks && !rc; k.index++) {
+        struct lf_block *b;
+        bool created;
+        rc = lf_bcache_acquire(r->cache, &k, LF_BC_PREFETCH, &b, &created);
+        if (!rc && created) {
+            if (run.n == 0)
+                run.first = k.index;
+            run.blocks[run.n++] = b;
+            continue;
+        }
+        if (!rc)
+            lf_bcache_release(r->cache, b, false);
+        /* A block cached or in flight (or refused) ends the run before it. */
+        if (run.n) {
+            int frc = fetch_run(&run, ctl, true);
+            rc = rc ? rc : frc;
+            run.n = 0;
+        }
+    }
+    if (run.n) {
+        int frc = fetch_run(&run, ctl, true);
+        rc = rc ? rc : frc;
+    }
+    return rc;
+}
+
 /* Clips a read to the object; 0 when nothing is left to read. */
 static size_t clip(const struct lf_reader *r, size_t len, uint64_t off)
 {

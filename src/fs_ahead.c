@@ -1,0 +1,230 @@
+/* fs_ahead: reading ahead across the files of a directory.
+ *
+ * cp -r, tar, grep -r and rsync open a directory's files one after the
+ * other in listing order (key order, which is also the order of the inode
+ * numbers readdir hands out), and each small file costs a round trip or
+ * two (its stored attributes, then its bytes) that no readahead within a
+ * file can hide: at 20 ms of latency that is most of a tree copy's time.
+ *
+ * So when a directory's files are opened in that order, the next ones are
+ * fetched ahead, in parallel on the data work queue: a HEAD for the stored
+ * attributes a node lacks (published on the node, as a lookup would) and
+ * a GET of the bytes into the block cache, whose blocks are taken within
+ * the budget only (lf_reader_warm). The reader's own opens and reads then
+ * find both there. A program that opens files in any other order starts
+ * nothing: the first open of a directory, or one out of order, only notes
+ * where the reader is.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lakefuse/buf.h"
+#include "lakefuse/log.h"
+#include "lakefuse/meta.h"
+#include "lakefuse/readahead.h"
+#include "lakefuse/workq.h"
+
+#include "fs_int.h"
+
+#define WALKS 8              /* directories followed at once */
+#define AHEAD_FILES 16       /* files fetched ahead of the reader, at most */
+#define AHEAD_BYTES (16u << 20)
+
+struct walk {
+    uint64_t dir;    /* the directory's inode; 0: free */
+    size_t last;     /* listing index of the last file opened */
+    size_t issued;   /* fetched ahead up to this index */
+    unsigned streak; /* opens in listing order in a row */
+    uint64_t used;   /* for replacing the least recent */
+};
+
+struct fs_ahead {
+    pthread_mutex_t lock;
+    struct walk w[WALKS];
+    uint64_t clock;
+};
+
+struct ahead_job {
+    struct lf_fs *fs;
+    struct lf_node *node; /* pinned, or NULL when the name has none */
+    bool head;            /* its stored attributes are not known yet */
+    char *repo, *key;
+    char etag[LF_ETAG_MAX];
+    uint64_t size;
+    double started;
+};
+
+struct fs_ahead *fs_ahead_new(void)
+{
+    struct fs_ahead *a = calloc(1, sizeof(*a));
+    if (a)
+        pthread_mutex_init(&a->lock, NULL);
+    return a;
+}
+
+void fs_ahead_free(struct fs_ahead *a)
+{
+    if (!a)
+        return;
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+static void job_free(struct ahead_job *j)
+{
+    free(j->repo);
+    free(j->key);
+    free(j);
+}
+
+static void ahead_job(void *arg)
+{
+    struct ahead_job *j = arg;
+    struct lf_fs *fs = j->fs;
+    struct lf_obj_attr a;
+    if (j->head && fs->store->ops->head(fs->store->ctx, j->repo, j->key, &a) == 0) {
+        lf_meta_lock(fs->meta);
+        /* Unless the name changed hands meanwhile, or we changed it. */
+        struct lf_node *n = j->node;
+        if (lf_meta_attached(n) && !fs_wstate_of(n) && n->attr_own < j->started &&
+            !n->changing)
+            fs_set_file_attr(fs, n, &a, true);
+        lf_meta_unlock(fs->meta);
+        snprintf(j->etag, sizeof(j->etag), "%s", a.etag);
+        j->size = a.size;
+    }
+    if (j->size > 0 && j->size <= LF_WARM_MAX) {
+        struct lf_reader *r = lf_reader_new(fs->cache, fs->store, fs->data_wq, j->repo, j->key,
+                                            j->etag, j->size, &fs->ra);
+        if (r) {
+            lf_reader_warm(r, NULL); /* a failure is the reader's to meet, with retries */
+            lf_reader_free(r);
+        }
+    }
+    if (j->node) {
+        lf_meta_lock(fs->meta);
+        lf_meta_unpin(fs->meta, j->node);
+        lf_meta_unlock(fs->meta);
+    }
+    job_free(j);
+}
+
+/* The walk of directory `dir`, or a free or least recent one made its. */
+static struct walk *walk_of(struct fs_ahead *a, uint64_t dir, size_t idx)
+{
+    struct walk *w = NULL, *old = &a->w[0];
+    for (int i = 0; i < WALKS && !w; i++) {
+        if (a->w[i].dir == dir)
+            w = &a->w[i];
+        else if (a->w[i].used < old->used)
+            old = &a->w[i];
+    }
+    if (!w) {
+        w = old;
+        *w = (struct walk){.dir = dir, .last = idx, .issued = idx};
+    }
+    w->used = ++a->clock;
+    return w;
+}
+
+/* Whether idx follows last in the listing: later, with at most one file
+ * (and any directories) between them. */
+static bool follows(const struct lf_listing *l, size_t last, size_t idx)
+{
+    if (idx <= last)
+        return false;
+    unsigned files = 0;
+    for (size_t i = last + 1; i < idx; i++)
+        files += !l->v[i].is_dir;
+    return files <= 1;
+}
+
+/* With the metadata lock held: a job for the listing's entry i, or NULL. */
+static struct ahead_job *job_for(struct lf_fs *fs, struct lf_node *dir, const struct lf_buf *pkey,
+                                 const struct lf_dent *d)
+{
+    if (d->is_dir || d->attr.size == 0 || d->attr.size > LF_WARM_MAX)
+        return NULL;
+    struct lf_node *c = lf_meta_child(fs->meta, dir, d->name);
+    if (c && (c->kind != LF_FILE || fs_wstate_of(c)))
+        return NULL; /* staged: reads come from the staged file */
+    struct ahead_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    j->fs = fs;
+    j->repo = strdup(dir->ref->repo);
+    size_t kl = pkey->len + strlen(d->name) + 1;
+    if ((j->key = malloc(kl)))
+        snprintf(j->key, kl, "%s%s", pkey->data, d->name);
+    if (!j->repo || !j->key) {
+        job_free(j);
+        return NULL;
+    }
+    const struct lf_obj_attr *a = c ? &c->attr : &d->attr;
+    snprintf(j->etag, sizeof(j->etag), "%s", a->etag);
+    j->size = a->size;
+    j->started = fs_now();
+    if (c) {
+        lf_meta_pin(c);
+        j->node = c;
+        j->head = !c->meta_known || c->attr_expiry <= j->started;
+    }
+    return j;
+}
+
+void fs_ahead_opened(struct lf_fs *fs, struct lf_node *n)
+{
+    struct ahead_job *todo[AHEAD_FILES];
+    unsigned ntodo = 0;
+    struct lf_buf pkey = LF_BUF_INIT;
+    if (!fs->ahead)
+        return;
+    lf_meta_lock(fs->meta);
+    struct lf_node *dir = n->parent;
+    const struct lf_listing *l = dir ? dir->listing : NULL;
+    const struct lf_dent *d = l && lf_meta_attached(n) ? lf_listing_find(l, n->name) : NULL;
+    if (!d || d->is_dir) {
+        lf_meta_unlock(fs->meta);
+        return;
+    }
+    size_t idx = (size_t)(d - l->v), from = 0, to = 0;
+    pthread_mutex_lock(&fs->ahead->lock);
+    struct walk *w = walk_of(fs->ahead, dir->ino, idx);
+    w->streak = follows(l, w->last, idx) ? w->streak + 1 : 0;
+    w->last = idx;
+    if (w->streak > 0) {
+        /* Keep AHEAD_FILES files fetched ahead of the reader. */
+        from = (w->issued > idx ? w->issued : idx) + 1;
+        to = idx + 1 + AHEAD_FILES < l->n ? idx + 1 + AHEAD_FILES : l->n;
+        if (from < to)
+            w->issued = to - 1;
+    } else {
+        w->issued = idx;
+    }
+    pthread_mutex_unlock(&fs->ahead->lock);
+    if (from < to && fs_node_key(fs, dir, true, &pkey) == 0) {
+        uint64_t bytes = 0;
+        for (size_t i = from; i < to && ntodo < AHEAD_FILES && bytes < AHEAD_BYTES; i++) {
+            struct ahead_job *j = job_for(fs, dir, &pkey, &l->v[i]);
+            if (j) {
+                bytes += j->size;
+                todo[ntodo++] = j;
+            }
+        }
+    }
+    lf_meta_unlock(fs->meta);
+    lf_buf_free(&pkey);
+    for (unsigned i = 0; i < ntodo; i++) {
+        if (lf_workq_submit(fs->data_wq, ahead_job, todo[i]) == 0)
+            continue;
+        /* No memory to queue it: it was only a guess. */
+        if (todo[i]->node) {
+            lf_meta_lock(fs->meta);
+            lf_meta_unpin(fs->meta, todo[i]->node);
+            lf_meta_unlock(fs->meta);
+        }
+        job_free(todo[i]);
+    }
+}
