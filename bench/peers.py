@@ -14,8 +14,10 @@ added gateway latency, for each of them:
           --runs; the figure is the ratio to curl's median;
   ls      `ls -l` of a directory of 5000 files on a fresh mount: seconds,
           and the gateway's ListObjectsV2 and HeadObject counts;
-  tree    `cp -r` of a tree of 200 files of 20 KB out of the mount, fresh
-          mount: seconds, and GETs per file read;
+  tree    a directory of 200 files of 20 KB read whole by `cp -r`, `tar c`,
+          `grep -r` and `rsync -a`, each on a fresh mount: seconds, GETs
+          and HEADs; then `cat` of 50 of them in no order, whose GETs
+          beyond 50 are what reading ahead wasted;
   create  300 files of 100 bytes created one after another (open, write,
           close): seconds, then checked on the gateway;
   write   a sequential write of --write-mib MiB (`dd bs=1M` from a local
@@ -210,26 +212,52 @@ def row_ls(peers, sim, repo, workdir, cleanup, args, label):
     return out
 
 
+TREE_TOOLS = {
+    "cp -r": lambda src, dst: ["cp", "-r", str(src), str(dst)],
+    "tar c": lambda src, dst: ["tar", "cf", str(dst) + ".tar", "-C", str(src), "."],
+    "grep -r": lambda src, dst: ["grep", "-r", "-c", "zzzz", str(src)],
+    "rsync -a": lambda src, dst: ["rsync", "-a", str(src) + "/", str(dst)],
+}
+
+
 def row_tree(peers, sim, repo, workdir, cleanup, args, label):
+    """Each tool reads the whole tree on a fresh mount; then a reader that
+    opens a quarter of the files in no order (`cat` of shuffled names):
+    the GETs beyond its files are what reading ahead wasted on it."""
+    import random
     out = {}
     for p in peers:
-        m = mount(p, sim, repo, workdir, f"{label}-tree-{p}", cleanup, args.lakefuse_arg)
-        dst = pathlib.Path(workdir) / f"tree-out-{label}-{p}"
-        try:
-            os.stat(m.data("tree"))
-            sim.reset_stats()
-            t0 = time.perf_counter()
-            subprocess.run(["cp", "-r", str(m.data("tree")), str(dst)], check=True,
-                           timeout=1800)
-            dt = time.perf_counter() - t0
-            reqs = sim.stats()["requests"]
-        finally:
-            m.unmount()
-        ok = all((dst / f"f{i:03d}.dat").read_bytes() == tree_file(i)
-                 for i in range(args.tree_files))
-        shutil.rmtree(dst, ignore_errors=True)
-        out[p] = {"s": dt, "gets": reqs.get("GetObject", 0), "ok": ok}
-        log(f"  [{label}] cp -r {p}: {dt:.2f} s, {reqs}, {'exact' if ok else 'WRONG BYTES'}")
+        out[p] = {}
+        for tool, argv in list(TREE_TOOLS.items()) + [("random", None)]:
+            m = mount(p, sim, repo, workdir, f"{label}-tree-{p}", cleanup, args.lakefuse_arg)
+            dst = pathlib.Path(workdir) / f"tree-out-{label}-{p}"
+            names = [f"f{i:03d}.dat" for i in range(args.tree_files)]
+            picked = random.Random(5).sample(names, len(names) // 4)
+            try:
+                os.listdir(m.data("tree"))
+                sim.reset_stats()
+                t0 = time.perf_counter()
+                if argv:
+                    r = subprocess.run(argv(m.data("tree"), dst), capture_output=True,
+                                       timeout=1800)
+                    ok = r.returncode in (0, 1)   # grep: 1 is "no line matched"
+                else:
+                    r = subprocess.run(["cat"] + [str(m.data("tree") / n) for n in picked],
+                                       capture_output=True, timeout=1800)
+                    ok = r.stdout == b"".join(tree_file(int(n[1:4])) for n in picked)
+                dt = time.perf_counter() - t0
+                reqs = sim.stats()["requests"]
+            finally:
+                m.unmount()
+            if tool in ("cp -r", "rsync -a"):
+                ok = ok and all((dst / f"f{i:03d}.dat").read_bytes() == tree_file(i)
+                                for i in range(args.tree_files))
+            shutil.rmtree(dst, ignore_errors=True)
+            pathlib.Path(str(dst) + ".tar").unlink(missing_ok=True)
+            files = len(picked) if tool == "random" else args.tree_files
+            out[p][tool] = {"s": dt, "gets": reqs.get("GetObject", 0), "files": files,
+                            "heads": reqs.get("HeadObject", 0), "ok": ok}
+            log(f"  [{label}] {tool} {p}: {dt:.2f} s, {reqs}, {'ok' if ok else 'FAILED'}")
     return out
 
 
@@ -361,9 +389,13 @@ def table(results, peers, args):
                   " | ".join(f"{r['ls'][p]['s']:.2f} ({r['ls'][p]['list']} / "
                              f"{r['ls'][p]['head']})" for p in peers) + " |")
         if "tree" in r:
-            print(f"| `cp -r` of {args.tree_files} files of 20 KB out: s (GETs) | {lat} ms | " +
-                  " | ".join(f"{r['tree'][p]['s']:.2f} ({r['tree'][p]['gets']})"
-                             + ("" if r['tree'][p]['ok'] else " WRONG") for p in peers) + " |")
+            for tool in list(TREE_TOOLS) + ["random"]:
+                what = (f"`{tool}` of {args.tree_files} files of 20 KB" if tool != "random" else
+                        f"`cat` of {args.tree_files // 4} of them in no order")
+                print(f"| {what}: s (GETs / HEADs) | {lat} ms | " + " | ".join(
+                    f"{r['tree'][p][tool]['s']:.2f} ({r['tree'][p][tool]['gets']} / "
+                    f"{r['tree'][p][tool]['heads']})" + ("" if r['tree'][p][tool]['ok'] else
+                                                         " FAILED") for p in peers) + " |")
         if "create" in r:
             print(f"| {args.creates} file creates: s (stored after unmount) | {lat} ms | " +
                   " | ".join(f"{r['create'][p]['s']:.2f} ({r['create'][p]['stored']})"
