@@ -21,9 +21,11 @@ added gateway latency, for each of them:
   create  300 files of 100 bytes created one after another (open, write,
           close): seconds, then checked on the gateway;
   write   a sequential write of --write-mib MiB (`dd bs=1M` from a local
-          file, close included): MB/s, and whether the gateway held the
-          exact bytes right after close (sha256 of a GET). A file system
-          that uploads later says "after close" with how long it took.
+          file, close included), against boto3's upload_file of the same
+          file (its defaults), alternating, median of --write-runs: the
+          ratio to boto3, and whether the gateway held the exact bytes
+          right after close (sha256 of a GET). A file system that uploads
+          later says so, with when the bytes were there.
 
 How each peer is run (their defaults, stated in the table's notes):
   s3fs    -o use_path_request_style, url=the gateway; otherwise its
@@ -296,8 +298,19 @@ def rb_list(sim, repo, prefix):
         token = r["NextContinuationToken"]
 
 
+def boto3_upload(sim, repo, src, key):
+    """Seconds for boto3's upload_file (its defaults: 8 MiB parts, 10
+    threads) of the local file to the gateway."""
+    s3 = sim.s3()
+    t0 = time.perf_counter()
+    s3.upload_file(str(src), repo, key)
+    return time.perf_counter() - t0
+
+
 def row_write(peers, sim, repo, workdir, cleanup, args, label):
-    out = {}
+    """Alternating with boto3's upload_file of the same local file, median
+    of --write-runs; the bytes are checked on the gateway right after
+    close (or, for a peer that uploads later, polled for until there)."""
     src = pathlib.Path(workdir) / "write-src.bin"
     size = args.write_mib * MiB
     want = hashlib.sha256()
@@ -305,32 +318,45 @@ def row_write(peers, sim, repo, workdir, cleanup, args, label):
         for chunk in iter(lambda: f.read(8 * MiB), b""):
             want.update(chunk)
     want = want.hexdigest()
-    for p in peers:
-        m = mount(p, sim, repo, workdir, f"{label}-write-{p}", cleanup, args.lakefuse_arg)
-        key = f"written/{label}-{p}.bin"
-        try:
-            m.data("written").mkdir(exist_ok=True)
-            t0 = time.perf_counter()
-            subprocess.run(["dd", f"if={src}", f"of={m.data(key)}", "bs=1M"], check=True,
-                           capture_output=True, timeout=3600)
-            dt = time.perf_counter() - t0
-            after = None
-            if sha256_of_object(sim, repo, f"main/{key}") != want:
-                # uploaded later (rclone's write-back): how much later
-                deadline = time.perf_counter() + 300
-                while time.perf_counter() < deadline:
-                    time.sleep(0.5)
-                    if sha256_of_object(sim, repo, f"main/{key}") == want:
-                        after = time.perf_counter() - t0
-                        break
-                else:
-                    after = float("inf")
-        finally:
-            m.unmount()
-        out[p] = {"mbps": size / dt / MB, "after": after}
-        log(f"  [{label}] write {p}: {size / dt / MB:.0f} MB/s to close; " +
-            ("on the gateway at close" if after is None
-             else f"on the gateway {after:.1f} s after the write began"))
+    runs = {p: [] for p in ["boto3"] + peers}
+    after = {p: None for p in peers}
+    for i in range(args.write_runs):
+        for p in ["boto3"] + peers:
+            key = f"written/{label}-{p}-{i}.bin"
+            if p == "boto3":
+                dt = boto3_upload(sim, repo, src, f"main/{key}")
+                if sha256_of_object(sim, repo, f"main/{key}") != want:
+                    raise RuntimeError("boto3's upload is not on the gateway")
+                runs[p].append(size / dt / MB)
+                continue
+            m = mount(p, sim, repo, workdir, f"{label}-write-{p}{i}", cleanup, args.lakefuse_arg)
+            try:
+                m.data("written").mkdir(exist_ok=True)
+                t0 = time.perf_counter()
+                subprocess.run(["dd", f"if={src}", f"of={m.data(key)}", "bs=1M"], check=True,
+                               capture_output=True, timeout=3600)
+                dt = time.perf_counter() - t0
+                if sha256_of_object(sim, repo, f"main/{key}") != want:
+                    # uploaded later (rclone's write-back): how much later
+                    deadline = time.perf_counter() + 300
+                    late = float("inf")
+                    while time.perf_counter() < deadline:
+                        time.sleep(0.5)
+                        if sha256_of_object(sim, repo, f"main/{key}") == want:
+                            late = time.perf_counter() - t0
+                            break
+                    after[p] = max(after[p] or 0, late)
+            finally:
+                m.unmount()
+            runs[p].append(size / dt / MB)
+        log(f"  [{label}] write run {i + 1}: " +
+            ", ".join(f"{p} {runs[p][-1]:.0f}" for p in ["boto3"] + peers) + " MB/s" +
+            "".join(f"; {p} on the gateway {after[p]:.0f} s after the write began"
+                    for p in peers if after[p] is not None))
+    b = median(runs["boto3"])
+    out = {p: {"mbps": median(runs[p]), "ratio": median(runs[p]) / b, "after": after[p],
+               "runs": runs[p]} for p in peers}
+    out["boto3"] = {"mbps": b, "runs": runs["boto3"]}
     return out
 
 
@@ -402,12 +428,14 @@ def table(results, peers, args):
                              for p in peers) + " |")
         if "write" in r:
             def cell(w):
+                fig = f"{w['ratio']:.2f} ({w['mbps']:.0f} MB/s)"
                 if w["after"] is None:
-                    return f"{w['mbps']:.0f} (stored at close)"
+                    return fig + ", stored at close"
                 if w["after"] == float("inf"):
-                    return f"{w['mbps']:.0f} (NOT stored within 300 s)"
-                return f"{w['mbps']:.0f} (stored {w['after']:.0f} s after start)"
-            print(f"| sequential write of {args.write_mib} MiB, MB/s to close | {lat} ms | " +
+                    return fig + ", NOT stored within 300 s"
+                return fig + f", stored {w['after']:.0f} s after the write began"
+            print(f"| sequential write of {args.write_mib} MiB (close included), ratio to "
+                  f"boto3 upload_file ({r['write']['boto3']['mbps']:.0f} MB/s) | {lat} ms | " +
                   " | ".join(cell(r["write"][p]) for p in peers) + " |")
     print()
     for lat in lats:
@@ -416,6 +444,11 @@ def table(results, peers, args):
             print(f"read runs at {lat} ms, MB/s: " + "; ".join(
                 f"{p} " + ", ".join(f"{x:.0f}" for x in rr[p]["runs"])
                 for p in ["curl"] + peers))
+        if "write" in results[lat]:
+            rw = results[lat]["write"]
+            print(f"write runs at {lat} ms, MB/s: " + "; ".join(
+                f"{p} " + ", ".join(f"{x:.0f}" for x in rw[p]["runs"])
+                for p in ["boto3"] + peers))
 
 
 def main():
@@ -426,6 +459,7 @@ def main():
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--read-mib", type=int, default=1024)
     ap.add_argument("--write-mib", type=int, default=1024)
+    ap.add_argument("--write-runs", type=int, default=3)
     ap.add_argument("--ls-files", type=int, default=5000)
     ap.add_argument("--tree-files", type=int, default=200)
     ap.add_argument("--creates", type=int, default=300)

@@ -970,3 +970,44 @@ def test_files_read_in_no_order_fetch_nothing_more(lakefs, repo, s3, mount):
         assert read_file(d / k) == files[k]
     time.sleep(0.5)   # anything fetched ahead would have been sent by now
     assert gets(lakefs) == len(set(order)), lakefs.stats()["requests"]
+
+
+def test_default_mode_reads_big_objects_direct_and_small_ones_cached(lakefs, repo, s3, mount):
+    """No option: an object over half --cache-size is opened with direct
+    I/O where the kernel keeps its shared mmaps coherent (the log says
+    so), and a shared mmap of it gives its bytes; a small file keeps the
+    page cache (a second read costs no request). --page-cache keeps the
+    big one in the page cache too."""
+    import mmap
+    big = random.Random(12).randbytes(12 * MiB + 5)
+    small = random.Random(13).randbytes(MiB)
+    put(s3, repo, "main/big.bin", big)
+    put(s3, repo, "main/small.bin", small)
+    kernel = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    for args in ([], ["--page-cache"]):
+        m = mount(uri(repo), "--cache-size", "16", *args)
+        d = m.path / "main"
+        direct = "objects from 8 MiB on are read with direct I/O" in m.log()
+        assert direct == (not args and kernel >= (6, 6)), m.log()[-2000:]
+        for name, data in (("big.bin", big), ("small.bin", small)):
+            assert read_file(d / name) == data
+            fd = os.open(d / name, os.O_RDONLY)
+            try:
+                with mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as mm:
+                    assert mm[:] == data
+            finally:
+                os.close(fd)
+        lakefs.reset_stats()
+        assert read_file(d / "small.bin") == small
+        assert read_file(d / "big.bin") == big
+        st = lakefs.stats()
+        if direct:
+            # the big file through lakefuse again: its blocks were given
+            # back as they were read (over half the cache), so fetched
+            # again, once; the small one from the page cache
+            assert st["requests"].get("GetObject", 0) >= 1, st
+            assert len(big) - MiB <= st["bytes_out"] <= len(big) + 64 * 1024, st
+        else:
+            assert st["requests"].get("GetObject", 0) == 0, st
+        m.unmount()
+
