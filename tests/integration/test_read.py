@@ -1002,11 +1002,12 @@ def test_default_mode_reads_big_objects_direct_and_small_ones_cached(lakefs, rep
         assert read_file(d / "big.bin") == big
         st = lakefs.stats()
         if direct:
-            # the big file through lakefuse again: its blocks were given
-            # back as they were read (over half the cache), so fetched
-            # again, once; the small one from the page cache
+            # the big file through lakefuse again: what its cache gave
+            # back (blocks of a file over half the cache go as they are
+            # read) is fetched again, at most once; the small one comes
+            # from the page cache
             assert st["requests"].get("GetObject", 0) >= 1, st
-            assert len(big) - MiB <= st["bytes_out"] <= len(big) + 64 * 1024, st
+            assert st["bytes_out"] <= len(big) + 64 * 1024, st
         else:
             assert st["requests"].get("GetObject", 0) == 0, st
         m.unmount()
