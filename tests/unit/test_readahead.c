@@ -339,6 +339,56 @@ static void test_consumed_block_released_last_by_its_fetch(void)
     lf_bcache_free(c);
 }
 
+/* Warming a small object ahead of its reader: one GET for all its blocks,
+ * then the reader's reads make none; blocks already cached are not asked
+ * for again; the budget and the size limit bound it. */
+static void test_warm(void)
+{
+    struct env e;
+    env_init(&e, 8 * MiB);
+    size_t size = 3 * MiB + 100;
+    unsigned char *data = pattern(size, 50), *out = malloc(size);
+    lf_mem_store_put(e.mem, "repo", "main/w.bin", data, size);
+    struct lf_reader *r = open_reader(&e, "main/w.bin");
+    CHECK_INT(lf_reader_warm(r, NULL), 0);
+    lf_reader_free(r);
+    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET), 1);
+    CHECK_INT(lf_mem_store_bytes_out(e.mem), size);
+    r = open_reader(&e, "main/w.bin");
+    CHECK_INT(lf_reader_warm(r, NULL), 0); /* all cached: nothing asked */
+    CHECK_INT(lf_reader_read(r, out, size, 0, NULL), size);
+    lf_reader_free(r);
+    CHECK(memcmp(out, data, size) == 0);
+    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET), 1);
+    /* 6 MiB cannot be warmed within 4 MiB: what fits is, no more */
+    struct env small;
+    env_init(&small, 4 * MiB);
+    unsigned char *more = pattern(6 * MiB, 51);
+    lf_mem_store_put(small.mem, "repo", "main/more.bin", more, 6 * MiB);
+    r = open_reader(&small, "main/more.bin");
+    CHECK_INT(lf_reader_warm(r, NULL), -ENOBUFS);
+    lf_reader_free(r);
+    struct lf_bcache_stats st;
+    lf_bcache_get_stats(small.cache, &st);
+    CHECK_INT(st.used_bytes, 4 * MiB);
+    CHECK(st.prefetch_refused > 0);
+    CHECK_INT(lf_mem_store_bytes_out(small.mem), 4 * MiB);
+    env_fini(&small);
+    /* past LF_WARM_MAX: not for warming */
+    unsigned char *big = pattern(LF_WARM_MAX + 1, 52);
+    lf_mem_store_put(e.mem, "repo", "main/big.bin", big, LF_WARM_MAX + 1);
+    unsigned long gets = lf_mem_store_calls(e.mem, LF_MEM_GET);
+    r = open_reader(&e, "main/big.bin");
+    CHECK_INT(lf_reader_warm(r, NULL), -EFBIG);
+    lf_reader_free(r);
+    CHECK_INT(lf_mem_store_calls(e.mem, LF_MEM_GET), gets);
+    free(data);
+    free(out);
+    free(more);
+    free(big);
+    env_fini(&e);
+}
+
 /* ---- streams ------------------------------------------------------------ */
 
 /* A pipe as fs gives a reader: nonblocking, room for one read. */
@@ -672,6 +722,7 @@ int main(void)
     test_budget_with_parallel_readers();
     test_stream_keeps_the_cache();
     test_consumed_block_released_last_by_its_fetch();
+    test_warm();
     test_stream_sequential();
     test_stream_only_for_sequential_reads();
     test_stream_broken_connection();
