@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config
+  build-essential cmake pkg-config scdoc
   libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libxml2-dev libjansson-dev
   python3 python3-pytest python3-boto3
   # used by tests and benchmarks: real tools run on the mount

@@ -58,11 +58,12 @@ suite tests/integration "$@"
 echo "== integration tests on the ASan+UBSan build (pytest)"
 LAKEFUSE_BIN=$PWD/build-asan/lakefuse suite tests/integration "$@"
 
-# Races: the tests that drive concurrent writers, renames and unlinks, on
-# a daemon built with ThreadSanitizer (a report fails the test).
+# Races: the tests that drive concurrent writers, renames and unlinks, and
+# the versioning verbs (which run beside the FUSE threads), on a daemon
+# built with ThreadSanitizer (a report fails the test).
 echo "== write-path races on the ThreadSanitizer build (pytest)"
 LAKEFUSE_BIN=$PWD/build-tsan/lakefuse suite tests/integration/test_stress.py \
-  tests/integration/test_open_files.py "$@"
+  tests/integration/test_open_files.py tests/integration/test_versioning.py "$@"
 
 if [ "$selected" -eq 0 ]; then
   echo "no test selected by: $*"

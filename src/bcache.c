@@ -667,6 +667,7 @@ static void evict(struct lf_bcache *c, struct lf_block *b, struct lf_block **spi
         b->snext = *spill;
         *spill = b;
     } else {
+        c->st.prefetch_wasted += b->ahead;
         table_unlink(c, b);
         block_destroy(c, b);
     }
@@ -706,6 +707,7 @@ static void spill_finish(struct lf_bcache *c, struct lf_block *list)
         b->spilling = false;
         c->spilling -= c->block_size;
         if (--b->pins == 0) {
+            c->st.prefetch_wasted += b->ahead; /* leaves memory unread */
             if (b->linked)
                 table_unlink(c, b);
             block_destroy(c, b);
@@ -834,6 +836,7 @@ int lf_bcache_acquire(struct lf_bcache *c, const struct lf_bkey *key,
         }
     }
     c->st.misses++;
+    c->st.prefetched += mode == LF_BC_PREFETCH;
     *created = true;
 out:
     pthread_mutex_unlock(&c->lock);

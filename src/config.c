@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <pwd.h>
 #include <sys/stat.h>
 
 #include "lakefuse/buf.h"
@@ -50,6 +51,12 @@ static const struct opt OPTS[] = {
     {"log-level", 0, K_LEVEL, F(log_level), "LEVEL", "info", "error, warn, info or debug"},
     {"log-file", 0, K_STR, F(log_file), "FILE", "stderr; syslog when in the background",
      "append log lines to FILE"},
+    {"metrics-file", 0, K_STR, F(metrics_file), "FILE", "none",
+     "write the mount's counters (as `lakefuse stats` shows them) to FILE in Prometheus's text "
+     "format, replaced atomically every --metrics-interval: for node_exporter's textfile "
+     "collector; removed at unmount"},
+    {"metrics-interval", 0, K_SECONDS, F(metrics_interval), "SEC", "5",
+     "how often --metrics-file is written"},
     {"cache-size", 0, K_MIB, F(cache_size), "MIB", "256", "memory for cached data and readahead"},
     {"disk-cache-size", 0, K_MIB, F(disk_cache_size), "MIB", "0 (off)",
      "data blocks evicted from memory kept in the cache directory (blocks/), emptied at start"},
@@ -92,7 +99,9 @@ static const struct opt OPTS[] = {
      "serve the setuid, setgid and sticky bits of stored modes, and let -o suid take effect "
      "(by default the bits are cleared and the mount is nosuid: anyone who may write to a "
      "branch chooses its objects' modes)"},
-    {"option", 'o', K_FUSE, 0, "OPT[,OPT]", "", "FUSE mount options, e.g. allow_other"},
+    {"option", 'o', K_FUSE, 0, "OPT[,OPT]", "",
+     "mount options: any long option above with _ for - (cache_dir=DIR, read_only), ro, and "
+     "FUSE's own (allow_other, default_permissions, ...)"},
 };
 #define NOPTS (sizeof(OPTS) / sizeof(OPTS[0]))
 
@@ -101,6 +110,7 @@ void lf_config_usage(FILE *out)
     fprintf(out,
             "usage: lakefuse mount [OPTIONS] [lakefs://REPO[/REF[/PATH]]] MOUNTPOINT\n"
             "       lakefuse unmount [-z] MOUNTPOINT\n"
+            "       lakefuse lakefs://REPO[/REF[/PATH]] MOUNTPOINT -o OPT[,OPT]  (as mount(8) runs it)\n"
             "       lakefuse --version\n"
             "Versions, from inside a mount (`lakefuse VERB --help`):\n");
     lf_verbs_usage(out);
@@ -113,7 +123,9 @@ void lf_config_usage(FILE *out)
             "for the life of the mount.\n\n"
             "Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or\n"
             "LAKECTL_CREDENTIALS_ACCESS_KEY_ID and LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY,\n"
-            "else lakectl's configuration file (never on the command line).\n\nOptions:\n");
+            "else lakectl's configuration file (never on the command line); an\n"
+            "/etc/fstab line names one with config=FILE, which must be private.\n"
+            "See lakefuse(1) for mount(8) and /etc/fstab.\n\nOptions:\n");
     for (size_t i = 0; i < NOPTS; i++) {
         const struct opt *o = &OPTS[i];
         char head[64];
@@ -146,6 +158,7 @@ static void set_defaults(struct lf_config *c)
     c->timeout_ms = 30000;
     c->retries = 5;
     c->part_size = 8 * (size_t)MiB;
+    c->metrics_interval = 5.0;
 }
 
 static int parse_number(const char *s, double *v)
@@ -251,6 +264,8 @@ static int absolutise(char **path)
     return 0;
 }
 
+static int mount_options(struct lf_config *c, const char *list, FILE *err);
+
 static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *err)
 {
     char *base = (char *)c;
@@ -262,9 +277,7 @@ static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *
     case K_STR:
         return set_string((char **)(base + o->off), v);
     case K_FUSE:
-        if (push_fuse_arg(c, "-o") || push_fuse_arg(c, v))
-            return -ENOMEM;
-        return 0;
+        return mount_options(c, v, err);
     case K_LEVEL: {
         int l = lf_log_parse_level(v);
         if (l < 0) {
@@ -313,6 +326,134 @@ static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *
         break;
     }
     return 0;
+}
+
+/* -o lists: mount(8) and /etc/fstab can say only -o, so each long option
+ * of the table is also a mount option, named with '_' for '-'
+ * (cache_dir=DIR, read_only). Beside them come the FUSE and kernel options
+ * libfuse takes, handed on as written, and the words of mount(8) and
+ * fstab that mean nothing to a daemon, dropped. Anything else is refused
+ * here by name: libfuse's own complaint names neither lakefuse nor the
+ * option's source. */
+
+/* Handed to libfuse ('=' at the end: with a value). */
+static const char *const FUSE_OPTS[] = {
+    "allow_other", "allow_root", "default_permissions", "auto_unmount", "rw", "ro",
+    "suid", "nosuid", "dev", "nodev", "exec", "noexec", "sync", "async", "dirsync",
+    "atime", "noatime", "max_read=", "context=", "fscontext=", "defcontext=", "rootcontext="};
+
+/* mount(8)'s and fstab's own (mount.fuse3 drops most of them before it
+ * runs lakefuse; a direct call may still carry them), and atime flags a
+ * FUSE mount cannot take (lakefuse keeps no access times): no effect. */
+static const char *const IGNORED_OPTS[] = {
+    "_netdev", "nofail", "auto", "noauto", "user", "nouser", "users", "owner", "group",
+    "defaults", "diratime", "nodiratime", "relatime", "norelatime", "strictatime",
+    "nostrictatime", "lazytime", "nolazytime"};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Whether name[0..n) is the long option long_name, '_' standing for '-'. */
+static bool same_name(const char *long_name, const char *name, size_t n)
+{
+    if (strlen(long_name) != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (name[i] != long_name[i] && !(long_name[i] == '-' && name[i] == '_'))
+            return false;
+    return true;
+}
+
+/* One option of a -o list: raw as written (what libfuse gets, and
+ * unescapes itself), plain with its escapes undone. */
+static int mount_option(struct lf_config *c, const char *raw, const char *plain, FILE *err)
+{
+    const char *eq = strchr(plain, '=');
+    size_t n = eq ? (size_t)(eq - plain) : strlen(plain);
+    const char *val = eq ? eq + 1 : NULL;
+    for (size_t i = 0; i < NOPTS; i++) {
+        const struct opt *o = &OPTS[i];
+        if (o->kind == K_FUSE || !same_name(o->name, plain, n))
+            continue;
+        if (o->kind == K_FLAG && val) {
+            fprintf(err, "lakefuse: mount option '%.*s' takes no value\n", (int)n, plain);
+            return -EINVAL;
+        }
+        if (o->kind != K_FLAG && (!val || !*val)) {
+            fprintf(err, "lakefuse: mount option '%.*s' needs a value (%.*s=%s)\n", (int)n,
+                    plain, (int)n, plain, o->arg);
+            return -EINVAL;
+        }
+        if (o->off == F(config_file))
+            c->config_private = true;
+        return apply(c, o, val, err);
+    }
+    for (size_t i = 0; i < NELEM(FUSE_OPTS); i++) {
+        size_t l = strlen(FUSE_OPTS[i]);
+        bool valued = FUSE_OPTS[i][l - 1] == '=';
+        if (valued ? !(val && n == l - 1 && strncmp(plain, FUSE_OPTS[i], n) == 0)
+                   : strcmp(plain, FUSE_OPTS[i]) != 0)
+            continue;
+        /* ro is lakefuse's read_only as well: EROFS from the kernel, and
+         * no staging area. */
+        if (strcmp(plain, "ro") == 0)
+            c->read_only = true;
+        return push_fuse_arg(c, "-o") || push_fuse_arg(c, raw) ? -ENOMEM : 0;
+    }
+    for (size_t i = 0; i < NELEM(IGNORED_OPTS); i++)
+        if (strcmp(plain, IGNORED_OPTS[i]) == 0)
+            return 0;
+    if (strncmp(plain, "x-", 2) == 0 || strncmp(plain, "comment=", 8) == 0)
+        return 0; /* userspace notes: systemd's x-systemd.*, and others' */
+    if (strcmp(plain, "fsname") == 0 || strcmp(plain, "subtype") == 0 ||
+        strncmp(plain, "fsname=", 7) == 0 || strncmp(plain, "subtype=", 8) == 0) {
+        fprintf(err, "lakefuse: mount option '%.*s' is lakefuse's to set (the source is the "
+                     "lakefs:// URI, the type fuse.lakefuse)\n", (int)n, plain);
+        return -EINVAL;
+    }
+    fprintf(err, "lakefuse: unknown mount option '%.*s': lakefuse takes its long options with _ "
+                 "for - (cache_dir=DIR, read_only, ...: see lakefuse mount --help), ro, and "
+                 "FUSE's allow_other, allow_root, default_permissions, auto_unmount, rw, "
+                 "[no]suid, [no]dev, [no]exec, [no]atime, sync, async, dirsync, max_read=N\n",
+            (int)n, plain);
+    return -EINVAL;
+}
+
+/* Splits at the commas libfuse would split at ("\\," is no separator;
+ * "\\ooo" is an octal byte) and takes each option in turn. */
+static int mount_options(struct lf_config *c, const char *list, FILE *err)
+{
+    size_t len = strlen(list);
+    char *raw = malloc(len + 1), *plain = malloc(len + 1);
+    int rc = raw && plain ? 0 : -ENOMEM;
+    const char *p = list;
+    while (!rc) {
+        size_t r = 0, k = 0;
+        for (; *p && *p != ','; p++) {
+            char ch = *p;
+            raw[r++] = *p;
+            if (*p == '\\' && p[1]) {
+                ch = *++p;
+                raw[r++] = *p;
+                if (p[0] >= '0' && p[0] <= '3' && p[1] >= '0' && p[1] <= '7' && p[2] >= '0' &&
+                    p[2] <= '7') {
+                    ch = (char)((p[0] - '0') * 64 + (p[1] - '0') * 8 + (p[2] - '0'));
+                    raw[r++] = p[1];
+                    raw[r++] = p[2];
+                    p += 2;
+                }
+            }
+            plain[k++] = ch;
+        }
+        raw[r] = plain[k] = '\0';
+        if (r > 0) /* ",," and a trailing ',' hold no option */
+            rc = mount_option(c, raw, plain, err);
+        if (!*p)
+            break;
+        p++;
+    }
+    free(raw);
+    free(plain);
+    return rc;
 }
 
 /* lakectl's own file (~/.lakectl.yaml): the few keys lakefuse needs,
@@ -384,6 +525,32 @@ static int lakectl_line(struct lf_config *c, char *line, char *section, size_t s
     return dst && !*dst && *v ? set_string(dst, v) : 0;
 }
 
+/* A file named by -o config= (what /etc/fstab uses) is refused, not just
+ * warned of, unless only its owner can read it and that owner is the user
+ * mounting or root: an fstab line is read by everyone, and a file that
+ * anyone else controls could point the mount at a server of their choice. */
+static int check_private(const char *path, const struct stat *st, FILE *err)
+{
+    uid_t me = getuid();
+    if (!S_ISREG(st->st_mode)) {
+        fprintf(err, "lakefuse: refusing config file %s: not a regular file\n", path);
+        return -EINVAL;
+    }
+    if (st->st_uid != me && st->st_uid != 0) {
+        fprintf(err, "lakefuse: refusing config file %s: it holds credentials but belongs to "
+                     "uid %u, not to the mounting user (uid %u) or root\n", path,
+                (unsigned)st->st_uid, (unsigned)me);
+        return -EACCES;
+    }
+    if (st->st_mode & 077) {
+        fprintf(err, "lakefuse: refusing config file %s: it holds credentials and is open to "
+                     "group or others (mode %04o); run chmod 600 %s\n", path,
+                (unsigned)(st->st_mode & 07777), path);
+        return -EACCES;
+    }
+    return 0;
+}
+
 static int from_lakectl_file(struct lf_config *c, const char *path, bool explicit, FILE *err)
 {
     FILE *fp = fopen(path, "re");
@@ -396,13 +563,17 @@ static int from_lakectl_file(struct lf_config *c, const char *path, bool explici
     char iobuf[4096]; /* stdio's copy of the bytes, wiped below */
     setvbuf(fp, iobuf, _IOFBF, sizeof(iobuf));
     struct stat st;
-    if (fstat(fileno(fp), &st) == 0 && (st.st_mode & 077))
+    char *line = NULL, section[64] = "";
+    size_t cap = 0, key_indent = 0;
+    int rc = fstat(fileno(fp), &st) == 0 ? 0 : -errno;
+    if (rc)
+        fprintf(err, "lakefuse: cannot read %s: %s\n", path, strerror(-rc));
+    else if (explicit && c->config_private)
+        rc = check_private(path, &st, err);
+    else if (st.st_mode & 077)
         fprintf(err, "lakefuse: warning: %s holds credentials and is readable by other users "
                      "(mode %04o); run chmod 600 %s\n", path, (unsigned)(st.st_mode & 07777),
                 path);
-    char *line = NULL, section[64] = "";
-    size_t cap = 0, key_indent = 0;
-    int rc = 0;
     while (!rc && getline(&line, &cap, fp) >= 0)
         rc = lakectl_line(c, line, section, sizeof(section), &key_indent);
     if (line)
@@ -411,6 +582,19 @@ static int from_lakectl_file(struct lf_config *c, const char *path, bool explici
     fclose(fp);
     OPENSSL_cleanse(iobuf, sizeof(iobuf));
     return rc;
+}
+
+/* The user's home: $HOME, unless it is missing or someone else's. mount(8)
+ * clears the environment and mount.fuse3 then sets HOME=/root, even for a
+ * user's own fstab mount; the password database knows better. */
+static const char *home_dir(void)
+{
+    const char *home = getenv("HOME");
+    struct stat st;
+    if (home && *home && stat(home, &st) == 0 && st.st_uid == getuid())
+        return home;
+    struct passwd *pw = getpwuid(getuid());
+    return pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : home;
 }
 
 static int from_env_vars(struct lf_config *c)
@@ -440,7 +624,7 @@ static int from_env(struct lf_config *c, FILE *err)
         return rc;
     if (!c->config_file &&
         (!c->access_key || !c->secret_key || (!c->endpoint && !getenv("LAKECTL_SERVER_ENDPOINT_URL")))) {
-        const char *home = getenv("HOME");
+        const char *home = home_dir();
         char def[4096];
         snprintf(def, sizeof(def), "%s/.lakectl.yaml", home ? home : "");
         if ((rc = from_lakectl_file(c, def, false, err)))
@@ -487,7 +671,7 @@ static int normalise_endpoint(struct lf_config *c, FILE *err)
 static int default_cache_dir(struct lf_config *c)
 {
     char path[PATH_MAX];
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = home_dir();
     if (getuid() == 0)
         snprintf(path, sizeof(path), "/var/cache/lakefuse");
     else if (xdg && *xdg)
@@ -544,7 +728,9 @@ static int take_positionals(struct lf_config *c, int left, char **args, FILE *er
                      "\n", args[2]);
         return -EINVAL;
     }
-    if (left == 2) {
+    if (left == 2 && strcmp(args[0], "lakefs://") == 0) {
+        /* every repository, as with no URI: the source an fstab line needs */
+    } else if (left == 2) {
         struct lf_lakefs_uri u;
         if (lf_lakefs_uri_parse(args[0], &u)) {
             complain_uri(args[0], err);
@@ -625,7 +811,7 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
     if (!c->cache_dir && (rc = default_cache_dir(c)))
         return rc;
     char **paths[] = {&c->mountpoint, &c->cache_dir, &c->log_file, &c->ca_bundle,
-                      &c->config_file};
+                      &c->config_file, &c->metrics_file};
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
         if ((rc = absolutise(paths[i]))) {
             fprintf(err, "lakefuse: cannot make '%s' an absolute path: %s\n", *paths[i],
@@ -648,7 +834,47 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
         fprintf(err, "lakefuse: --part-size must be at least 5 MiB (an S3 rule)\n");
         return -EINVAL;
     }
+    if (c->metrics_interval < 0.1) {
+        fprintf(err, "lakefuse: --metrics-interval must be at least 0.1 seconds\n");
+        return -EINVAL;
+    }
     return 0;
+}
+
+int lf_config_parse_helper(struct lf_config *c, int argc, char **argv, FILE *err)
+{
+    /* mount.fuse3 runs `lakefuse SOURCE MOUNTPOINT -o OPTS`: options last,
+     * where `lakefuse mount` has them first. */
+    char **args = calloc((size_t)argc + 3, sizeof(*args));
+    int n = 0, rc = 0;
+    if (!args) {
+        memset(c, 0, sizeof(*c));
+        return -ENOMEM;
+    }
+    args[n++] = "mount";
+    for (int i = 2; i < argc && !rc; i += 2) {
+        if (strcmp(argv[i], "-o") != 0 || i + 1 == argc) {
+            rc = -EINVAL;
+        } else {
+            args[n++] = argv[i];
+            args[n++] = argv[i + 1];
+        }
+    }
+    if (argc < 2 || rc) {
+        memset(c, 0, sizeof(*c));
+        fprintf(err, "lakefuse: %s\nusage: lakefuse lakefs://REPO[/REF[/PATH]] MOUNTPOINT "
+                     "[-o OPT[,OPT]...]   (as mount(8) runs it)\n       " MOUNT_SYNOPSIS "\n",
+                argc < 2 ? "missing MOUNTPOINT" : "only -o OPTIONS may follow the mount point");
+        free(args);
+        return -EINVAL;
+    }
+    args[n++] = "--";
+    args[n++] = argv[0];
+    args[n++] = argv[1];
+    rc = lf_config_parse(c, n, args, err);
+    free(args);
+    c->helper = true;
+    return rc;
 }
 
 void lf_config_forget_secret(struct lf_config *c)
@@ -665,7 +891,7 @@ void lf_config_free(struct lf_config *c)
     lf_config_forget_secret(c);
     char **strs[] = {&c->endpoint, &c->access_key, &c->region, &c->repo, &c->ref, &c->path,
                      &c->mountpoint, &c->cache_dir, &c->staging_dir, &c->log_file,
-                     &c->ca_bundle, &c->config_file};
+                     &c->ca_bundle, &c->config_file, &c->metrics_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (int i = 0; i < c->fuse_argc; i++)

@@ -324,8 +324,10 @@ int lf_fs_start(struct lf_fs *fs)
     } else if (fs->staging) {
         lf_info("read-only: files staged by earlier runs are left for a writable mount");
     }
-    if (fs->staging)
+    if (fs->staging) {
         fs_ctl_start(fs); /* without it the mount works, the verbs say why not */
+        fs_metrics_start(fs);
+    }
     return fs->staging ? 0 : -EIO;
 }
 
@@ -333,6 +335,7 @@ void lf_fs_free(struct lf_fs *fs)
 {
     if (!fs)
         return;
+    fs_metrics_stop(fs);
     fs_ctl_stop(fs);
     lf_recovery_stop(fs->recovery);
     lf_workq_free(fs->data_wq); /* runs what fs_ahead queued: its nodes are let go */

@@ -1,5 +1,5 @@
 /* fs_ctl: versions from inside the mount. The versioning verbs (commit,
- * status, log, branch, reset, flush, refs) run here, on the control
+ * status, log, branch, reset, flush, refs) and stats run here, on the control
  * channel's threads, with the daemon's credentials; lakeFS's attributes
  * are read-only extended attributes.
  *
@@ -32,6 +32,7 @@
 #include "lakefuse/api.h"
 #include "lakefuse/ctl.h"
 #include "lakefuse/log.h"
+#include "lakefuse/metrics.h"
 #include "lakefuse/uri.h"
 #include "lakefuse/verbs.h"
 
@@ -656,6 +657,23 @@ static int verb_branch(struct verb_ctx *v)
     return 0;
 }
 
+/* The mount's counters: no ref and nothing changed, so any path of the
+ * mount and any user the mount lets in. argv[1]: text or json. */
+static int verb_stats(struct verb_ctx *v)
+{
+    struct lf_metrics m;
+    struct lf_buf b = LF_BUF_INIT;
+    const char *form = v->req->argc > 1 ? v->req->argv[1] : "text";
+    fs_metrics(v->fs, &m);
+    int rc = strcmp(form, "json") == 0   ? lf_metrics_json(&m, &b)
+             : strcmp(form, "text") == 0 ? lf_metrics_text(&m, &b)
+                                         : -EINVAL;
+    if (!rc)
+        lf_ctl_printf(v->out, 1, "%s", b.data);
+    lf_buf_free(&b);
+    return rc ? fail(v, "%s", rc == -EINVAL ? "unknown form" : strerror(-rc)) : 0;
+}
+
 /* ---- reset ---------------------------------------------------------------------------------- */
 
 struct inval {
@@ -831,10 +849,16 @@ static int verb_reset(struct verb_ctx *v)
     /* The kernel's view, outside every lock: a notification may wait for
      * the kernel's own inode locks. */
     for (size_t i = 0; v->fs->se && i < iv.n; i++) {
-        if (iv.v[i].ino)
-            fuse_lowlevel_notify_inval_inode(v->fs->se, iv.v[i].ino, 0, 0);
-        fuse_lowlevel_notify_inval_entry(v->fs->se, iv.v[i].parent, iv.v[i].name,
-                                         strlen(iv.v[i].name));
+        struct inval *x = &iv.v[i];
+        if (x->ino)
+            fuse_lowlevel_notify_inval_inode(v->fs->se, x->ino, 0, 0);
+        /* Expired, not dropped: the next use asks us again, and a
+         * directory that still exists stays valid for whoever is in it
+         * (dropping it would leave their working directory unlinked). */
+        int r = fuse_lowlevel_notify_expire_entry(v->fs->se, x->parent, x->name,
+                                                  strlen(x->name), FUSE_LL_EXPIRE_ONLY);
+        if (r == -ENOSYS && x->ino)
+            fuse_lowlevel_notify_inval_entry(v->fs->se, x->parent, x->name, strlen(x->name));
     }
     lf_info("reset %s/%s %s", v->where.repo, v->where.ref, prefix[0] ? prefix : "(all)");
 out:
@@ -856,7 +880,7 @@ static int handle(void *arg, const struct lf_ctl_req *req, struct lf_ctl_out *ou
         int (*fn)(struct verb_ctx *v);
     } verbs[] = {{"where", verb_where},   {"commit", verb_commit}, {"status", verb_status},
                  {"log", verb_log},       {"branch", verb_branch}, {"reset", verb_reset},
-                 {"flush", verb_flush},   {"refs", verb_refs}};
+                 {"flush", verb_flush},   {"refs", verb_refs},     {"stats", verb_stats}};
     struct lf_fs *fs = arg;
     struct verb_ctx v = {.fs = fs, .req = req, .out = out, .verb = req->argv[0]};
     if (redeem(fs->ctl, req, &v.where) != 0) {
@@ -998,9 +1022,13 @@ out:
     return rc;
 }
 
-static void reply_xattr(fuse_req_t req, const struct lf_buf *b, size_t size)
+/* The answer to a getxattr or listxattr: an error, the size asked for
+ * (size 0), ERANGE, or the bytes. */
+static void reply_xattr(fuse_req_t req, int rc, const struct lf_buf *b, size_t size)
 {
-    if (size == 0)
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else if (size == 0)
         fuse_reply_xattr(req, b->len);
     else if (size < b->len)
         fuse_reply_err(req, ERANGE);
@@ -1044,10 +1072,7 @@ void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t siz
     } else if ((rc = place_of_ino(fs, ino, &p)) == 0) {
         rc = lakefs_attrs(fs, &p, name, &b);
     }
-    if (rc)
-        fuse_reply_err(req, -rc);
-    else
-        reply_xattr(req, &b, size);
+    reply_xattr(req, rc, &b, size);
     place_free(&p);
     lf_buf_free(&b);
 }
@@ -1062,10 +1087,7 @@ void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
         rc = lakefs_attrs(fs, &p, NULL, &b);
     if (rc == -ENODATA)
         rc = 0; /* no attributes: an empty list */
-    if (rc)
-        fuse_reply_err(req, -rc);
-    else
-        reply_xattr(req, &b, size);
+    reply_xattr(req, rc, &b, size);
     place_free(&p);
     lf_buf_free(&b);
 }

@@ -92,6 +92,8 @@ struct lf_fs {
     struct fs_ctl *ctl;     /* the verbs' control channel (fs_ctl.c) */
     struct fuse_session *se; /* for the kernel cache notifications of reset */
     struct fs_ahead *ahead;  /* reading ahead across a directory's files (fs_ahead.c) */
+    uint64_t open_files[2];  /* handles open for reading, for writing (atomic; fs_stats.c) */
+    struct lf_metrics_writer *metrics; /* --metrics-file */
 };
 
 struct fileh {
@@ -107,6 +109,7 @@ struct fileh {
     char retag[LF_ETAG_MAX];
     struct retired *retired;  /* readers replaced by fh_follow, freed with fh */
     uint64_t reads, read_bytes; /* for the debug line at close */
+    bool counted;             /* in fs->open_files (fs_count_open) */
 };
 
 struct retired {
@@ -231,6 +234,16 @@ void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_
 struct fs_ahead *fs_ahead_new(void);
 void fs_ahead_free(struct fs_ahead *a);
 void fs_ahead_opened(struct lf_fs *fs, struct lf_node *n);
+
+/* fs_stats.c: the counters of `lakefuse stats` and --metrics-file */
+struct lf_metrics;
+void fs_metrics(struct lf_fs *fs, struct lf_metrics *m);
+/* A handle the kernel now holds (call before replying to open or create);
+ * fs_fileh_free uncounts it. */
+void fs_count_open(struct lf_fs *fs, struct fileh *fh);
+void fs_count_close(struct lf_fs *fs, struct fileh *fh);
+void fs_metrics_start(struct lf_fs *fs);
+void fs_metrics_stop(struct lf_fs *fs);
 
 /* fs_ctl.c: the versioning verbs and lakeFS's xattrs */
 int fs_ctl_start(struct lf_fs *fs);

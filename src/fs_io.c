@@ -241,6 +241,7 @@ static const char *name_of(struct lf_fs *fs, const struct lf_node *n, char *buf,
 void fs_fileh_free(struct lf_fs *fs, struct fileh *fh)
 {
     char name[LF_NAME_MAX + 1];
+    fs_count_close(fs, fh);
     if (fh->reads) {
         struct lf_ra_stats st = {0};
         if (fh->reader)
@@ -346,6 +347,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fs_ahead_opened(fs, n);
     }
     fi->fh = (uintptr_t)fh;
+    fs_count_open(fs, fh);
     if (fuse_reply_open(req, fi) != 0)
         fs_fileh_free(fs, fh); /* the opener is gone: no release will come */
     fh = NULL;

@@ -528,6 +528,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
         lf_sfile_unref(old);
     }
     fi->fh = (uintptr_t)fh;
+    fs_count_open(fs, fh);
     if (fuse_reply_create(req, &e, fi) != 0) {
         /* The caller went away: no release will come for this handle.
          * The name was visible meanwhile, so the (empty) file is stored

@@ -2,6 +2,8 @@
  *
  *   lakefuse mount [OPTIONS] [lakefs://REPO[/REF[/PATH]]] MOUNTPOINT
  *   lakefuse unmount [-z] MOUNTPOINT
+ *   lakefuse VERB PATH ...   (commit, status, ..., stats: src/verbs.c)
+ *   lakefuse lakefs://REPO[/REF[/PATH]] MOUNTPOINT -o OPTS   (mount(8)'s helper form)
  *
  * `mount` checks everything it can before mounting (the gateway answers,
  * the credentials are accepted, the repository and ref exist), so a
@@ -15,6 +17,8 @@
 #include <limits.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +38,7 @@
 #include "lakefuse/http.h"
 #include "lakefuse/lockdir.h"
 #include "lakefuse/log.h"
+#include "lakefuse/metrics.h"
 #include "lakefuse/mounts.h"
 #include "lakefuse/s3.h"
 #include "lakefuse/uri.h"
@@ -464,7 +469,16 @@ static void log_stats(struct lf_store *st)
             (unsigned long long)s.bytes_out);
 }
 
-static int cmd_mount(int argc, char **argv)
+/* mount.fuse3's drop_privileges opens /dev/fuse and mounts itself, then
+ * hands lakefuse the descriptor as the mount point "/dev/fd/N". */
+static bool is_fuse_fd(const char *mp)
+{
+    return strncmp(mp, "/dev/fd/", 8) == 0;
+}
+
+/* helper: the form mount(8) runs through mount.fuse3 (SOURCE MOUNTPOINT
+ * -o OPTS), quiet on success as mount(8) is. */
+static int cmd_mount(int argc, char **argv, bool helper)
 {
     struct lf_config cfg;
     struct lf_fs_root root = {0};
@@ -476,7 +490,8 @@ static int cmd_mount(int argc, char **argv)
     int log_fd = -1, ready = -1, rc, status = 1;
     bool mounted = false;
 
-    rc = lf_config_parse(&cfg, argc, argv, stderr);
+    rc = helper ? lf_config_parse_helper(&cfg, argc, argv, stderr)
+                : lf_config_parse(&cfg, argc, argv, stderr);
     protect_secrets();
     if (rc == 1) {
         lf_config_free(&cfg);
@@ -498,17 +513,26 @@ static int cmd_mount(int argc, char **argv)
     }
     if (cfg.insecure)
         lf_warn("--insecure: the server's TLS certificate is NOT verified");
-    if (check_mountpoint(cfg.mountpoint) || prepare_cache_dir(&cfg, &own) ||
-        lf_http_global_init() != 0)
+    if ((!is_fuse_fd(cfg.mountpoint) && check_mountpoint(cfg.mountpoint)) ||
+        prepare_cache_dir(&cfg, &own) || lf_http_global_init() != 0)
         goto out;
-    warn_if_not_empty(cfg.mountpoint);
+    if (cfg.metrics_file && (rc = lf_metrics_check_file(cfg.metrics_file)) != 0) {
+        fprintf(stderr, "lakefuse: --metrics-file %s: %s\n", cfg.metrics_file, strerror(-rc));
+        goto out;
+    }
+    if (!is_fuse_fd(cfg.mountpoint))
+        warn_if_not_empty(cfg.mountpoint);
     api = open_api(&cfg);
     if (!api)
         lf_warn("no lakeFS API client: commit, status and the other verbs will not work");
-    if (cfg.pin && pin_ref(&cfg, api))
-        goto out;
     if (preflight(&cfg, &root))
         goto out;
+    if (cfg.pin) {
+        if (pin_ref(&cfg, api))
+            goto out;
+        root.ref = cfg.ref; /* the commit now */
+        root.ref_is_branch = false;
+    }
 
     store = open_store(&cfg, cfg.retries);
     lf_config_forget_secret(&cfg); /* the signer and the API client have their own copies */
@@ -553,7 +577,8 @@ static int cmd_mount(int argc, char **argv)
     }
     /* Only now is the mount usable: the one line says so, then `mount`
      * returns (daemon_ready). */
-    announce(&cfg, &root);
+    if (!cfg.helper)
+        announce(&cfg, &root);
     daemon_ready(&ready, 0);
     lf_info("mounted %s%s%s%s%s%s at %s (pid %d)", cfg.repo ? "lakefs://" : "all repositories",
             cfg.repo ? cfg.repo : "", cfg.ref ? "/" : "", cfg.ref ? cfg.ref : "",
@@ -593,9 +618,9 @@ static void unmount_usage(FILE *out)
 {
     fprintf(out,
             "usage: lakefuse unmount [-z] MOUNTPOINT\n\n"
-            "Uploads what is still staged, then unmounts. A mount that is in use (a\n"
-            "shell's working directory, an open file) stays mounted: the message names\n"
-            "the processes holding it.\n\n"
+            "Uploads what is still staged, saying how many files and bytes are left,\n"
+            "then unmounts. A mount that is in use (a shell's working directory, an\n"
+            "open file) stays mounted: the message names the processes holding it.\n\n"
             "  -z, --lazy     detach now even if busy; the mount goes away when its last\n"
             "                 user leaves it\n"
             "  -h, --help     show this help\n");
@@ -678,6 +703,79 @@ static int check_lakefuse_mount(const char *arg, const char *mp)
     return rc ? 1 : 0;
 }
 
+/* What is left to upload, on a terminal, while the unmount flush runs:
+ * one line redrawn as uploads finish. */
+struct progress {
+    const char *mp;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool done;
+};
+
+static void *progress_main(void *arg)
+{
+    struct progress *p = arg;
+    pthread_mutex_lock(&p->lock);
+    while (!p->done) {
+        pthread_mutex_unlock(&p->lock);
+        uint64_t files, bytes;
+        char hb[32];
+        if (lf_stats_pending(p->mp, &files, &bytes) == 0)
+            fprintf(stderr, "\r\033[Klakefuse: uploading before unmount: %" PRIu64
+                            " file%s (%s) left", files, files == 1 ? "" : "s",
+                    lf_human_bytes(bytes, hb, sizeof(hb)));
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 300 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&p->lock);
+        if (!p->done)
+            pthread_cond_timedwait(&p->wake, &p->lock, &until);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Uploads what mp's daemon has staged (the flush attribute blocks until it
+ * is done) and says what is left: a line that counts down on a terminal,
+ * one summary line otherwise, nothing when nothing waits. Returns whether
+ * some uploads failed. */
+static bool flush_before_unmount(const char *mp)
+{
+    uint64_t files = 0, bytes = 0;
+    char hb[32];
+    struct progress p = {.mp = mp};
+    pthread_t t;
+    bool waiting = lf_stats_pending(mp, &files, &bytes) == 0 && files > 0;
+    bool tty = waiting && isatty(STDERR_FILENO);
+    if (waiting && !tty)
+        fprintf(stderr, "lakefuse: uploading %" PRIu64 " file%s (%s) before unmounting %s\n",
+                files, files == 1 ? "" : "s", lf_human_bytes(bytes, hb, sizeof(hb)), mp);
+    pthread_mutex_init(&p.lock, NULL);
+    pthread_cond_init(&p.wake, NULL);
+    bool shown = tty && pthread_create(&t, NULL, progress_main, &p) == 0;
+    bool unsent = setxattr(mp, "user.lakefuse.flush", "1", 1, 0) != 0 && errno == EIO;
+    if (shown) {
+        pthread_mutex_lock(&p.lock);
+        p.done = true;
+        pthread_cond_signal(&p.wake);
+        pthread_mutex_unlock(&p.lock);
+        pthread_join(t, NULL);
+        if (unsent)
+            fputc('\n', stderr);
+        else
+            fprintf(stderr, "\r\033[Klakefuse: uploaded %" PRIu64 " file%s (%s) before "
+                            "unmounting\n", files, files == 1 ? "" : "s",
+                    lf_human_bytes(bytes, hb, sizeof(hb)));
+    }
+    pthread_cond_destroy(&p.wake);
+    pthread_mutex_destroy(&p.lock);
+    return unsent;
+}
+
 static int cmd_unmount(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -713,7 +811,7 @@ static int cmd_unmount(int argc, char **argv)
     if (rc)
         goto out;
     /* Uploads first, while the daemon can still report on them. */
-    bool unsent = setxattr(mp, "user.lakefuse.flush", "1", 1, 0) != 0 && errno == EIO;
+    bool unsent = flush_before_unmount(mp);
     if (unsent)
         fprintf(stderr, "lakefuse: some written files could not be uploaded; they stay staged "
                         "in the cache directory and the next mount uploads them (see the log)\n");
@@ -761,8 +859,8 @@ static size_t distance(const char *a, const char *b)
 static const char *closest_command(const char *word)
 {
     static const char *const known[] = {"mount",  "unmount", "commit", "status", "log",
-                                        "branch", "reset",   "flush",  "refs",   "--help",
-                                        "--version"};
+                                        "branch", "reset",   "flush",  "refs",   "stats",
+                                        "--help", "--version"};
     /* Words other tools use for ours, tried before spelling: "umount" is
      * one edit from both verbs, and means this one. */
     static const char *const alias[][2] = {
@@ -792,7 +890,7 @@ static int unknown_command(const char *word)
         fprintf(stderr, "; did you mean `lakefuse %s`?\n", best);
     else
         fprintf(stderr, " (commands: mount, unmount, commit, status, log, branch, reset, flush, "
-                        "refs)\n");
+                        "refs, stats)\n");
     fprintf(stderr, "See `lakefuse --help`.\n");
     return 2;
 }
@@ -805,7 +903,9 @@ int main(int argc, char **argv)
     }
     const char *verb = argv[1];
     if (strcmp(verb, "mount") == 0)
-        return cmd_mount(argc - 1, argv + 1);
+        return cmd_mount(argc - 1, argv + 1, false);
+    if (strncmp(verb, "lakefs://", 9) == 0) /* mount(8), through mount.fuse3 */
+        return cmd_mount(argc - 1, argv + 1, true);
     if (strcmp(verb, "unmount") == 0)
         return cmd_unmount(argc - 1, argv + 1);
     if (lf_verb_known(verb))

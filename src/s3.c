@@ -34,6 +34,8 @@ struct s3 {
     char *base_path;  /* "" or "/base" */
     unsigned retries, backoff_ms;
     atomic_uint_fast64_t requests, nretries, failures, bytes_in, bytes_out;
+    /* lf_store_stats's breakdowns (no lock: counted on every attempt). */
+    atomic_uint_fast64_t by_op[LF_OP_COUNT], errs[LF_ERR_COUNT], retried[LF_ERR_COUNT];
 };
 
 /* One S3 call as the operations describe it. */
@@ -48,6 +50,7 @@ struct call {
     size_t nhdr;
     const struct lf_body *body;
     bool retry_ok;           /* safe to send again after a lost answer */
+    bool own_failures;       /* the caller retries too, and counts a failed operation */
     /* Response sinks, as in lf_http_req. */
     const struct iovec *outv;
     int outvcnt;
@@ -80,6 +83,46 @@ static bool retryable_errno(int rc)
      * server drops connections mid-handshake too. */
     return rc == -ETIMEDOUT || rc == -ECONNREFUSED || rc == -ECONNRESET || rc == -EPROTO ||
            rc == -EIO || rc == -EHOSTUNREACH || rc == LF_HTTP_ETLS;
+}
+
+/* What an attempt's failure was, from its errno and the answer's status
+ * (0 when none came; a 2xx whose body or checks failed is the
+ * transport's fault or the answer's). */
+static enum lf_store_err failure_kind(int rc, long status, const char *code)
+{
+    if (status == 429 || status == 503 || (code && strcmp(code, "SlowDown") == 0))
+        return LF_ERR_THROTTLED;
+    if (status >= 500)
+        return LF_ERR_SERVER;
+    if (status >= 400)
+        return LF_ERR_CLIENT;
+    switch (rc) {
+    case -ETIMEDOUT:
+        return LF_ERR_TIMEOUT;
+    case -ECONNREFUSED:
+    case -ECONNRESET:
+    case -EHOSTUNREACH:
+        return LF_ERR_CONNECT;
+    case LF_HTTP_ETLS:
+    case -EKEYREJECTED:
+        return LF_ERR_TLS;
+    case -EPROTO:
+    case -EIO:
+        return LF_ERR_PROTOCOL;
+    default:
+        return LF_ERR_OTHER;
+    }
+}
+
+static void count_error(struct s3 *s, enum lf_store_err kind)
+{
+    atomic_fetch_add(&s->errs[kind], 1);
+}
+
+static void count_retry(struct s3 *s, enum lf_store_err kind)
+{
+    atomic_fetch_add(&s->nretries, 1);
+    atomic_fetch_add(&s->retried[kind], 1);
 }
 
 /* Sleeps for the attempt's backoff (full jitter), in slices so a
@@ -183,6 +226,7 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
     struct lf_sigv4_kv hdrs[MAX_HEADERS + 3];
     char date[LF_SIGV4_AMZ_DATE_SIZE], code[64] = "";
     bool ambiguous = false;
+    enum lf_store_op op = lf_store_op_of(c->op);
     int rc = build_path(s, c, &path);
     if (!rc)
         rc = build_url(s, c, path.data, &url);
@@ -238,6 +282,7 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
         if (c->out_buf)
             lf_buf_reset(c->out_buf);
         atomic_fetch_add(&s->requests, 1);
+        atomic_fetch_add(&s->by_op[op], 1);
         if (c->body)
             atomic_fetch_add(&s->bytes_out, c->body->len);
         struct timespec t0, t1;
@@ -252,7 +297,9 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
                (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
 
         bool again, unsent;
+        enum lf_store_err kind = LF_ERR_OTHER;
         if (rc) {
+            kind = failure_kind(rc, resp->status, NULL);
             unsent = rc == -ECONNREFUSED || rc == -EHOSTUNREACH || rc == -EINTR;
             again = (c->retry_ok || unsent) && retryable_errno(rc);
             ambiguous = !unsent;
@@ -264,6 +311,7 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
             break;
         } else {
             rc = answer_error(c, resp, code, sizeof(code));
+            kind = failure_kind(rc, resp->status, code);
             unsent = resp->status == 429 || resp->status == 503 || strcmp(code, "SlowDown") == 0;
             again = retryable_status(resp->status, code) && (c->retry_ok || unsent);
             ambiguous = resp->status >= 500 && !unsent;
@@ -272,15 +320,17 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
                         c->bucket ? c->bucket : "", c->key ? c->key : "", resp->status, code,
                         attempt + 1);
         }
+        if (rc != -EINTR && resp->status != 404)
+            count_error(s, kind);
         if (!again || attempt >= s->retries)
             break;
-        atomic_fetch_add(&s->nretries, 1);
+        count_retry(s, kind);
         if ((rc = backoff(s, attempt, c->ctl)))
             break;
     }
     if (unknown)
         *unknown = rc && ambiguous && !c->retry_ok;
-    if (rc && rc != -ENOENT && rc != -EINTR && !(unknown && *unknown))
+    if (rc && rc != -ENOENT && rc != -EINTR && !(unknown && *unknown) && !c->own_failures)
         atomic_fetch_add(&s->failures, 1);
 out:
     lf_buf_free(&path);
@@ -470,7 +520,7 @@ static int s3_list(void *ctx, const char *bucket, const char *prefix, const char
     struct lf_http_resp r;
     char mk[16];
     struct call c = {.op = "ListObjectsV2", .method = "GET", .bucket = bucket,
-                     .retry_ok = true, .out_buf = &body};
+                     .retry_ok = true, .own_failures = true, .out_buf = &body};
     snprintf(mk, sizeof(mk), "%u", max_keys ? max_keys : 1000);
     add_query(&c, "list-type", "2");
     add_query(&c, "prefix", prefix);
@@ -491,9 +541,11 @@ static int s3_list(void *ctx, const char *bucket, const char *prefix, const char
         if (rc != -EINVAL || r.status != 400 || attempt >= 1 || attempt >= s->retries)
             break;
         lf_http_resp_free(&r);
-        atomic_fetch_add(&s->nretries, 1);
+        count_retry(s, LF_ERR_CLIENT);
         (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
     }
+    if (rc && rc != -ENOENT)
+        atomic_fetch_add(&s->failures, 1);
     if (!rc)
         rc = lf_xml_parse_list_page(body.data, body.len, out);
     if (rc == -EIO)
@@ -589,9 +641,11 @@ static int s3_get(void *ctx, const char *bucket, const char *key, uint64_t off,
             *got = (size_t)n;
             break;
         }
+        if (rc == -EPROTO)
+            count_error(s, LF_ERR_PROTOCOL);
         if (rc != -EPROTO || attempt >= s->retries)
             break;
-        atomic_fetch_add(&s->nretries, 1);
+        count_retry(s, LF_ERR_PROTOCOL);
         if ((rc = backoff(s, attempt, ctl)))
             break;
     }
@@ -668,9 +722,11 @@ static int s3_get_stream(void *ctx, const char *bucket, const char *key, uint64_
             break;
         lf_http_body_close(body);
         body = NULL;
+        if (rc == -EPROTO)
+            count_error(s, LF_ERR_PROTOCOL);
         if (rc != -EPROTO || attempt >= s->retries)
             break;
-        atomic_fetch_add(&s->nretries, 1);
+        count_retry(s, LF_ERR_PROTOCOL);
         if ((rc = backoff(s, attempt, ctl)))
             break;
     }
@@ -722,6 +778,7 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
             lf_etag_copy(etag, r.etag);
             rc = check_etag("PutObject", key, etag, hex);
         }
+        enum lf_store_err why = failure_kind(rc, r.status, NULL);
         lf_http_resp_free(&r);
         if (rc && unknown && completed(s, bucket, key, hex, etag)) {
             lf_info("PutObject %s/%s: the answer was lost; the object is stored", bucket, key);
@@ -729,7 +786,7 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
         }
         if (!rc || !unknown || attempt >= s->retries)
             break;
-        atomic_fetch_add(&s->nretries, 1);
+        count_retry(s, why);
         (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
     }
     if (!rc && etag_out)
@@ -916,6 +973,7 @@ static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
         rc = perform_ex(s, &c, &r, &unknown);
         if (!rc)
             rc = lf_xml_parse_complete_result(body.data, body.len, etag_out);
+        enum lf_store_err why = failure_kind(rc, r.status, NULL);
         lf_http_resp_free(&r);
         lost |= unknown;
         if (rc && (unknown || (lost && rc == -ENOENT)) && completed(s, bucket, key, want, etag_out)) {
@@ -928,7 +986,7 @@ static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
         if (!want[0])
             lf_warn("CompleteMultipartUpload %s/%s: the answer was lost and the parts' ETags "
                     "are not MD5s to check the object against; sending it again", bucket, key);
-        atomic_fetch_add(&s->nretries, 1);
+        count_retry(s, why);
         if ((rc = backoff(s, attempt, NULL)))
             break;
     }
@@ -961,6 +1019,20 @@ static void s3_destroy(void *ctx)
     free(s);
 }
 
+static void s3_stats(void *ctx, struct lf_store_stats *out)
+{
+    struct s3 *s = ctx;
+    for (unsigned i = 0; i < LF_OP_COUNT; i++)
+        out->requests[i] = atomic_load(&s->by_op[i]);
+    for (unsigned i = 0; i < LF_ERR_COUNT; i++) {
+        out->errors[i] = atomic_load(&s->errs[i]);
+        out->retries[i] = atomic_load(&s->retried[i]);
+    }
+    out->failures = atomic_load(&s->failures);
+    out->bytes_in = atomic_load(&s->bytes_in);
+    out->bytes_out = atomic_load(&s->bytes_out);
+}
+
 static const struct lf_store_ops S3_OPS = {
     .list_buckets = s3_list_buckets,
     .list = s3_list,
@@ -975,6 +1047,7 @@ static const struct lf_store_ops S3_OPS = {
     .mpu_complete = s3_mpu_complete,
     .mpu_abort = s3_mpu_abort,
     .destroy = s3_destroy,
+    .stats = s3_stats,
 };
 
 /* Splits "scheme://host[:port][/base]". */

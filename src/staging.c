@@ -315,15 +315,32 @@ void lf_staging_set_hook(struct lf_staging *s,
     s->hook_arg = arg;
 }
 
+static int collect(struct lf_staging *s, const char *bucket, const char *prefix,
+                   struct lf_sfile ***out, size_t *n);
+
 void lf_staging_get_stats(struct lf_staging *s, struct lf_staging_stats *st)
 {
+    struct lf_sfile **v;
+    size_t n;
     memset(st, 0, sizeof(*st));
+    /* A file's state is under its own lock, which is never taken inside
+     * s->lock (charge nests them the other way). */
+    if (collect(s, NULL, NULL, &v, &n) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            pthread_mutex_lock(&v[i]->lock);
+            if (v[i]->dirty) {
+                st->dirty++;
+                st->dirty_bytes += v[i]->size;
+            }
+            pthread_mutex_unlock(&v[i]->lock);
+            lf_sfile_unref(v[i]);
+        }
+        free(v);
+    }
     pthread_mutex_lock(&s->lock);
     st->used_bytes = s->used;
     st->max_bytes = s->max_bytes;
     st->files = s->nfiles;
-    for (struct lf_sfile *f = s->files; f; f = f->next)
-        st->dirty += f->dirty;
     st->puts = s->puts;
     st->parts = s->parts;
     st->completes = s->completes;

@@ -41,3 +41,43 @@ bool lf_etag_same(const char *a, const char *b)
         return true;
     return la == lb && la > 0 && strncmp(a, b, la) == 0 && (a[la] == '\0' || b[lb] == '\0');
 }
+
+static const char *const OP_NAMES[LF_OP_COUNT] = {
+    [LF_OP_LIST_BUCKETS] = "ListBuckets",
+    [LF_OP_LIST_OBJECTS] = "ListObjectsV2",
+    [LF_OP_HEAD] = "HeadObject",
+    [LF_OP_GET] = "GetObject",
+    [LF_OP_PUT] = "PutObject",
+    [LF_OP_COPY] = "CopyObject",
+    [LF_OP_DELETE] = "DeleteObject",
+    [LF_OP_MPU_CREATE] = "CreateMultipartUpload",
+    [LF_OP_MPU_PART] = "UploadPart",
+    [LF_OP_MPU_COMPLETE] = "CompleteMultipartUpload",
+    [LF_OP_MPU_ABORT] = "AbortMultipartUpload",
+    [LF_OP_OTHER] = "Other",
+};
+
+static const char *const ERR_NAMES[LF_ERR_COUNT] = {
+    [LF_ERR_TIMEOUT] = "timeout",   [LF_ERR_CONNECT] = "connection",
+    [LF_ERR_TLS] = "tls",           [LF_ERR_PROTOCOL] = "protocol",
+    [LF_ERR_THROTTLED] = "throttled", [LF_ERR_SERVER] = "server",
+    [LF_ERR_CLIENT] = "client",     [LF_ERR_OTHER] = "other",
+};
+
+const char *lf_store_op_name(enum lf_store_op op)
+{
+    return (unsigned)op < LF_OP_COUNT ? OP_NAMES[op] : "Other";
+}
+
+enum lf_store_op lf_store_op_of(const char *name)
+{
+    for (unsigned i = 0; i < LF_OP_OTHER; i++)
+        if (strcmp(OP_NAMES[i], name) == 0)
+            return (enum lf_store_op)i;
+    return LF_OP_OTHER;
+}
+
+const char *lf_store_err_name(enum lf_store_err kind)
+{
+    return (unsigned)kind < LF_ERR_COUNT ? ERR_NAMES[kind] : "other";
+}

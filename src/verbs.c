@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lakefuse/ctl.h"
+#include "lakefuse/json.h"
 
 struct verb {
     const char *name;
@@ -28,6 +30,11 @@ static const struct verb VERBS[] = {
                            "branch root); asks first on a terminal unless -y."},
     {"flush", "PATH", "Upload every closed write under PATH now; names the files that failed."},
     {"refs", "PATH", "The repository's branches and tags and the commit each points to."},
+    {"stats", "PATH [--json] [--watch]",
+     "The mount's counters: requests by operation, errors and retries by kind, bytes in and "
+     "out, cache hits and misses and bytes held, readahead, staged files and uploads waiting "
+     "or failed, open files. --json prints one JSON object per line for scripts; --watch "
+     "prints them every second (on a terminal, redrawn in place) until interrupted."},
 };
 #define NVERBS (sizeof(VERBS) / sizeof(VERBS[0]))
 
@@ -50,8 +57,11 @@ void lf_verbs_usage(FILE *out)
 static void verb_usage(const struct verb *v, FILE *out)
 {
     fprintf(out, "usage: lakefuse %s %s\n  %s\n", v->name, v->synopsis, v->help);
-    fprintf(out, "PATH is any path inside a lakefuse mount of a branch or ref; the mount's daemon "
-                 "does the work with its own credentials.\n");
+    if (strcmp(v->name, "stats") == 0)
+        fprintf(out, "PATH is the mount point or any path inside the mount.\n");
+    else
+        fprintf(out, "PATH is any path inside a lakefuse mount of a branch or ref; the mount's "
+                     "daemon does the work with its own credentials.\n");
 }
 
 static int usage_error(const struct verb *v, const char *why)
@@ -61,12 +71,14 @@ static int usage_error(const struct verb *v, const char *why)
     return 2;
 }
 
-/* A ticket for PATH from the daemon that serves it. */
+/* A ticket for PATH from the daemon that serves it. verb NULL: quietly. */
 static int get_ticket(const char *verb, const char *path, char *address, size_t alen,
                       char *ticket, size_t tlen)
 {
     char buf[256];
     ssize_t n = getxattr(path, LF_CTL_XATTR, buf, sizeof(buf) - 1);
+    if (n < 0 && !verb)
+        return 1;
     if (n < 0) {
         int e = errno;
         if (e == ENOTSUP || e == ENODATA || e == ENOSYS)
@@ -82,6 +94,8 @@ static int get_ticket(const char *verb, const char *path, char *address, size_t 
     char *nl = strchr(buf, '\n');
     char *nl2 = nl ? strchr(nl + 1, '\n') : NULL;
     if (!nl || !nl2 || (size_t)(nl - buf) >= alen || (size_t)(nl2 - nl - 1) >= tlen) {
+        if (!verb)
+            return 1;
         fprintf(stderr, "lakefuse %s: the mount of %s answered oddly (another lakefuse "
                         "version?)\n", verb, path);
         return 1;
@@ -126,16 +140,95 @@ static bool confirm_reset(const char *address, const char *ticket)
     return yes;
 }
 
+/* The daemon's answer to argv, caught: its stdout in *text (the
+ * caller's to free). Returns the exit code, or 1 when the daemon could
+ * not be asked (quiet: verb NULL). */
+static int call_caught(const char *verb, const char *path, int argc, const char *const *argv,
+                       char **text)
+{
+    char address[128], ticket[128], *err = NULL;
+    size_t tlen = 0, elen = 0;
+    *text = NULL;
+    if (get_ticket(verb, path, address, sizeof(address), ticket, sizeof(ticket)))
+        return 1;
+    FILE *o = open_memstream(text, &tlen), *e = open_memstream(&err, &elen);
+    int rc = o && e ? lf_ctl_call(address, ticket, argc, argv, o, e) : -ENOMEM;
+    if (o)
+        fclose(o);
+    if (e)
+        fclose(e);
+    if (verb && rc < 0)
+        fprintf(stderr, "lakefuse %s: cannot reach the mount's daemon: %s\n", verb,
+                strerror(-rc));
+    else if (verb && rc > 0 && err)
+        fputs(err, stderr);
+    free(err);
+    if (rc != 0) {
+        free(*text);
+        *text = NULL;
+    }
+    return rc < 0 ? 1 : rc;
+}
+
+/* stats --watch: a block every second until interrupted or the mount
+ * goes. On a terminal each block replaces the last, as top does; else
+ * they follow each other (a blank line between text blocks, one JSON
+ * object per line), for a log or a pipe. */
+static int watch_stats(const char *path, const char *form)
+{
+    const char *fwd[] = {"stats", form};
+    bool tty = isatty(STDOUT_FILENO);
+    for (bool first = true;; first = false) {
+        char *text;
+        int rc = call_caught("stats", path, 2, fwd, &text);
+        if (rc)
+            return rc;
+        if (tty)
+            fputs("\033[H\033[2J", stdout); /* home, clear: the whole block at once */
+        else if (!first && strcmp(form, "text") == 0)
+            fputc('\n', stdout);
+        fputs(text, stdout);
+        free(text);
+        if (fflush(stdout) != 0)
+            return 1;
+        struct timespec second = {1, 0};
+        nanosleep(&second, NULL);
+    }
+}
+
+int lf_stats_pending(const char *path, uint64_t *files, uint64_t *bytes)
+{
+    const char *fwd[] = {"stats", "json"};
+    char *text;
+    struct lf_json *root = NULL;
+    const struct lf_json *up;
+    int64_t f = 0, b = 0;
+    int rc = call_caught(NULL, path, 2, fwd, &text) ? -EIO : 0;
+    if (!rc)
+        rc = lf_json_parse(text, strlen(text), LF_JSON_MAX, &root, NULL);
+    if (!rc && !(rc = lf_json_get_obj(root, "uploads", &up)) &&
+        !(rc = lf_json_get_int(up, "waiting_files", &f)))
+        rc = lf_json_get_int(up, "waiting_bytes", &b);
+    if (!rc) {
+        *files = (uint64_t)f;
+        *bytes = (uint64_t)b;
+    }
+    lf_json_free(root);
+    free(text);
+    return rc;
+}
+
 int lf_verb_main(int argc, char **argv)
 {
     const struct verb *v = find_verb(argv[0]);
     static const struct option longopts[] = {
         {"message", required_argument, NULL, 'm'}, {"meta", required_argument, NULL, 'M'},
-        {"yes", no_argument, NULL, 'y'}, {"help", no_argument, NULL, 'h'}, {0}};
+        {"yes", no_argument, NULL, 'y'}, {"help", no_argument, NULL, 'h'},
+        {"json", no_argument, NULL, 'J'}, {"watch", no_argument, NULL, 'W'}, {0}};
     const char *message = NULL, *count = NULL;
     const char *fwd[LF_CTL_MAX_ARGS];
     int nfwd = 0, ch;
-    bool yes = false;
+    bool yes = false, json = false, watch = false;
     if (!v)
         return 2;
     fwd[nfwd++] = v->name;
@@ -172,6 +265,12 @@ int lf_verb_main(int argc, char **argv)
                 return usage_error(v, "-y is for reset");
             yes = true;
             break;
+        case 'J':
+        case 'W':
+            if (strcmp(v->name, "stats") != 0)
+                return usage_error(v, ch == 'J' ? "--json is for stats" : "--watch is for stats");
+            *(ch == 'J' ? &json : &watch) = true;
+            break;
         default: {
             char why[128];
             snprintf(why, sizeof(why), "unknown option '%s'", argv[optind - 1]);
@@ -206,6 +305,10 @@ int lf_verb_main(int argc, char **argv)
         fwd[nfwd++] = count ? count : "0";
     } else if (strcmp(v->name, "branch") == 0) {
         fwd[nfwd++] = argv[optind + 1];
+    } else if (strcmp(v->name, "stats") == 0) {
+        if (watch)
+            return watch_stats(path, json ? "json" : "text");
+        fwd[nfwd++] = json ? "json" : "text";
     }
 
     char address[128], ticket[128];

@@ -46,9 +46,13 @@ enum lf_bcache_mode {
 /* hits: found in memory; disk_hits: loaded from the disk tier; misses: the
  * caller had to fetch (acquire returned created). evictions counts blocks
  * leaving memory, whether or not they were written to disk. disk_bytes is
- * the size of the tier's files, including those being written. */
+ * the size of the tier's files, including those being written.
+ * prefetched: misses in PREFETCH mode (blocks fetched ahead of a reader);
+ * prefetch_wasted: blocks evicted while nothing had read them since their
+ * prefetch. */
 struct lf_bcache_stats {
     uint64_t hits, misses, evictions, prefetch_refused;
+    uint64_t prefetched, prefetch_wasted;
     uint64_t disk_hits, disk_writes, disk_bytes;
     size_t used_bytes, budget_bytes, blocks;
 };

@@ -1,7 +1,9 @@
 /* config: the command line and environment of `lakefuse mount`.
  *
- * Credentials come only from the environment (argv is visible to every
- * user through /proc). The secret is wiped from memory when the config is
+ * Credentials come only from the environment or lakectl's file (argv is
+ * visible to every user through /proc). Every long option is also a mount
+ * option (-o cache_dir=DIR, the form /etc/fstab needs), beside the FUSE
+ * and kernel options handed to libfuse. The secret is wiped from memory when the config is
  * freed. Every option has one entry in a table that also renders --help,
  * so the help text and the parser cannot disagree.
  */
@@ -26,11 +28,15 @@ struct lf_config {
     char *log_file;
     char *ca_bundle;
     char *config_file;  /* lakectl's YAML; NULL: ~/.lakectl.yaml */
+    char *metrics_file; /* Prometheus text, rewritten every metrics_interval s; NULL: none */
+    double metrics_interval;
     bool insecure;
     bool foreground;
     bool read_only;
     bool pin;           /* mount the commit REF points to at mount time */
     bool setuid_bits;   /* serve stored setuid/setgid/sticky bits; no nosuid */
+    bool helper;        /* started by mount(8) (SOURCE MOUNTPOINT -o OPTS): quiet */
+    bool config_private; /* config named by -o config=: must be private, not just warned of */
     int log_level;
 
     double branch_ttl;      /* attributes and listings on branches, s */
@@ -60,6 +66,10 @@ struct lf_config {
 /* Parses `lakefuse mount` arguments (argv[0] is "mount"). Returns 0, 1 when
  * --help was printed (exit 0), or -EINVAL after printing why to err. */
 int lf_config_parse(struct lf_config *cfg, int argc, char **argv, FILE *err);
+/* The form mount(8) runs through fuse3's mount.fuse3: argv is
+ * {SOURCE, MOUNTPOINT, "-o", OPTS, ...}, SOURCE a lakefs:// URI. Returns as
+ * lf_config_parse does. */
+int lf_config_parse_helper(struct lf_config *cfg, int argc, char **argv, FILE *err);
 void lf_config_free(struct lf_config *cfg);
 /* Wipes and frees the secret once the store's signer holds its own copy. */
 void lf_config_forget_secret(struct lf_config *cfg);

@@ -37,9 +37,12 @@ struct lf_staging_opts {
     unsigned max_files;  /* staged files at once; 0: 1024 */
 };
 
+/* files and used_bytes: everything staged; dirty and dirty_bytes: the
+ * files whose upload is pending, and their sizes. */
 struct lf_staging_stats {
     uint64_t used_bytes, max_bytes;
     unsigned files, dirty;
+    uint64_t dirty_bytes;
     uint64_t puts, parts, completes, aborts, failures;
 };
 

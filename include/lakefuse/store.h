@@ -111,6 +111,51 @@ struct lf_stream {
     const struct lf_stream_ops *ops;
 };
 
+/* Counters a store may keep. Operations are named as the S3 API names
+ * them (lf_store_op_name: "GetObject"), whatever carries them. */
+enum lf_store_op {
+    LF_OP_LIST_BUCKETS,
+    LF_OP_LIST_OBJECTS,
+    LF_OP_HEAD,
+    LF_OP_GET,
+    LF_OP_PUT,
+    LF_OP_COPY,
+    LF_OP_DELETE,
+    LF_OP_MPU_CREATE,
+    LF_OP_MPU_PART,
+    LF_OP_MPU_COMPLETE,
+    LF_OP_MPU_ABORT,
+    LF_OP_OTHER,
+    LF_OP_COUNT
+};
+
+/* Why one attempt failed (lf_store_err_name: "timeout"). A missing key
+ * (404) is an answer, not an error. */
+enum lf_store_err {
+    LF_ERR_TIMEOUT,   /* no progress within the stall timeout */
+    LF_ERR_CONNECT,   /* refused, reset or unreachable */
+    LF_ERR_TLS,       /* the TLS handshake failed */
+    LF_ERR_PROTOCOL,  /* a truncated or malformed answer, or not the bytes asked for */
+    LF_ERR_THROTTLED, /* 429, 503 or SlowDown */
+    LF_ERR_SERVER,    /* any other 5xx */
+    LF_ERR_CLIENT,    /* a 4xx other than 404 */
+    LF_ERR_OTHER,
+    LF_ERR_COUNT
+};
+
+struct lf_store_stats {
+    uint64_t requests[LF_OP_COUNT]; /* attempts sent, retries included */
+    uint64_t errors[LF_ERR_COUNT];  /* attempts that failed */
+    uint64_t retries[LF_ERR_COUNT]; /* attempts sent again, by why the last one failed */
+    uint64_t failures;              /* operations that failed after their retries */
+    uint64_t bytes_in, bytes_out;   /* bodies received and sent */
+};
+
+const char *lf_store_op_name(enum lf_store_op op);
+/* The operation an S3 API name stands for; LF_OP_OTHER when none. */
+enum lf_store_op lf_store_op_of(const char *name);
+const char *lf_store_err_name(enum lf_store_err kind);
+
 struct lf_store_ops {
     int (*list_buckets)(void *ctx, char ***names, size_t *n);
     int (*list)(void *ctx, const char *bucket, const char *prefix,
@@ -154,6 +199,10 @@ struct lf_store_ops {
     int (*mpu_abort)(void *ctx, const char *bucket, const char *key,
                      const char *upload_id);
     void (*destroy)(void *ctx);
+    /* Optional (NULL: the store keeps no counters). Its counters since it
+     * was made; safe to call from any thread at any time. A store that
+     * wraps another may add the inner one's. */
+    void (*stats)(void *ctx, struct lf_store_stats *out);
 };
 
 struct lf_store {

@@ -1,5 +1,6 @@
 /* verbs: the command line of the versioning verbs (commit, status, log,
- * branch, reset, flush, refs), which run inside the daemon serving PATH.
+ * branch, reset, flush, refs) and stats, which run inside the daemon
+ * serving PATH.
  *
  * The command checks its arguments, asks the mount for a ticket (a
  * getxattr of LF_CTL_XATTR on PATH, so the kernel checks that the caller
@@ -10,6 +11,7 @@
 #define LAKEFUSE_VERBS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* The attribute that hands out tickets: "<address>\n<ticket>\n". */
@@ -22,5 +24,8 @@ bool lf_verb_known(const char *name);
 int lf_verb_main(int argc, char **argv);
 /* One line per verb, for the top-level usage. */
 void lf_verbs_usage(FILE *out);
+/* The uploads the daemon serving path has waiting: files and bytes, from
+ * its stats. 0, or a negative errno (quietly: no daemon, an older one). */
+int lf_stats_pending(const char *path, uint64_t *files, uint64_t *bytes);
 
 #endif

@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import hmac
 import http.client
+import fcntl
 import os
 import pathlib
 import random
@@ -378,7 +379,6 @@ SPLICE_PIPE = 4 * MiB   # what lakefuse's spliced reads need (src/fs_int.h PIPE_
 def splice_pipes_available():
     """Whether this process can make a pipe as large as lakefuse's spliced
     reads need: CAP_SYS_RESOURCE, or fs.pipe-max-size raised."""
-    import fcntl
     r, w = os.pipe()
     try:
         return fcntl.fcntl(r, 1031, SPLICE_PIPE) >= SPLICE_PIPE   # F_SETPIPE_SZ
@@ -393,28 +393,51 @@ class PipeLimit:
     """Raises fs.pipe-max-size to what spliced reads need, as root, for as
     long as it is held; puts the old value back on release. Containers often
     drop CAP_SYS_RESOURCE even for root, and then only this sysctl lets a
-    process make pipes over 1 MiB."""
+    process make pipes over 1 MiB.
+
+    Test sessions may overlap (several checkouts on one machine): each
+    holds a shared lock on LOCK for its life, the first one records the
+    original value in it, and only the last one out (the one that can take
+    the lock alone) restores it. One session's end never takes the pipes
+    away from another still running."""
+
+    LOCK = pathlib.Path("/tmp/lakefuse-tests-pipe-max-size")
 
     def __init__(self):
-        self.old = None
+        self.fd = None
 
     def raise_(self):
+        if os.geteuid() != 0:
+            return self
         try:
+            self.fd = os.open(self.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            # Exclusive while deciding, shared while running.
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
             cur = int(PIPE_MAX_SIZE.read_text())
-            if cur < SPLICE_PIPE and os.geteuid() == 0:
+            if cur < SPLICE_PIPE:
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, str(cur).encode(), 0)
                 PIPE_MAX_SIZE.write_text(str(SPLICE_PIPE))
-                self.old = cur
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
         except (OSError, ValueError):
             pass
         return self
 
     def restore(self):
-        if self.old is not None:
-            try:
-                PIPE_MAX_SIZE.write_text(str(self.old))
-            except OSError:
-                pass
-            self.old = None
+        if self.fd is None:
+            return
+        try:
+            # Alone: nobody else runs, put the original back.
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            old = os.pread(self.fd, 32, 0).decode().strip()
+            if old:
+                PIPE_MAX_SIZE.write_text(old)
+                os.ftruncate(self.fd, 0)
+        except (OSError, ValueError):
+            pass  # another session still runs: the last one restores
+        finally:
+            os.close(self.fd)
+            self.fd = None
 
 
 def list_keys(s3, repo, prefix):

@@ -114,3 +114,26 @@ def test_fsname_names_the_prefix(lakefs, repo, s3, mount):
         line = next(ln for ln in f if f" {m.path} " in ln)
     assert f"fuse.lakefuse lakefs://{repo}/main/data/raw " in line
     assert os.listdir(m.path) == ["b.bin"]
+
+
+def test_verbs_and_xattrs_act_on_the_prefix(lakefs, repo, s3, mount):
+    """Versioning verbs and xattrs in a subdirectory mount: status and reset
+    cover the prefix only; paths are the branch's; commit takes the branch."""
+    from test_versioning import lf, status_lines
+    seed(s3, repo)
+    _, c = lakefs.api("POST", f"/repositories/{repo}/branches/main/commits",
+                      {"message": "seed"}, expect=201)
+    m = mount(f"lakefs://{repo}/main/data")
+    (m.path / "new.txt").write_bytes(b"new")
+    s3.put_object(Bucket=repo, Key="main/top.txt", Body=b"changed outside the prefix")
+    assert status_lines(m.path) == ["added data/new.txt"]
+    assert os.getxattr(m.path, "user.lakefs.commit_id").decode() == c["id"]
+    assert os.getxattr(m.path, "user.lakefs.ref_type") == b"branch"
+    lf("reset", m.path, "-y", check=0)
+    assert sorted(os.listdir(m.path)) == ["a.csv", "raw"]
+    # The change outside the prefix is untouched by the reset.
+    assert get(s3, repo, "main/top.txt") == b"changed outside the prefix"
+    (m.path / "again.txt").write_bytes(b"again")
+    cid = lf("commit", m.path, "-m", "both", check=0).stdout.split()[-1]
+    assert get(s3, repo, f"{cid}/data/again.txt") == b"again"
+    assert get(s3, repo, f"{cid}/top.txt") == b"changed outside the prefix"

@@ -195,8 +195,18 @@ def test_reset_restores_committed_bytes_at_once(lakefs, repo, s3, mount):
     assert os.stat(p / "a.txt").st_size == len(b"committed a")
     assert (p / "d" / "b.txt").read_bytes() == b"changed b"  # not touched
 
-    lf("reset", p / "d", "-y", check=0)
+    os.mkdir(p / "d" / "newdir")
+    (p / "d" / "newdir" / "n.txt").write_bytes(b"in a new directory")
+    inside = subprocess.Popen(["sleep", "300"], cwd=p / "d")  # a shell sitting in d
+    try:
+        lf("reset", p / "d", "-y", check=0)
+        # d still exists, so its users keep a working directory.
+        assert os.readlink(f"/proc/{inside.pid}/cwd") == str(p / "d")
+    finally:
+        inside.kill()
+        inside.wait()
     assert sorted(os.listdir(p / "d")) == ["b.txt", "c.txt"]
+    assert errno_of(lambda: os.stat(p / "d" / "newdir")) == errno.ENOENT
     assert (p / "d" / "b.txt").read_bytes() == b"committed b"
     assert (p / "d" / "c.txt").read_bytes() == b"committed c"
     assert (p / "top.txt").read_bytes() == b"changed top"

@@ -4,6 +4,7 @@
  * back (values, errno, the server's message). Then the answer parsers on
  * their own, on shapes a server should not send. */
 #include "check.h"
+#include "scripted.h"
 #include "lakefuse/api.h"
 #include "lakefuse/http.h"
 #include "lakefuse/json.h"
@@ -50,24 +51,13 @@ struct seen {
 };
 
 static struct {
-    int lfd, port;
     pthread_mutex_t lock;
     struct answer script[MAX_SCRIPT];
     int nscript, next;
     struct seen seen[MAX_SEEN];
     int nseen, conns;
 } srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static void put_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return;
-        p += w;
-        n -= (size_t)w;
-    }
-}
+static struct scripted server;
 
 static void header_value(const char *head, const char *name, char *dst, size_t cap)
 {
@@ -122,9 +112,8 @@ static bool get_request(int fd, int conn, struct seen *s)
     return true;
 }
 
-static void *serve_conn(void *arg)
+static void serve_conn(int fd)
 {
-    int fd = (int)(intptr_t)arg;
     pthread_mutex_lock(&srv.lock);
     int conn = ++srv.conns;
     pthread_mutex_unlock(&srv.lock);
@@ -144,25 +133,8 @@ static void *serve_conn(void *arg)
         struct lf_buf out = LF_BUF_INIT;
         lf_buf_printf(&out, "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
                             "Content-Length: %zu\r\n\r\n%s", a.status, strlen(a.body), a.body);
-        put_all(fd, out.data, out.len);
+        scripted_put_all(fd, out.data, out.len);
         lf_buf_free(&out);
-    }
-    close(fd);
-    return NULL;
-}
-
-static void *serve(void *arg)
-{
-    (void)arg;
-    for (;;) {
-        int fd = accept(srv.lfd, NULL, NULL);
-        if (fd < 0)
-            return NULL;
-        pthread_t t;
-        if (pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)fd) == 0)
-            pthread_detach(t);
-        else
-            close(fd);
     }
 }
 
@@ -743,17 +715,7 @@ static void test_secret_not_logged(struct lf_api *api, int logfd)
 
 int main(void)
 {
-    srv.lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    if (bind(srv.lfd, (struct sockaddr *)&a, sizeof(a)) || listen(srv.lfd, 16) ||
-        getsockname(srv.lfd, (struct sockaddr *)&a, &al)) {
-        perror("test server");
-        return 1;
-    }
-    srv.port = ntohs(a.sin_port);
-    pthread_t t;
-    pthread_create(&t, NULL, serve, NULL);
+    scripted_start(&server, serve_conn);
     lf_http_global_init();
 
     /* Every line goes to a file: the secret test reads it back. */
@@ -764,7 +726,7 @@ int main(void)
     lf_log_set_level(LF_LOG_DEBUG);
 
     char ep[64];
-    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d/", srv.port);
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d/", server.port);
     struct lf_api_opts o = {.endpoint = ep, .access_key = AK, .secret_key = SK,
                             .connect_timeout_ms = 2000, .stall_timeout_ms = 5000,
                             .retries = 2, .backoff_ms = 1};
@@ -809,9 +771,7 @@ int main(void)
 
     lf_log_set_fd(2);
     close(logfd);
-    shutdown(srv.lfd, SHUT_RDWR);
-    close(srv.lfd);
-    pthread_join(t, NULL);
+    scripted_stop(&server);
     lf_http_global_cleanup();
     return check_summary("test_api");
 }

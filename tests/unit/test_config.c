@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -256,6 +257,111 @@ static void test_lakectl_file(void)
     free(yaml);
 }
 
+/* Every long option is also a mount option with '_' for '-'; FUSE's and
+ * the kernel's pass to libfuse; mount(8)'s own words are dropped; anything
+ * else, and a flag with a value or a valued option without one, is refused. */
+static void test_mount_options(void)
+{
+    struct lf_config c;
+    char *argv[] = {"mount", "-o", "endpoint=http://h:8000,cache_dir=/var/c,cache_size=64",
+                    "-o", "read_only,log_level=debug,retries=2,allow_other,noatime",
+                    "-o", "_netdev,nofail,noauto,x-systemd.automount,comment=x,user,,relatime",
+                    "lakefs://demo/main", "/mnt/x", NULL};
+    CHECK_INT(parse(&c, argv), 0);
+    CHECK_STR(c.endpoint, "http://h:8000");
+    CHECK_STR(c.cache_dir, "/var/c");
+    CHECK_INT(c.cache_size, 64u << 20);
+    CHECK(c.read_only);
+    CHECK_INT(c.retries, 2);
+    CHECK(has_arg(&c, "allow_other") && has_arg(&c, "noatime"));
+    CHECK(has_arg(&c, "default_permissions"));
+    CHECK(!has_arg(&c, "_netdev") && !has_arg(&c, "relatime") && !has_arg(&c, "user"));
+    CHECK(!c.config_private);
+    lf_config_free(&c);
+
+    char *ro[] = {"mount", "--endpoint", "http://x", "-o", "ro", "/mnt", NULL};
+    CHECK_INT(parse(&c, ro), 0);
+    CHECK(c.read_only && has_arg(&c, "ro"));
+    lf_config_free(&c);
+
+    const char *refused[] = {"cache_sise=5", "read_only=1", "cache_dir", "cache_dir=",
+                             "option=x", "fsname=y", "subtype=z", "kernel_cache", "debug"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char *bad[] = {"mount", "--endpoint", "http://x", "-o", (char *)refused[i], "/mnt", NULL};
+        CHECK_INT(parse(&c, bad), -EINVAL);
+        lf_config_free(&c);
+    }
+}
+
+/* mount.fuse3's form: SOURCE MOUNTPOINT -o OPTS, only -o after the two. */
+static void test_helper_form(void)
+{
+    struct lf_config c;
+    FILE *devnull = fopen("/dev/null", "w");
+    char *argv[] = {"lakefs://demo/main/sub", "/mnt/x", "-o", "rw,endpoint=http://h,dev,suid",
+                    "-o", "cache_size=32", NULL};
+    CHECK_INT(lf_config_parse_helper(&c, 6, argv, devnull), 0);
+    CHECK(c.helper);
+    CHECK_STR(c.repo, "demo");
+    CHECK_STR(c.ref, "main");
+    CHECK_STR(c.path, "sub");
+    CHECK_STR(c.mountpoint, "/mnt/x");
+    CHECK_STR(c.endpoint, "http://h");
+    CHECK_INT(c.cache_size, 32u << 20);
+    /* mount.fuse3 adds suid; without --setuid-bits nosuid comes after it */
+    int suid = -1, nosuid = -1;
+    for (int i = 0; i < c.fuse_argc; i++) {
+        if (strcmp(c.fuse_argv[i], "suid") == 0)
+            suid = i;
+        if (strcmp(c.fuse_argv[i], "nosuid") == 0)
+            nosuid = i;
+    }
+    CHECK(suid > 0 && nosuid > suid);
+    lf_config_free(&c);
+
+    char *all[] = {"lakefs://", "/mnt/x", "-o", "endpoint=http://h", NULL};
+    CHECK_INT(lf_config_parse_helper(&c, 4, all, devnull), 0);
+    CHECK(c.repo == NULL && c.ref == NULL);
+    lf_config_free(&c);
+
+    char *other[] = {"lakefs://demo/main", "/mnt/x", "-f", NULL};
+    CHECK_INT(lf_config_parse_helper(&c, 3, other, devnull), -EINVAL);
+    lf_config_free(&c);
+    char *dangling[] = {"lakefs://demo/main", "/mnt/x", "-o", NULL};
+    CHECK_INT(lf_config_parse_helper(&c, 3, dangling, devnull), -EINVAL);
+    lf_config_free(&c);
+    char *alone[] = {"lakefs://demo/main", NULL};
+    CHECK_INT(lf_config_parse_helper(&c, 1, alone, devnull), -EINVAL);
+    lf_config_free(&c);
+    fclose(devnull);
+}
+
+/* config= (the fstab form) must be private; --config only warns. */
+static void test_private_config(void)
+{
+    struct lf_config c;
+    char path[] = "/tmp/lf-test-private-XXXXXX", opt[64];
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    write_file(path, "credentials:\n  access_key_id: AKFILE\n  secret_access_key: S\n"
+                     "server:\n  endpoint_url: http://h\n");
+    snprintf(opt, sizeof(opt), "config=%s", path);
+    char *by_opt[] = {"mount", "-o", opt, "/mnt", NULL};
+    char *by_flag[] = {"mount", "--config", path, "/mnt", NULL};
+    CHECK(chmod(path, 0600) == 0);
+    CHECK_INT(parse(&c, by_opt), 0);
+    CHECK(c.config_private);
+    CHECK_STR(c.access_key, "AKFILE");
+    lf_config_free(&c);
+    CHECK(chmod(path, 0640) == 0);
+    CHECK_INT(parse(&c, by_opt), -EACCES);
+    lf_config_free(&c);
+    CHECK_INT(parse(&c, by_flag), 0);
+    lf_config_free(&c);
+    unlink(path);
+}
+
 int main(void)
 {
     setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
@@ -268,5 +374,8 @@ int main(void)
     test_relative_paths();
     test_nan_refused();
     test_lakectl_file();
+    test_mount_options();
+    test_helper_form();
+    test_private_config();
     return check_summary("test_config");
 }

@@ -4,6 +4,7 @@
  * can go wrong (short, too long, stalled, cancelled, refused), and open
  * bodies spliced into a pipe. */
 #include "check.h"
+#include "scripted.h"
 #include "lakefuse/http.h"
 
 #include <arpa/inet.h>
@@ -35,24 +36,12 @@ enum mode {
 };
 
 static struct {
-    int lfd, port;
     enum mode mode;
     int conns, reqs;
-    bool stop;
     pthread_mutex_t lock;
     unsigned char body[BODY_LEN];
 } srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static void put_all(int fd, const void *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return;
-        p = (const char *)p + w;
-        n -= (size_t)w;
-    }
-}
+static struct scripted server;
 
 /* Reads one request head; false at EOF. */
 static bool get_request(int fd)
@@ -88,9 +77,9 @@ static bool answer(int fd, enum mode m)
         char *first = malloc((size_t)n + 1000);
         memcpy(first, head, (size_t)n);
         memcpy(first + n, srv.body, 1000);
-        put_all(fd, first, (size_t)n + 1000);
+        scripted_put_all(fd, first, (size_t)n + 1000);
         free(first);
-        put_all(fd, srv.body + 1000, BODY_LEN - 1000);
+        scripted_put_all(fd, srv.body + 1000, BODY_LEN - 1000);
         return m == M_RANGE;
     }
     case M_NOT_FOUND: {
@@ -98,36 +87,36 @@ static bool answer(int fd, enum mode m)
         n = snprintf(head, sizeof(head),
                      "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\n"
                      "Content-Length: %zu\r\n\r\n%s", strlen(doc), doc);
-        put_all(fd, head, (size_t)n);
+        scripted_put_all(fd, head, (size_t)n);
         return true;
     }
     case M_CHUNKED: {
         n = snprintf(head, sizeof(head),
                      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", BODY_LEN);
-        put_all(fd, head, (size_t)n);
-        put_all(fd, srv.body, BODY_LEN);
-        put_all(fd, "\r\n0\r\n\r\n", 7);
+        scripted_put_all(fd, head, (size_t)n);
+        scripted_put_all(fd, srv.body, BODY_LEN);
+        scripted_put_all(fd, "\r\n0\r\n\r\n", 7);
         return true;
     }
     case M_SHORT:
         n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
                      BODY_LEN);
-        put_all(fd, head, (size_t)n);
-        put_all(fd, srv.body, BODY_LEN / 2);
+        scripted_put_all(fd, head, (size_t)n);
+        scripted_put_all(fd, srv.body, BODY_LEN / 2);
         return false;
     case M_LONG:
         n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
                      BODY_LEN + 1);
-        put_all(fd, head, (size_t)n);
-        put_all(fd, srv.body, BODY_LEN);
-        put_all(fd, "x", 1);
+        scripted_put_all(fd, head, (size_t)n);
+        scripted_put_all(fd, srv.body, BODY_LEN);
+        scripted_put_all(fd, "x", 1);
         return true;
     case M_NOT_TLS:
         return false;
     case M_STALL:
         n = snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n",
                      BODY_LEN);
-        put_all(fd, head, (size_t)n);
+        scripted_put_all(fd, head, (size_t)n);
         /* Only the client's own timeout or cancel can end the wait: the
          * connection stays silent until the client closes it (60 s bound,
          * then a short body: EPROTO, which no check expects). */
@@ -137,19 +126,18 @@ static bool answer(int fd, enum mode m)
     return false;
 }
 
-static void *serve_conn(void *arg)
+static void serve_conn(int fd)
 {
-    int fd = (int)(intptr_t)arg;
     pthread_mutex_lock(&srv.lock);
     bool not_tls = srv.mode == M_NOT_TLS;
+    srv.conns++;
     pthread_mutex_unlock(&srv.lock);
     if (not_tls) {
         char hello[512];
         const char *no = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n";
         if (recv(fd, hello, sizeof(hello), 0) > 0)
-            put_all(fd, no, strlen(no));
-        close(fd);
-        return NULL;
+            scripted_put_all(fd, no, strlen(no));
+        return;
     }
     while (get_request(fd)) {
         pthread_mutex_lock(&srv.lock);
@@ -158,32 +146,6 @@ static void *serve_conn(void *arg)
         pthread_mutex_unlock(&srv.lock);
         if (!answer(fd, m))
             break;
-    }
-    close(fd);
-    return NULL;
-}
-
-/* A thread per connection: a stalled answer must not hold up the next. */
-static void *serve(void *arg)
-{
-    (void)arg;
-    for (;;) {
-        int fd = accept(srv.lfd, NULL, NULL);
-        pthread_mutex_lock(&srv.lock);
-        bool stop = srv.stop;
-        if (fd >= 0 && !stop)
-            srv.conns++;
-        pthread_mutex_unlock(&srv.lock);
-        if (stop || fd < 0) {
-            if (fd >= 0)
-                close(fd);
-            return NULL;
-        }
-        pthread_t t;
-        if (pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)fd) == 0)
-            pthread_detach(t);
-        else
-            close(fd);
     }
 }
 
@@ -238,7 +200,7 @@ static int get(struct lf_http *h, struct sink *s, struct lf_http_resp *resp,
                lf_http_cancel_fn cancel)
 {
     char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/repo/main/obj?x=1", srv.port);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/repo/main/obj?x=1", server.port);
     const char *hdrs[] = {"Range: bytes=0-307216", "x-amz-date: 20260101T000000Z"};
     struct lf_http_req q = {.method = "GET", .url = url, .headers = hdrs, .nheaders = 2,
                             .outv = s->iov, .outvcnt = 3, .cancel = cancel};
@@ -249,7 +211,7 @@ static int open_body(struct lf_http *h, struct lf_http_resp *resp, struct lf_htt
                      const char *url_or_null)
 {
     char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/repo/main/obj", srv.port);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/repo/main/obj", server.port);
     const char *hdrs[] = {"Range: bytes=0-307216"};
     struct lf_http_req q = {.method = "GET", .url = url_or_null ? url_or_null : url,
                             .headers = hdrs, .nheaders = 1};
@@ -277,17 +239,7 @@ int main(void)
 {
     for (size_t i = 0; i < BODY_LEN; i++)
         srv.body[i] = (unsigned char)(i * 7 + (i >> 10));
-    srv.lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    if (bind(srv.lfd, (struct sockaddr *)&a, sizeof(a)) || listen(srv.lfd, 16) ||
-        getsockname(srv.lfd, (struct sockaddr *)&a, &al)) {
-        perror("test server");
-        return 1;
-    }
-    srv.port = ntohs(a.sin_port);
-    pthread_t t;
-    pthread_create(&t, NULL, serve, NULL);
+    scripted_start(&server, serve_conn);
     lf_http_global_init();
     struct lf_http_opts o = {.max_conns = 1, .connect_timeout_ms = 2000,
                              .stall_timeout_ms = 1000};
@@ -496,21 +448,13 @@ int main(void)
     /* https:// to a plain-HTTP port: its own errno, so the user can be
      * told the endpoint may be http://. */
     set_mode(M_NOT_TLS);
-    snprintf(url, sizeof(url), "https://127.0.0.1:%d/x", srv.port);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d/x", server.port);
     q = (struct lf_http_req){.method = "GET", .url = url};
     CHECK_INT(lf_http_perform(h, &q, &resp), LF_HTTP_ETLS);
     lf_http_free(h);
 
     lf_http_resp_free(&resp);
-    pthread_mutex_lock(&srv.lock);
-    srv.stop = true;
-    pthread_mutex_unlock(&srv.lock);
-    /* wake the accept so the thread sees stop */
-    int w = socket(AF_INET, SOCK_STREAM, 0);
-    connect(w, (struct sockaddr *)&a, sizeof(a));
-    pthread_join(t, NULL);
-    close(w);
-    close(srv.lfd);
+    scripted_stop(&server);
     lf_http_global_cleanup();
     return check_summary("test_http");
 }

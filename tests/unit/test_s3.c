@@ -3,6 +3,7 @@
  * request out and then loses its answer; listings answered 400. What the client did is read
  * from the server's counts and state, never from timing. */
 #include "check.h"
+#include "scripted.h"
 #include "lakefuse/buf.h"
 #include "lakefuse/hash.h"
 #include "lakefuse/s3.h"
@@ -29,7 +30,6 @@ enum script {
 };
 
 static struct {
-    int lfd, port;
     pthread_mutex_t lock;
     enum script script;
     bool stored;
@@ -37,18 +37,9 @@ static struct {
     char complete_etag[64];
     int posts, deletes, heads, gets;
 } srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static struct scripted server;
 
-static void put_all(int fd, const char *p)
-{
-    size_t n = strlen(p);
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return;
-        p += w;
-        n -= (size_t)w;
-    }
-}
+static void put_all(int fd, const char *p) { scripted_put_all(fd, p, strlen(p)); }
 
 /* Reads one request (head and body); false at EOF. */
 static bool get_request(int fd, char *method, size_t mcap)
@@ -168,9 +159,8 @@ static bool answer(int fd, const char *method)
     return false;
 }
 
-static void *serve_conn(void *arg)
+static void serve_conn(int fd)
 {
-    int fd = (int)(intptr_t)arg;
     char method[16];
     bool more = true;
     while (more && get_request(fd, method, sizeof(method))) {
@@ -178,40 +168,9 @@ static void *serve_conn(void *arg)
         more = answer(fd, method);
         pthread_mutex_unlock(&srv.lock);
     }
-    close(fd);
-    return NULL;
 }
 
-static void *serve(void *arg)
-{
-    (void)arg;
-    for (;;) {
-        int fd = accept(srv.lfd, NULL, NULL);
-        if (fd < 0)
-            return NULL;
-        pthread_t t;
-        if (pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)fd) == 0)
-            pthread_detach(t);
-        else
-            close(fd);
-    }
-}
-
-static void start_server(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    srv.lfd = socket(AF_INET, SOCK_STREAM, 0);
-    if (bind(srv.lfd, (struct sockaddr *)&a, sizeof(a)) || listen(srv.lfd, 16) ||
-        getsockname(srv.lfd, (struct sockaddr *)&a, &al)) {
-        perror("scripted server");
-        exit(1);
-    }
-    srv.port = ntohs(a.sin_port);
-    pthread_t t;
-    pthread_create(&t, NULL, serve, NULL);
-    pthread_detach(t);
-}
+static void start_server(void) { scripted_start(&server, serve_conn); }
 
 static struct lf_store *new_store(enum script script)
 {
@@ -220,7 +179,7 @@ static struct lf_store *new_store(enum script script)
     srv.script = script;
     srv.posts = srv.deletes = srv.heads = srv.gets = 0;
     pthread_mutex_unlock(&srv.lock);
-    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", srv.port);
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", server.port);
     struct lf_s3_opts o = {.endpoint = ep, .access_key = "AK", .secret_key = "SK",
                            .region = "us-east-1", .max_conns = 4, .connect_timeout_ms = 5000,
                            .stall_timeout_ms = 10000, .retries = 3, .backoff_ms = 1};
@@ -306,6 +265,74 @@ static void test_list_400(enum script script, int want_rc)
     lf_s3_store_free(st);
 }
 
+/* The counters of lf_store_stats: every attempt by operation, each
+ * failure by kind, each retry by what made it necessary. */
+static void test_stats(void)
+{
+    struct lf_store_stats st;
+    struct lf_list_page page;
+    struct lf_store *s = new_store(LIST_400_ONCE);
+    CHECK(s->ops->stats != NULL);
+    CHECK_INT(s->ops->list(s->ctx, "b", "main/", "/", NULL, 1000, &page), 0);
+    lf_list_page_free(&page);
+    memset(&st, 0xff, sizeof(st));
+    s->ops->stats(s->ctx, &st);
+    CHECK_INT(st.requests[LF_OP_LIST_OBJECTS], 2);
+    CHECK_INT(st.requests[LF_OP_GET], 0);
+    CHECK_INT(st.errors[LF_ERR_CLIENT], 1);
+    CHECK_INT(st.retries[LF_ERR_CLIENT], 1);
+    CHECK_INT(st.errors[LF_ERR_SERVER], 0);
+    CHECK_INT(st.failures, 0);
+    lf_s3_store_free(s);
+    s = new_store(LIST_400_ALWAYS);
+    CHECK_INT(s->ops->list(s->ctx, "b", "main/", "/", NULL, 1000, &page), -EINVAL);
+    s->ops->stats(s->ctx, &st);
+    CHECK_INT(st.errors[LF_ERR_CLIENT], 2);
+    CHECK_INT(st.retries[LF_ERR_CLIENT], 1);
+    CHECK_INT(st.failures, 1);
+    lf_s3_store_free(s);
+
+    /* A 500 to a complete that took effect: an error, no retry (a HEAD
+     * finds the object), and no failed operation. */
+    struct lf_part parts[2];
+    char etag[LF_ETAG_MAX] = "";
+    struct lf_obj_attr a;
+    two_parts(parts);
+    pthread_mutex_lock(&srv.lock);
+    srv.stored = true;
+    snprintf(srv.etag, sizeof(srv.etag), "%s", "fedcba9876543210fedcba9876543210");
+    pthread_mutex_unlock(&srv.lock);
+    s = new_store(COMPLETE_500_AFTER_STORE);
+    CHECK_INT(s->ops->head(s->ctx, "b", "k", &a), 0);
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, etag), 0);
+    s->ops->stats(s->ctx, &st);
+    CHECK_INT(st.requests[LF_OP_HEAD], 2);
+    CHECK_INT(st.requests[LF_OP_MPU_COMPLETE], 1);
+    CHECK_INT(st.errors[LF_ERR_SERVER], 1);
+    CHECK_INT(st.retries[LF_ERR_SERVER], 0);
+    CHECK_INT(st.failures, 0);
+    lf_s3_store_free(s);
+
+    /* Its answer lost before it took effect: sent again, counted as a
+     * retry of a connection's or an answer's failure. */
+    pthread_mutex_lock(&srv.lock);
+    snprintf(srv.etag, sizeof(srv.etag), "%s", "fedcba9876543210fedcba9876543210");
+    pthread_mutex_unlock(&srv.lock);
+    s = new_store(COMPLETE_LOST_BEFORE_STORE);
+    CHECK_INT(s->ops->head(s->ctx, "b", "k", &a), 0);
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, etag), 0);
+    s->ops->stats(s->ctx, &st);
+    CHECK_INT(st.requests[LF_OP_MPU_COMPLETE], 2);
+    CHECK_INT(st.retries[LF_ERR_CONNECT] + st.retries[LF_ERR_PROTOCOL], 1);
+    CHECK_INT(st.errors[LF_ERR_CONNECT] + st.errors[LF_ERR_PROTOCOL], 1);
+    lf_s3_store_free(s);
+
+    for (unsigned i = 0; i < LF_OP_COUNT; i++)
+        CHECK_INT(lf_store_op_of(lf_store_op_name((enum lf_store_op)i)), i);
+    CHECK_INT(lf_store_op_of("PostObject"), LF_OP_OTHER);
+    CHECK_STR(lf_store_err_name(LF_ERR_THROTTLED), "throttled");
+}
+
 int main(void)
 {
     start_server();
@@ -318,5 +345,6 @@ int main(void)
     test_delete(DELETE_LOST_THEN_NEWER, -EIO);
     test_list_400(LIST_400_ONCE, 0);
     test_list_400(LIST_400_ALWAYS, -EINVAL);
+    test_stats();
     return check_summary("test_s3");
 }

@@ -596,6 +596,40 @@ static void test_streamed_upload_gets_late_metadata(struct lf_mem_store *m, stru
     lf_staging_free(s);
 }
 
+/* What waits for upload, as `lakefuse stats` shows it: the files whose
+ * upload is pending and their sizes, while a failed one stays. */
+static void test_stats_of_waiting_uploads(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f, *g;
+    struct lf_staging_stats st;
+    CHECK_INT(lf_sfile_new(s, "repo", "main/w1", NULL, &f), 0);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/w2", NULL, &g), 0);
+    CHECK_INT(lf_sfile_write(f, "12345", 5, 0), 5);
+    CHECK_INT(lf_sfile_write(g, "abc", 3, 100), 3);
+    lf_staging_get_stats(s, &st);
+    CHECK_INT(st.files, 2);
+    CHECK_INT(st.dirty, 2);
+    CHECK_INT(st.dirty_bytes, 5 + 103);
+    lf_mem_store_fail(m, LF_MEM_PUT, -EIO, 1);
+    CHECK(lf_sfile_flush(f, NULL) != 0);
+    CHECK_INT(lf_sfile_flush(g, NULL), 0);
+    lf_staging_get_stats(s, &st);
+    CHECK_INT(st.dirty, 1);
+    CHECK_INT(st.dirty_bytes, 5);
+    CHECK_INT(st.failures, 1);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    lf_staging_get_stats(s, &st);
+    CHECK_INT(st.dirty, 0);
+    CHECK_INT(st.dirty_bytes, 0);
+    CHECK_INT(st.files, 2);
+    lf_sfile_unref(f);
+    lf_sfile_unref(g);
+    lf_staging_get_stats(s, &st);
+    CHECK_INT(st.files, 0);
+    lf_staging_free(s);
+}
+
 int main(void)
 {
     if (!mkdtemp(root)) {
@@ -621,6 +655,7 @@ int main(void)
     test_rename_of_a_stored_file(m, wq);
     test_streamed_upload_gets_late_metadata(m, wq);
     test_metadata_only_change_sends_no_bytes(m, wq);
+    test_stats_of_waiting_uploads(m, wq);
     lf_workq_free(wq);
     lf_mem_store_free(m);
     char cmd[128];
