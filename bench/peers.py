@@ -320,6 +320,7 @@ def row_write(peers, sim, repo, workdir, cleanup, args, label):
     want = want.hexdigest()
     runs = {p: [] for p in ["boto3"] + peers}
     after = {p: None for p in peers}
+    failed = {p: 0 for p in peers}
     for i in range(args.write_runs):
         for p in ["boto3"] + peers:
             key = f"written/{label}-{p}-{i}.bin"
@@ -333,10 +334,19 @@ def row_write(peers, sim, repo, workdir, cleanup, args, label):
             try:
                 m.data("written").mkdir(exist_ok=True)
                 t0 = time.perf_counter()
-                subprocess.run(["dd", f"if={src}", f"of={m.data(key)}", "bs=1M"], check=True,
-                               capture_output=True, timeout=3600)
+                r = subprocess.run(["dd", f"if={src}", f"of={m.data(key)}", "bs=1M"],
+                                   capture_output=True, text=True, timeout=3600)
                 dt = time.perf_counter() - t0
-                if sha256_of_object(sim, repo, f"main/{key}") != want:
+                if r.returncode != 0:
+                    # reported (and counted in the table), not fatal: the
+                    # other figures of the run stay worth having
+                    tail = ""
+                    if hasattr(m, "log_path") and m.log_path.exists():
+                        tail = m.log_path.read_text(errors="replace")[-3000:]
+                    log(f"  [{label}] write {p}: dd failed: {r.stderr.strip()}\n{tail}")
+                    failed[p] += 1
+                    dt = float("inf")
+                elif sha256_of_object(sim, repo, f"main/{key}") != want:
                     # uploaded later (rclone's write-back): how much later
                     deadline = time.perf_counter() + 300
                     late = float("inf")
@@ -355,7 +365,7 @@ def row_write(peers, sim, repo, workdir, cleanup, args, label):
                     for p in peers if after[p] is not None))
     b = median(runs["boto3"])
     out = {p: {"mbps": median(runs[p]), "ratio": median(runs[p]) / b, "after": after[p],
-               "runs": runs[p]} for p in peers}
+               "runs": runs[p], "failed": failed[p]} for p in peers}
     out["boto3"] = {"mbps": b, "runs": runs["boto3"]}
     return out
 
@@ -429,6 +439,8 @@ def table(results, peers, args):
         if "write" in r:
             def cell(w):
                 fig = f"{w['ratio']:.2f} ({w['mbps']:.0f} MB/s)"
+                if w["failed"]:
+                    fig += f", {w['failed']} of {args.write_runs} writes FAILED"
                 if w["after"] is None:
                     return fig + ", stored at close"
                 if w["after"] == float("inf"):
