@@ -8,9 +8,10 @@
  *
  * So when a directory's files are opened in that order, the next ones are
  * fetched ahead, in parallel on the data work queue: a HEAD for the stored
- * attributes a node lacks (published on the node, as a lookup would) and
- * a GET of the bytes into the block cache, whose blocks are taken within
- * the budget only (lf_reader_warm). The reader's own opens and reads then
+ * attributes a node lacks (published on the node, as a lookup would) and,
+ * beside it rather than after it, a GET of the bytes (at the ETag the
+ * listing gave) into the block cache, whose blocks are taken within the
+ * budget only (lf_reader_warm). The reader's own opens and reads then
  * find both there. A program that opens files in any other order starts
  * nothing: until three opens in a row came in listing order, an open only
  * notes where the reader is.
@@ -29,7 +30,7 @@
 #include "fs_int.h"
 
 #define WALKS 8              /* directories followed at once */
-#define AHEAD_FILES 16       /* files fetched ahead of the reader, at most */
+#define AHEAD_FILES 32       /* files fetched ahead of the reader, at most */
 #define AHEAD_BYTES (16u << 20)
 
 struct walk {
@@ -48,8 +49,7 @@ struct fs_ahead {
 
 struct ahead_job {
     struct lf_fs *fs;
-    struct lf_node *node; /* pinned, or NULL when the name has none */
-    bool head;            /* its stored attributes are not known yet */
+    struct lf_node *node; /* a HEAD's, pinned; NULL for a GET */
     char *repo, *key;
     char etag[LF_ETAG_MAX];
     uint64_t size;
@@ -79,34 +79,30 @@ static void job_free(struct ahead_job *j)
     free(j);
 }
 
+/* A HEAD job publishes what it learns on its node; a GET job warms the
+ * cache with the object as the listing (or node) knew it. */
 static void ahead_job(void *arg)
 {
     struct ahead_job *j = arg;
     struct lf_fs *fs = j->fs;
     struct lf_obj_attr a;
-    if (j->head && fs->store->ops->head(fs->store->ctx, j->repo, j->key, &a) == 0) {
+    struct lf_node *n = j->node;
+    if (n) {
+        int rc = fs->store->ops->head(fs->store->ctx, j->repo, j->key, &a);
         lf_meta_lock(fs->meta);
         /* Unless the name changed hands meanwhile, or we changed it. */
-        struct lf_node *n = j->node;
-        if (lf_meta_attached(n) && !fs_wstate_of(n) && n->attr_own < j->started &&
+        if (!rc && lf_meta_attached(n) && !fs_wstate_of(n) && n->attr_own < j->started &&
             !n->changing)
             fs_set_file_attr(fs, n, &a, true);
+        lf_meta_unpin(fs->meta, n);
         lf_meta_unlock(fs->meta);
-        snprintf(j->etag, sizeof(j->etag), "%s", a.etag);
-        j->size = a.size;
-    }
-    if (j->size > 0 && j->size <= LF_WARM_MAX) {
+    } else {
         struct lf_reader *r = lf_reader_new(fs->cache, fs->store, fs->data_wq, j->repo, j->key,
                                             j->etag, j->size, &fs->ra);
         if (r) {
             lf_reader_warm(r, NULL); /* a failure is the reader's to meet, with retries */
             lf_reader_free(r);
         }
-    }
-    if (j->node) {
-        lf_meta_lock(fs->meta);
-        lf_meta_unpin(fs->meta, j->node);
-        lf_meta_unlock(fs->meta);
     }
     job_free(j);
 }
@@ -141,42 +137,52 @@ static bool follows(const struct lf_listing *l, size_t last, size_t idx)
     return files <= 1;
 }
 
-/* With the metadata lock held: a job for the listing's entry i, or NULL. */
-static struct ahead_job *job_for(struct lf_fs *fs, struct lf_node *dir, const struct lf_buf *pkey,
-                                 const struct lf_dent *d)
+static struct ahead_job *job_new(struct lf_fs *fs, const struct lf_node *dir,
+                                 const struct lf_buf *pkey, const char *name,
+                                 const struct lf_obj_attr *a)
 {
-    if (d->is_dir || d->attr.size == 0 || d->attr.size > LF_WARM_MAX)
-        return NULL;
-    struct lf_node *c = lf_meta_child(fs->meta, dir, d->name);
-    if (c && (c->kind != LF_FILE || fs_wstate_of(c)))
-        return NULL; /* staged: reads come from the staged file */
     struct ahead_job *j = calloc(1, sizeof(*j));
     if (!j)
         return NULL;
     j->fs = fs;
     j->repo = strdup(dir->ref->repo);
-    size_t kl = pkey->len + strlen(d->name) + 1;
+    size_t kl = pkey->len + strlen(name) + 1;
     if ((j->key = malloc(kl)))
-        snprintf(j->key, kl, "%s%s", pkey->data, d->name);
+        snprintf(j->key, kl, "%s%s", pkey->data, name);
     if (!j->repo || !j->key) {
         job_free(j);
         return NULL;
     }
-    const struct lf_obj_attr *a = c ? &c->attr : &d->attr;
     snprintf(j->etag, sizeof(j->etag), "%s", a->etag);
     j->size = a->size;
     j->started = fs_now();
-    if (c) {
-        lf_meta_pin(c);
-        j->node = c;
-        j->head = !c->meta_known || c->attr_expiry <= j->started;
-    }
     return j;
+}
+
+/* With the metadata lock held: the jobs for a listing entry (a GET, and a
+ * HEAD when its node lacks fresh stored attributes) into todo; how many. */
+static unsigned jobs_for(struct lf_fs *fs, struct lf_node *dir, const struct lf_buf *pkey,
+                         const struct lf_dent *d, struct ahead_job **todo)
+{
+    if (d->is_dir || d->attr.size == 0 || d->attr.size > LF_WARM_MAX)
+        return 0;
+    struct lf_node *c = lf_meta_child(fs->meta, dir, d->name);
+    if (c && (c->kind != LF_FILE || fs_wstate_of(c)))
+        return 0; /* staged: reads come from the staged file */
+    unsigned n = 0;
+    if ((todo[n] = job_new(fs, dir, pkey, d->name, c ? &c->attr : &d->attr)))
+        n++;
+    if (c && (!c->meta_known || c->attr_expiry <= fs_now()) &&
+        (todo[n] = job_new(fs, dir, pkey, d->name, &c->attr))) {
+        lf_meta_pin(c);
+        todo[n++]->node = c;
+    }
+    return n;
 }
 
 void fs_ahead_opened(struct lf_fs *fs, struct lf_node *n)
 {
-    struct ahead_job *todo[AHEAD_FILES];
+    struct ahead_job *todo[2 * AHEAD_FILES];
     unsigned ntodo = 0;
     struct lf_buf pkey = LF_BUF_INIT;
     if (!fs->ahead)
@@ -197,8 +203,8 @@ void fs_ahead_opened(struct lf_fs *fs, struct lf_node *n)
     if (w->streak >= 2) {
         /* Three opens in order: a walk, not chance (a reader picking a
          * quarter of the files at random meets two in a row now and then).
-         * Keep 4, then 8, then AHEAD_FILES files fetched ahead of it. */
-        size_t ahead = (size_t)4 << (w->streak - 2 < 2 ? w->streak - 2 : 2);
+         * Keep 4, 8, 16, then AHEAD_FILES files fetched ahead of it. */
+        size_t ahead = (size_t)4 << (w->streak - 2 < 3 ? w->streak - 2 : 3);
         ahead = ahead < AHEAD_FILES ? ahead : AHEAD_FILES;
         from = (w->issued > idx ? w->issued : idx) + 1;
         to = idx + 1 + ahead < l->n ? idx + 1 + ahead : l->n;
@@ -210,12 +216,10 @@ void fs_ahead_opened(struct lf_fs *fs, struct lf_node *n)
     pthread_mutex_unlock(&fs->ahead->lock);
     if (from < to && fs_node_key(fs, dir, true, &pkey) == 0) {
         uint64_t bytes = 0;
-        for (size_t i = from; i < to && ntodo < AHEAD_FILES && bytes < AHEAD_BYTES; i++) {
-            struct ahead_job *j = job_for(fs, dir, &pkey, &l->v[i]);
-            if (j) {
-                bytes += j->size;
-                todo[ntodo++] = j;
-            }
+        for (size_t i = from; i < to && bytes < AHEAD_BYTES; i++) {
+            unsigned k = jobs_for(fs, dir, &pkey, &l->v[i], todo + ntodo);
+            bytes += k ? todo[ntodo]->size : 0;
+            ntodo += k;
         }
     }
     lf_meta_unlock(fs->meta);
