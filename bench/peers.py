@@ -208,7 +208,7 @@ def row_ls(peers, sim, repo, workdir, cleanup, args, label):
         finally:
             m.unmount()
         n = len(r.stdout.splitlines()) - 1
-        out[p] = {"s": dt, "list": reqs.get("ListObjectsV2", 0),
+        out[p] = {"s": dt, "list": reqs.get("ListObjectsV2", 0) + reqs.get("ListObjects", 0),
                   "head": reqs.get("HeadObject", 0), "entries": n}
         log(f"  [{label}] ls -l {p}: {dt:.2f} s, {n} entries, {reqs}")
     return out

@@ -63,6 +63,7 @@ struct lf_reader {
     unsigned nlanes;
     unsigned splicers;  /* threads in lf_reader_splice */
     uint64_t lane_trigger; /* passing this opens the next window of lanes */
+    uint64_t lane_target;  /* where the current window of lanes ends */
     pthread_cond_t lane_cv;
 };
 
@@ -588,6 +589,7 @@ static void lane_job(void *arg)
 static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, struct lane **todo)
 {
     uint64_t from, to;
+    bool topup = false;
     if (!lane_at(r, off)) {
         /* Starting, or caught up with the lanes: this read and a window
          * after it, from where the lanes (or the reader) stopped if that
@@ -607,12 +609,24 @@ static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, stru
             r->window = r->o.max_window;
         from = r->lanes[r->nlanes - 1]->end;
         to = from + r->window;
+    } else if (r->nlanes < MAX_LANES && r->lanes[r->nlanes - 1]->end < r->lane_target) {
+        /* A window opens only as many lanes as there is room for: the
+         * rest follow as lanes are read to their end, so the window stays
+         * in flight instead of the reader catching up with it and then
+         * waiting a whole round trip (at 20 ms of latency, half a
+         * stream's time). */
+        from = r->lanes[r->nlanes - 1]->end;
+        to = r->lane_target;
+        topup = true;
     } else {
         return 0;
     }
-    if (to > r->size)
-        to = r->size;
-    r->lane_trigger = from;
+    if (!topup) {
+        if (to > r->size)
+            to = r->size;
+        r->lane_trigger = from;
+        r->lane_target = to;
+    }
     unsigned n = 0;
     for (uint64_t at = from; at < to && r->nlanes < MAX_LANES;) {
         struct lane *l = lane_at(r, at);
