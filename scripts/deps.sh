@@ -11,6 +11,8 @@ PKGS=(
   curl sqlite3 rsync openssl
   # libFuzzer and the sanitizer runtimes for the fuzz targets
   clang valgrind
+  # the package's checks: dpkg-shlibdeps, lintian, systemd-analyze verify
+  dpkg-dev lintian systemd
 )
 
 missing=()

@@ -59,7 +59,10 @@ int fs_reply_errno(int rc)
     case -ENOSPC:
     case -EFBIG:
     case -ENOTSUP:
+    case -ENFILE:
         return -rc;
+    case -EMFILE: /* the daemon's limit, not the caller's: too many files "in the system" */
+        return ENFILE;
     default:
         return EIO;
     }
@@ -231,6 +234,7 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
      * of creates. */
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&fs->ns, &ra);
+    pthread_mutex_init(&fs->handles_lock, NULL);
     pthread_rwlockattr_destroy(&ra);
     fs->uid = getuid();
     fs->gid = getgid();
@@ -300,6 +304,12 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
     return fs;
 }
 
+/* Written data comes before cached data on a full disk. */
+static uint64_t give_back(void *cache, uint64_t bytes)
+{
+    return lf_bcache_disk_trim(cache, bytes);
+}
+
 int lf_fs_start(struct lf_fs *fs)
 {
     fs->data_wq = lf_workq_new(fs->cfg->max_requests, "lf-data");
@@ -310,7 +320,8 @@ int lf_fs_start(struct lf_fs *fs)
     if (!fs->data_wq || !fs->meta_wq || !fs->up_wq || !fs->ahead)
         return -ENOMEM;
     struct lf_staging_opts so = {.dir = fs->cfg->staging_dir, .max_bytes = fs->cfg->staging_max,
-                                 .part_size = fs->cfg->part_size};
+                                 .part_size = fs->cfg->part_size, .make_room = give_back,
+                                 .make_room_arg = fs->cache};
     fs->staging = lf_staging_new(fs->store, fs->up_wq, &so);
     /* What daemons that are gone left staged goes up in the background; a
      * read-only mount writes nothing, so it leaves that to another mount. */
@@ -337,6 +348,12 @@ void lf_fs_free(struct lf_fs *fs)
         return;
     fs_metrics_stop(fs);
     fs_ctl_stop(fs);
+    /* Handles whose release the unmount overtook (their close() has
+     * returned: what they wrote is uploaded or staged already). */
+    while (fs->files)
+        fs_fileh_free(fs, fs->files);
+    while (fs->dirs)
+        fs_dir_release(fs, fs->dirs);
     lf_recovery_stop(fs->recovery);
     lf_workq_free(fs->data_wq); /* runs what fs_ahead queued: its nodes are let go */
     lf_workq_free(fs->meta_wq);
@@ -348,6 +365,7 @@ void lf_fs_free(struct lf_fs *fs)
     lf_bcache_free(fs->cache);
     pthread_cond_destroy(&fs->changed);
     pthread_rwlock_destroy(&fs->ns);
+    pthread_mutex_destroy(&fs->handles_lock);
     free(fs->subdir);
     free(fs);
 }

@@ -248,12 +248,14 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     /* Commit trees never change: let the kernel cache their listings. */
     fi->cache_readdir = n->ref && n->ref->immutable;
     fi->keep_cache = fi->cache_readdir;
-    if (fuse_reply_open(req, fi) != 0) { /* the caller went away: no releasedir */
-        lf_meta_lock(fs->meta);
-        lf_meta_unpin(fs->meta, d->node);
-        lf_meta_unlock(fs->meta);
-        dirh_free(d);
-    }
+    pthread_mutex_lock(&fs->handles_lock);
+    d->next = fs->dirs;
+    if (fs->dirs)
+        fs->dirs->prev = d;
+    fs->dirs = d;
+    pthread_mutex_unlock(&fs->handles_lock);
+    if (fuse_reply_open(req, fi) != 0) /* the caller went away: no releasedir */
+        fs_dir_release(fs, d);
 }
 
 /* Pulls pages until entry idx exists or the listing ends. d->lock held. */
@@ -387,13 +389,24 @@ void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     do_readdir(req, ino, size, off, fi, true);
 }
 
-void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+void fs_dir_release(struct lf_fs *fs, struct dirh *d)
 {
-    struct lf_fs *fs = fs_of(req);
-    struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+    pthread_mutex_lock(&fs->handles_lock);
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        fs->dirs = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    pthread_mutex_unlock(&fs->handles_lock);
     lf_meta_lock(fs->meta);
     lf_meta_unpin(fs->meta, d->node);
     lf_meta_unlock(fs->meta);
     dirh_free(d);
+}
+
+void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fs_dir_release(fs_of(req), (struct dirh *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }

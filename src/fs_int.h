@@ -87,6 +87,11 @@ struct lf_fs {
     /* Name-space changes hold it shared; a directory rename, which moves
      * every key below it, holds it alone (fs_ns_enter). */
     pthread_rwlock_t ns;
+    /* Every open file and directory handle: an unmount can overtake the
+     * kernel's last releases, and lf_fs_free lets go of what is left. */
+    pthread_mutex_t handles_lock;
+    struct fileh *files;
+    struct dirh *dirs;
     char *subdir;           /* "a/b/" of a mounted lakefs://REPO/REF/a/b, else "" */
     struct lf_api *api;     /* the REST client (versioning verbs, xattrs); may be NULL */
     struct fs_ctl *ctl;     /* the verbs' control channel (fs_ctl.c) */
@@ -97,6 +102,8 @@ struct lf_fs {
 };
 
 struct fileh {
+    struct fileh *prev, *next; /* fs->files, once tracked */
+    bool tracked;
     struct lf_node *node;
     /* reader and sf can change under concurrent reads (fh_follow): read
      * them with fh_reader and fh_sf. */
@@ -132,6 +139,7 @@ struct wstate {
 };
 
 struct dirh {
+    struct dirh *prev, *next; /* fs->dirs */
     pthread_mutex_t lock;
     struct lf_node *node;
     struct lf_listing *listing;
@@ -203,6 +211,8 @@ void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                    struct fuse_file_info *fi);
 void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi);
+/* Lets go of a directory handle the kernel never released. */
+void fs_dir_release(struct lf_fs *fs, struct dirh *d);
 void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 
 /* fs_io.c: write state and file I/O. fs_wstate_of, fs_staged_size and
@@ -215,6 +225,9 @@ void fs_wstate_settle(struct lf_fs *fs, struct lf_node *n);
 void fs_writer_done(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf);
 int fs_flush_node(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf);
 struct fileh *fs_fileh_alloc(void);
+/* Lists a handle the kernel is about to get, so lf_fs_free finds it if
+ * its release never comes. */
+void fs_fileh_track(struct lf_fs *fs, struct fileh *fh);
 void fs_fileh_free(struct lf_fs *fs, struct fileh *fh);
 int *fs_pipe_new(void);
 void fs_pipe_close(int *p);

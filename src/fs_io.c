@@ -229,6 +229,17 @@ struct fileh *fs_fileh_alloc(void)
     return fh;
 }
 
+void fs_fileh_track(struct lf_fs *fs, struct fileh *fh)
+{
+    pthread_mutex_lock(&fs->handles_lock);
+    fh->tracked = true;
+    fh->next = fs->files;
+    if (fs->files)
+        fs->files->prev = fh;
+    fs->files = fh;
+    pthread_mutex_unlock(&fs->handles_lock);
+}
+
 /* The file's name for a log line: a rename may replace it meanwhile. */
 static const char *name_of(struct lf_fs *fs, const struct lf_node *n, char *buf, size_t len)
 {
@@ -241,6 +252,16 @@ static const char *name_of(struct lf_fs *fs, const struct lf_node *n, char *buf,
 void fs_fileh_free(struct lf_fs *fs, struct fileh *fh)
 {
     char name[LF_NAME_MAX + 1];
+    pthread_mutex_lock(&fs->handles_lock);
+    if (fh->tracked) {
+        if (fh->prev)
+            fh->prev->next = fh->next;
+        else
+            fs->files = fh->next;
+        if (fh->next)
+            fh->next->prev = fh->prev;
+    }
+    pthread_mutex_unlock(&fs->handles_lock);
     fs_count_close(fs, fh);
     if (fh->reads) {
         struct lf_ra_stats st = {0};
@@ -348,6 +369,7 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     fi->fh = (uintptr_t)fh;
     fs_count_open(fs, fh);
+    fs_fileh_track(fs, fh);
     if (fuse_reply_open(req, fi) != 0)
         fs_fileh_free(fs, fh); /* the opener is gone: no release will come */
     fh = NULL;

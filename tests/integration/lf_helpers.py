@@ -350,12 +350,20 @@ def closed_port():
     return port
 
 
-def wait_until(pred, timeout, interval=0.05, what="condition"):
+def wait_until(pred, timeout, interval=0.05, what="condition", absent_is_false=False):
     """Polls pred() until it returns a truthy value or timeout passes;
-    returns the value or raises TimeoutError."""
+    returns the value or raises TimeoutError. With absent_is_false, a
+    predicate that meets a missing file (FileNotFoundError: a name another
+    mount made, which this one may remember as absent until its TTL) is
+    not true yet."""
     deadline = time.monotonic() + timeout
     while True:
-        v = pred()
+        try:
+            v = pred()
+        except FileNotFoundError:
+            if not absent_is_false:
+                raise
+            v = None
         if v:
             return v
         if time.monotonic() >= deadline:
@@ -411,14 +419,14 @@ class PipeLimit:
             return self
         try:
             self.fd = os.open(self.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-            # Exclusive while deciding, shared while running.
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            # Shared for the whole session: it waits only for a session
+            # that is restoring right now (exclusive, for a moment).
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
             cur = int(PIPE_MAX_SIZE.read_text())
             if cur < SPLICE_PIPE:
-                os.ftruncate(self.fd, 0)
-                os.pwrite(self.fd, str(cur).encode(), 0)
+                if not os.pread(self.fd, 32, 0).strip():
+                    os.pwrite(self.fd, str(cur).encode(), 0)
                 PIPE_MAX_SIZE.write_text(str(SPLICE_PIPE))
-            fcntl.flock(self.fd, fcntl.LOCK_SH)
         except (OSError, ValueError):
             pass
         return self
@@ -466,3 +474,17 @@ def errno_of(fn):
     except OSError as e:
         return e.errno
     return 0
+
+
+# ---------------------------------------------------------------- package
+def build_deb(outdir, binary=BINARY):
+    """packaging/build-deb.sh on the build that holds binary, as it is
+    (LAKEFUSE_PREBUILT: no second build). Returns (CompletedProcess, the
+    .deb's path or None)."""
+    build = os.path.dirname(os.path.realpath(binary))
+    r = subprocess.run([os.path.join(ROOT, "packaging", "build-deb.sh"), str(outdir)],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "LAKEFUSE_PREBUILT": build})
+    lines = r.stdout.strip().splitlines()
+    deb = lines[-1] if r.returncode == 0 and lines else None
+    return r, deb

@@ -1,13 +1,11 @@
 """lakefuse through mount(8): /etc/fstab lines and `mount -t fuse.lakefuse`.
 
-util-linux runs /sbin/mount.fuse (fuse3's mount.fuse3) with a cleared
-environment, and mount.fuse3 runs `lakefuse SOURCE MOUNTPOINT -o OPTS`
-through /bin/sh, whose PATH is then its built-in default. So the binary
-under test must sit in one of those directories. Nothing is installed: each
-test runs mount(8) in a private mount namespace whose /usr/local/sbin is a
-bind mount of a temporary directory holding a `lakefuse` symlink to the
-binary. The test reaches that namespace's files through /proc/PID/root of
-the process holding it. Everything vanishes with the namespace.
+mount.fuse3 finds lakefuse on /bin/sh's default PATH, so the binary under
+test must sit in one of its directories. Nothing is installed: each test
+runs mount(8) in a private mount namespace (mount_ns.py) whose
+/usr/local/sbin holds a `lakefuse` symlink to the binary. Everything
+vanishes with the namespace. test_install.py does the same with the
+installed package.
 
 Needs root (mount(8) of a fuse.* type as another user needs a `user` fstab
 line, and unshare needs CAP_SYS_ADMIN).
@@ -16,105 +14,13 @@ Run: /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_fs
 """
 import errno
 import os
-import pathlib
-import re
-import signal
-import subprocess
 
 import pytest
 
 from lf_helpers import BINARY, errno_of, find_daemon_pids, get, pid_alive, wait_until
-
-HELPER_DIR = "/usr/local/sbin"   # first in dash's default PATH
-MOUNT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}   # lakefuse is not on it
-
-SANITIZER_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|"
-                          r"WARNING: ThreadSanitizer|SUMMARY: \w+Sanitizer")
+from mount_ns import Namespace, fstab_options, umount, write_lakectl_file
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount(8) tests need root")
-
-
-def _unescape(s):
-    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
-            .replace("\\134", "\\")
-
-
-class Namespace:
-    """A private mount namespace where `lakefuse` is on the helper's PATH."""
-
-    def __init__(self, tmp_path):
-        self.tmp = tmp_path
-        bindir = tmp_path / "helper-bin"
-        bindir.mkdir()
-        (bindir / "lakefuse").symlink_to(os.path.realpath(BINARY))
-        self.holder = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
-             f"mount --bind '{bindir}' {HELPER_DIR} && echo ready && exec sleep 3600"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.holder.stdout.readline()
-        if line.strip() != "ready":
-            err = self.holder.stderr.read() if self.holder.poll() is not None else ""
-            self.holder.kill()
-            self.holder.wait(timeout=10)
-            pytest.skip(f"cannot make a private mount namespace: {err.strip()}")
-        self.mountpoints = []
-        # mount(8) keeps these variables: a sanitizer build's daemon, whose
-        # stderr is /dev/null once in the background, reports into files.
-        self.san_dir = tmp_path / "sanitizer"
-        self.san_dir.mkdir()
-        self.env = dict(MOUNT_ENV, ASAN_OPTIONS=f"log_path={self.san_dir}/asan",
-                        UBSAN_OPTIONS=f"print_stacktrace=1:log_path={self.san_dir}/ubsan",
-                        TSAN_OPTIONS=f"log_path={self.san_dir}/tsan")
-
-    def run(self, *cmd, timeout=120):
-        """cmd inside the namespace, with no lakefuse on its PATH."""
-        return subprocess.run(["nsenter", "-t", str(self.holder.pid), "-m", "--", *map(str, cmd)],
-                              capture_output=True, text=True, timeout=timeout, env=self.env)
-
-    def path(self, p):
-        """The namespace's view of an absolute path p."""
-        return pathlib.Path(f"/proc/{self.holder.pid}/root{p}")
-
-    def mounts_at(self, p):
-        """(fstype, source, options) of every mount exactly at p, in the namespace."""
-        found = []
-        with open(f"/proc/{self.holder.pid}/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                sep = fields.index("-")
-                if _unescape(fields[4]) == str(p):
-                    found.append((fields[sep + 1], _unescape(fields[sep + 2]), fields[5]))
-        return found
-
-    def mountpoint(self, name):
-        mp = self.tmp / name
-        mp.mkdir()
-        self.mountpoints.append(mp)
-        return mp
-
-    def daemons(self, mp):
-        return [p for p in find_daemon_pids(BINARY, mp) if pid_alive(p)]
-
-    def close(self):
-        problems = []
-        for mp in self.mountpoints:
-            pids = self.daemons(mp)
-            while self.mounts_at(mp):
-                problems.append(f"{mp} was still mounted")
-                self.run("umount", "-l", mp)
-            for pid in pids:
-                try:
-                    wait_until(lambda: not pid_alive(pid), 20, what=f"daemon {pid} to exit")
-                except TimeoutError:
-                    problems.append(f"daemon {pid} of {mp} did not exit; killed")
-                    os.kill(pid, signal.SIGKILL)
-        self.holder.kill()
-        self.holder.wait(timeout=10)
-        for p in sorted(self.san_dir.iterdir()):
-            text = p.read_text(errors="replace")
-            if SANITIZER_RE.search(text):
-                problems.append(f"sanitizer report in {p.name}: {text[:3000]}")
-        return problems
 
 
 @pytest.fixture
@@ -128,35 +34,7 @@ def ns(tmp_path):
 
 @pytest.fixture
 def lakectl_file(lakefs, tmp_path):
-    """A lakectl-style credentials file, mode 0600: all an fstab line has."""
-    cfg = tmp_path / "lakectl.yaml"
-    cfg.write_text("credentials:\n"
-                   f"  access_key_id: {lakefs.access_key}\n"
-                   f"  secret_access_key: {lakefs.secret_key}\n"
-                   "server:\n"
-                   f"  endpoint_url: {lakefs.endpoint}/api/v1\n")
-    cfg.chmod(0o600)
-    return cfg
-
-
-def fstab_options(tmp_path, cfg, name, extra=""):
-    """The options an fstab line needs here: credentials and endpoint from
-    the file, a cache and a log of this test's own."""
-    opts = (f"config={cfg},cache_dir={tmp_path / ('cache-' + name)},"
-            f"log_file={tmp_path / (name + '.log')},log_level=debug")
-    return opts + ("," + extra if extra else "")
-
-
-def umount(ns, mp):
-    """umount(8), then waits for the daemon, whose exit comes after the
-    staged uploads."""
-    pids = ns.daemons(mp)
-    assert pids, f"no lakefuse daemon for {mp}"
-    r = ns.run("umount", mp)
-    assert r.returncode == 0, r
-    assert ns.mounts_at(mp) == []
-    for pid in pids:
-        wait_until(lambda: not pid_alive(pid), 60, what="the daemon to exit after umount")
+    return write_lakectl_file(lakefs, tmp_path / "lakectl.yaml")
 
 
 def test_fstab_mount_all_read_write_umount(lakefs, repo, s3, ns, lakectl_file, tmp_path):

@@ -1,8 +1,14 @@
 """packaging/build-deb.sh makes a package that holds what an administrator
 needs: the binary, lakefuse(1), the systemd template unit and the docs
 (no mount helper: mount(8) reaches lakefuse through fuse3's mount.fuse3,
-which the package depends on). Packages the build under test as it is
-(LAKEFUSE_PREBUILT), so no second build runs.
+which the package depends on), with Debian's copyright file and changelog;
+lintian finds no errors or warnings in it and systemd-analyze accepts the
+unit. Packages the build under test as it is (LAKEFUSE_PREBUILT), so no
+second build runs. test_install.py installs the package.
+
+lintian is installed with apt-get when it is missing and this is root
+(scripts/deps.sh installs it too); the test is skipped when that fails,
+which fails it under CI (tests/conftest.py).
 
 Run: /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration/test_package.py
 """
@@ -13,22 +19,46 @@ import subprocess
 
 import pytest
 
-from lf_helpers import BINARY, ROOT
+from lf_helpers import BINARY, ROOT, build_deb
 
 pytestmark = pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="no dpkg-deb")
 
 
-def test_package_holds_binary_man_page_unit_and_docs(tmp_path):
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory):
     build = os.path.dirname(os.path.realpath(BINARY))
     if not os.path.exists(os.path.join(build, "lakefuse.1")):
         pytest.fail(f"{build} has no lakefuse.1: configure it with scdoc installed")
-    r = subprocess.run([os.path.join(ROOT, "packaging", "build-deb.sh"), str(tmp_path / "out")],
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "LAKEFUSE_PREBUILT": build})
+    r, path = build_deb(tmp_path_factory.mktemp("deb"))
     assert r.returncode == 0, r
-    deb = r.stdout.strip().splitlines()[-1]
-    assert os.path.basename(deb).startswith("lakefuse_") and deb.endswith(".deb"), deb
+    # quiet on success, but for dpkg-shlibdeps noting that a sanitizer
+    # build links libm without using it
+    noise = [line for line in r.stderr.splitlines()
+             if "could avoid a useless dependency" not in line]
+    assert noise == [], r.stderr
+    assert os.path.basename(path).startswith("lakefuse_") and path.endswith(".deb"), path
+    return path
 
+
+@pytest.fixture(scope="module")
+def lintian():
+    path = shutil.which("lintian")
+    if path:
+        return path
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("lintian is not installed (scripts/deps.sh installs it)")
+    r = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                        "-o", "DPkg::Lock::Timeout=300", "lintian"],
+                       capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    path = shutil.which("lintian")
+    if r.returncode != 0 or not path:
+        pytest.skip(f"lintian is not installed and apt-get could not install it: "
+                    f"{r.stderr.strip()[-500:]}")
+    return path
+
+
+def test_package_holds_binary_man_page_unit_and_docs(deb, tmp_path):
     listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True,
                              check=True).stdout
     files = {line.split()[-1]: line.split()[0] for line in listing.splitlines()}
@@ -36,7 +66,9 @@ def test_package_holds_binary_man_page_unit_and_docs(tmp_path):
                        ("./usr/share/man/man1/lakefuse.1.gz", "-rw-r--r--"),
                        ("./lib/systemd/system/lakefuse@.service", "-rw-r--r--"),
                        ("./usr/share/doc/lakefuse/README.md", "-rw-r--r--"),
-                       ("./usr/share/doc/lakefuse/semantics.md", "-rw-r--r--")]:
+                       ("./usr/share/doc/lakefuse/semantics.md", "-rw-r--r--"),
+                       ("./usr/share/doc/lakefuse/copyright", "-rw-r--r--"),
+                       ("./usr/share/doc/lakefuse/changelog.gz", "-rw-r--r--")]:
         assert files.get(path) == mode, (path, listing)
     assert not [p for p in files if "mount.fuse" in p], "no mount helper of our own"
     assert all(line.split()[1] == "root/root" for line in listing.splitlines())
@@ -45,7 +77,11 @@ def test_package_holds_binary_man_page_unit_and_docs(tmp_path):
                              capture_output=True, text=True, check=True).stdout
     version = subprocess.run([BINARY, "--version"], capture_output=True, text=True,
                              check=True).stdout.split()[1]
-    assert f"Version: {version}" in control and "fuse3" in control, control
+    assert f"Version: {version}" in control, control
+    # fuse3 for mount.fuse3 and fusermount3, the rest from dpkg-shlibdeps
+    depends = {d.split()[0] for d in control.split("Depends:", 1)[1].split(",")}
+    assert {"fuse3", "libc6", "libfuse3-3", "libcurl4", "libxml2", "libssl3",
+            "libjansson4"} <= depends, control
 
     x = tmp_path / "x"
     subprocess.run(["dpkg-deb", "-x", deb, str(x)], check=True)
@@ -54,3 +90,57 @@ def test_package_holds_binary_man_page_unit_and_docs(tmp_path):
     r = subprocess.run([str(x / "usr/bin/lakefuse"), "--version"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.split()[1] == version, r
+
+    changelog = gzip.decompress((x / "usr/share/doc/lakefuse/changelog.gz").read_bytes())
+    assert changelog.decode().startswith(f"lakefuse ({version}) "), changelog[:200]
+    # the MIT licence of LICENSE, in Debian's machine-readable form
+    copyright_ = (x / "usr/share/doc/lakefuse/copyright").read_text()
+    head, _, body = copyright_.partition("License: Expat\n")
+    assert head.startswith("Format: https://www.debian.org/doc/packaging-manuals/"
+                           "copyright-format/1.0/\n"), copyright_
+    licence = open(os.path.join(ROOT, "LICENSE")).read()
+    holder = licence.split("Copyright (c) ", 1)[1].splitlines()[0]
+    assert holder.endswith(" lakefuse authors"), licence
+    assert f"Files: *\nCopyright: {holder}\n" in head, copyright_
+    text = "\n".join("" if line == " ." else line[1:] for line in body.splitlines())
+    assert "Permission is hereby granted" in text and licence.rstrip().endswith(text.rstrip())
+
+
+def test_lintian_finds_no_errors_or_warnings(deb, lintian):
+    r = subprocess.run([lintian, "--fail-on", "error,warning", deb], capture_output=True,
+                       text=True, timeout=600)
+    tags = [line for line in r.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert tags == [] and r.returncode == 0, r
+
+
+def _unit_for(binary, tmp_path, name="lakefuse@demo.service", extra=""):
+    """packaging/lakefuse@.service as the instance name, started from
+    binary instead of /usr/bin/lakefuse, with extra lines in [Service]."""
+    unit = open(os.path.join(ROOT, "packaging", "lakefuse@.service")).read()
+    assert unit.count("/usr/bin/lakefuse ") == 1, unit
+    unit = unit.replace("/usr/bin/lakefuse ", os.path.realpath(binary) + " ")
+    unit = unit.replace("[Service]\n", "[Service]\n" + extra)
+    path = tmp_path / name
+    path.write_text(unit)
+    return path
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze")
+def test_systemd_analyze_verify_accepts_unit(tmp_path):
+    """The unit in the tree, started from the build under test; its man
+    page is checked where the package is installed (test_install.py)."""
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no",
+                        _unit_for(BINARY, tmp_path)], capture_output=True, text=True,
+                       timeout=120)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), r
+
+    # what it would say of a mistake: a key it does not know, a missing binary
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no",
+                        _unit_for(BINARY, tmp_path, "lakefuse@typo.service", "Restrat=always\n")],
+                       capture_output=True, text=True, timeout=120)
+    assert "Unknown key 'Restrat'" in r.stderr, r
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no",
+                        _unit_for(tmp_path / "no-such-lakefuse", tmp_path,
+                                  "lakefuse@missing.service")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "is not executable" in r.stderr, r
