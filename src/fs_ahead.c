@@ -195,33 +195,31 @@ void fs_ahead_opened(struct lf_fs *fs, struct lf_node *n)
         lf_meta_unlock(fs->meta);
         return;
     }
-    size_t idx = (size_t)(d - l->v), from = 0, to = 0;
+    size_t idx = (size_t)(d - l->v);
     pthread_mutex_lock(&fs->ahead->lock);
     struct walk *w = walk_of(fs->ahead, dir->ino, idx);
     w->streak = follows(l, w->last, idx) ? w->streak + 1 : 0;
     w->last = idx;
-    if (w->streak >= 2) {
+    if (w->streak < 2) {
+        w->issued = idx;
+    } else if (fs_node_key(fs, dir, true, &pkey) == 0) {
         /* Three opens in order: a walk, not chance (a reader picking a
          * quarter of the files at random meets two in a row now and then).
          * Keep 4, 8, 16, then AHEAD_FILES files fetched ahead of it. */
         size_t ahead = (size_t)4 << (w->streak - 2 < 3 ? w->streak - 2 : 3);
         ahead = ahead < AHEAD_FILES ? ahead : AHEAD_FILES;
-        from = (w->issued > idx ? w->issued : idx) + 1;
-        to = idx + 1 + ahead < l->n ? idx + 1 + ahead : l->n;
-        if (from < to)
-            w->issued = to - 1;
-    } else {
-        w->issued = idx;
-    }
-    pthread_mutex_unlock(&fs->ahead->lock);
-    if (from < to && fs_node_key(fs, dir, true, &pkey) == 0) {
+        size_t i = (w->issued > idx ? w->issued : idx) + 1;
+        size_t to = idx + 1 + ahead < l->n ? idx + 1 + ahead : l->n;
         uint64_t bytes = 0;
-        for (size_t i = from; i < to && bytes < AHEAD_BYTES; i++) {
+        for (; i < to && bytes < AHEAD_BYTES; i++) {
             unsigned k = jobs_for(fs, dir, &pkey, &l->v[i], todo + ntodo);
             bytes += k ? todo[ntodo]->size : 0;
             ntodo += k;
         }
+        if (i > idx + 1)
+            w->issued = i - 1; /* the next open goes on from there */
     }
+    pthread_mutex_unlock(&fs->ahead->lock);
     lf_meta_unlock(fs->meta);
     lf_buf_free(&pkey);
     for (unsigned i = 0; i < ntodo; i++) {
