@@ -350,20 +350,12 @@ def closed_port():
     return port
 
 
-def wait_until(pred, timeout, interval=0.05, what="condition", absent_is_false=False):
+def wait_until(pred, timeout, interval=0.05, what="condition"):
     """Polls pred() until it returns a truthy value or timeout passes;
-    returns the value or raises TimeoutError. With absent_is_false, a
-    predicate that meets a missing file (FileNotFoundError: a name another
-    mount made, which this one may remember as absent until its TTL) is
-    not true yet."""
+    returns the value or raises TimeoutError."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            v = pred()
-        except FileNotFoundError:
-            if not absent_is_false:
-                raise
-            v = None
+        v = pred()
         if v:
             return v
         if time.monotonic() >= deadline:

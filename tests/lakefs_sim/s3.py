@@ -267,11 +267,10 @@ class _Op:
 
 
 class Gateway:
-    def __init__(self, store, secrets, region="us-east-1", clock=None):
+    def __init__(self, store, secrets, region="us-east-1"):
         self.store = store
         self.secrets = secrets
         self.region = region
-        self.clock = clock         # the gateway's time (knobs.now); None: the machine's
 
     @staticmethod
     def xml_type(req):
@@ -300,8 +299,7 @@ class Gateway:
 
     def _handle(self, op):
         req, route = op.req, op.route
-        payload = sigv4.authenticate(req, self.secrets,
-                                     self.clock() if self.clock else None)
+        payload = sigv4.authenticate(req, self.secrets)
         req.set_payload(payload)
         if route.repo:
             with self.store.lock:
