@@ -6,7 +6,8 @@ directory), uploads the data set, mounts lakefs://REPO with build/lakefuse
 (--foreground, credentials in the environment) and measures:
 
   (a) sequential read of a 1 GiB object through the mount (`dd bs=1M` to
-      /dev/null), three ways: the default, --async-read and --direct-io
+      /dev/null), four ways: the default (which reads objects over half
+      the cache with direct I/O), --page-cache, --async-read and --direct-io
       (objects over half the cache are spliced from the gateway's socket to
       the kernel where 4 MiB pipes can be had: as root the benchmark raises
       fs.pipe-max-size for its run if needed, and says which way it read).
@@ -65,9 +66,11 @@ from lf_helpers import (BINARY, MiB, BigStream, PipeLimit, Signer, bulk_put,  # 
 GiB = 1 << 30
 MB = 1e6
 RATIO_TARGET = 0.8
-# (a)'s ways of mounting: the default, and the two options that trade a
-# property for speed (docs/configuration.md)
-MODES = {"default": [], "async-read": ["--async-read"], "direct-io": ["--direct-io"]}
+# (a)'s ways of mounting: the default (big objects with direct I/O), every
+# file through the page cache, and the two options that trade a property
+# for speed (docs/configuration.md)
+MODES = {"default": [], "page-cache": ["--page-cache"], "async-read": ["--async-read"],
+         "direct-io": ["--direct-io"]}
 
 
 def log(msg):

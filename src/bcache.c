@@ -847,9 +847,9 @@ void *lf_block_data(struct lf_block *b) { return b->data; }
 
 size_t lf_block_len(struct lf_block *b) { return b->len; }
 
-void lf_bcache_complete(struct lf_bcache *c, struct lf_block *b, size_t len, int err)
+/* Under the lock. */
+static void complete_locked(struct lf_bcache *c, struct lf_block *b, size_t len, int err)
 {
-    pthread_mutex_lock(&c->lock);
     b->len = len;
     b->err = err;
     b->state = err ? FAILED : READY;
@@ -860,6 +860,12 @@ void lf_bcache_complete(struct lf_bcache *c, struct lf_block *b, size_t len, int
         lru_unlink(b);
     }
     pthread_cond_broadcast(&c->changed);
+}
+
+void lf_bcache_complete(struct lf_bcache *c, struct lf_block *b, size_t len, int err)
+{
+    pthread_mutex_lock(&c->lock);
+    complete_locked(c, b, len, err);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -887,33 +893,38 @@ int lf_bcache_wait(struct lf_bcache *c, struct lf_block *b, const struct lf_read
     return rc;
 }
 
-void lf_bcache_release(struct lf_bcache *c, struct lf_block *b, bool consumed)
+/* Under the lock; victims to write out go on *spill. */
+static void release_locked(struct lf_bcache *c, struct lf_block *b, bool consumed,
+                           struct lf_block **spill)
 {
-    struct lf_block *spill = NULL;
-    pthread_mutex_lock(&c->lock);
     /* The fetch that filled the block may unpin it after its reader did. */
     b->consumed = b->consumed || consumed;
-    if (--b->pins == 0) {
-        consumed = b->consumed;
-        b->consumed = false;
-        if (!b->linked) {
-            block_destroy(c, b);
-        } else if (consumed && b->state == READY && b->objsize > c->budget / 2) {
-            /* A sequential pass over an object this large would push the
-             * block out before a second pass reached it (LRU flooding):
-             * keeping it would only evict smaller, reusable blocks. Its
-             * buffer goes back to the spare list, so a stream also keeps
-             * reusing the same warm pages instead of faulting in new ones. */
-            evict(c, b, &spill);
-        } else if (consumed && b->state == READY) {
-            b->ahead = false;
-            lru_unlink(b);
-            lru_push_back(c, b);
-        }
-        /* Demand reads may have overshot: give the slack back now. */
-        if (c->used - c->spilling > c->budget)
-            make_room(c, 0, c->budget, true, &spill);
+    if (--b->pins > 0)
+        return;
+    consumed = b->consumed;
+    b->consumed = false;
+    if (!b->linked) {
+        block_destroy(c, b);
+    } else if (consumed && b->state == READY && b->objsize > c->budget / 2) {
+        /* A sequential pass over an object this large would push the
+         * block out before a second pass reached it (LRU flooding):
+         * keeping it would only evict smaller, reusable blocks. Its
+         * buffer goes back to the spare list, so a stream also keeps
+         * reusing the same warm pages instead of faulting in new ones. */
+        evict(c, b, spill);
+    } else if (consumed && b->state == READY) {
+        b->ahead = false;
+        lru_unlink(b);
+        lru_push_back(c, b);
     }
+    /* Demand reads may have overshot: give the slack back now. */
+    if (c->used - c->spilling > c->budget)
+        make_room(c, 0, c->budget, true, spill);
+}
+
+/* Ends a release with the lock held: writes out its victims, if any. */
+static void release_finish(struct lf_bcache *c, struct lf_block *spill)
+{
     if (spill) {
         pthread_mutex_unlock(&c->lock);
         spill_write(c, spill);
@@ -921,6 +932,23 @@ void lf_bcache_release(struct lf_bcache *c, struct lf_block *b, bool consumed)
         spill_finish(c, spill);
     }
     pthread_mutex_unlock(&c->lock);
+}
+
+void lf_bcache_release(struct lf_bcache *c, struct lf_block *b, bool consumed)
+{
+    struct lf_block *spill = NULL;
+    pthread_mutex_lock(&c->lock);
+    release_locked(c, b, consumed, &spill);
+    release_finish(c, spill);
+}
+
+void lf_bcache_complete_release(struct lf_bcache *c, struct lf_block *b, size_t len, int err)
+{
+    struct lf_block *spill = NULL;
+    pthread_mutex_lock(&c->lock);
+    complete_locked(c, b, len, err);
+    release_locked(c, b, false, &spill);
+    release_finish(c, spill);
 }
 
 void lf_bcache_get_stats(struct lf_bcache *c, struct lf_bcache_stats *st)

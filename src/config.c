@@ -63,8 +63,13 @@ static const struct opt OPTS[] = {
     {"readahead-max", 0, K_MIB, F(readahead_max), "MIB", "64", "largest readahead window per file"},
     {"request-size", 0, K_MIB, F(request_size), "MIB", "8", "size of one ranged GET"},
     {"direct-io", 0, K_FLAG, F(direct_io), NULL, "off",
-     "files opened for reading bypass the kernel page cache: fastest streams, but every read "
-     "is a request (and shared mmap needs Linux 6.6 or later)"},
+     "every file opened for reading bypasses the kernel page cache, not only objects over half "
+     "--cache-size: every read is a request, nothing is kept between opens (and shared mmap "
+     "needs Linux 6.6 or later)"},
+    {"page-cache", 0, K_FLAG, F(page_cache), NULL, "off",
+     "every file opened for reading goes through the kernel page cache; by default objects "
+     "over half --cache-size bypass it as with --direct-io, where the kernel keeps shared "
+     "mmap of such files coherent (Linux 6.6 on)"},
     {"async-read", 0, K_FLAG, F(async_read), NULL, "off",
      "let the kernel send readahead in parallel: faster streams, but Ctrl-C no longer "
      "interrupts a read stalled on the gateway (it waits for --timeout)"},
@@ -817,6 +822,10 @@ int lf_config_parse(struct lf_config *c, int argc, char **argv, FILE *err)
         c->readahead_max = c->readahead_init;
     if (c->max_requests == 0)
         c->max_requests = 1;
+    if (c->direct_io && c->page_cache) {
+        fprintf(err, "lakefuse: --direct-io and --page-cache exclude each other\n");
+        return -EINVAL;
+    }
     if (c->cache_size < 8 * (size_t)MiB) {
         fprintf(err, "lakefuse: --cache-size must be at least 8 MiB\n");
         return -EINVAL;

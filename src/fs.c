@@ -201,10 +201,11 @@ void lf_fs_set_api(struct lf_fs *fs, struct lf_api *api) { fs->api = api; }
 void lf_fs_attach(struct lf_fs *fs, struct fuse_session *se)
 {
     fs->se = se;
-    if ((fs->splice || fs->cfg->direct_io) &&
+    if ((fs->splice || fs->direct_min != UINT64_MAX) &&
         fuse_session_custom_io(se, &fs_custom_io, fuse_session_fd(se)) != 0) {
         lf_warn("libfuse refused the custom I/O hooks: reads are copied through memory%s",
-                fs->cfg->direct_io ? " and shared mmap of --direct-io files fails" : "");
+                fs->cfg->direct_io ? " and shared mmap of --direct-io files fails"
+                                   : ", through the page cache");
         fs->splice = false;
         fs->ra.stream_min = 0;
     }
@@ -262,6 +263,11 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
         fs->splice = p != NULL;
     }
     fs->ra.stream_min = fs->splice ? cfg->cache_size / 2 : 0;
+    /* The page cache is worth its cost for what it can keep: files over
+     * half the cache are the ones our own cache gives back as they are
+     * read, and a page cache fill of them costs most of a stream's time
+     * (docs/benchmarks.md). */
+    fs->direct_min = cfg->direct_io ? 0 : cfg->page_cache ? UINT64_MAX : cfg->cache_size / 2;
     fs->cache = lf_bcache_new(cfg->cache_size, cfg->block_size);
     if (fs->cache && cfg->disk_cache_size) {
         /* A subdirectory: the cache directory also holds staging/. */
@@ -301,7 +307,8 @@ int lf_fs_start(struct lf_fs *fs)
     fs->meta_wq = lf_workq_new(4, "lf-meta");
     /* Parts in flight: enough to keep a high-latency link busy. */
     fs->up_wq = lf_workq_new(8, "lf-upload");
-    if (!fs->data_wq || !fs->meta_wq || !fs->up_wq)
+    fs->ahead = fs_ahead_new();
+    if (!fs->data_wq || !fs->meta_wq || !fs->up_wq || !fs->ahead)
         return -ENOMEM;
     struct lf_staging_opts so = {.dir = fs->cfg->staging_dir, .max_bytes = fs->cfg->staging_max,
                                  .part_size = fs->cfg->part_size};
@@ -339,8 +346,9 @@ void lf_fs_free(struct lf_fs *fs)
     while (fs->dirs)
         fs_dir_release(fs, fs->dirs);
     lf_recovery_stop(fs->recovery);
-    lf_workq_free(fs->data_wq);
+    lf_workq_free(fs->data_wq); /* runs what fs_ahead queued: its nodes are let go */
     lf_workq_free(fs->meta_wq);
+    fs_ahead_free(fs->ahead);
     lf_meta_free(fs->meta); /* drops the nodes' staged files */
     lf_workq_free(fs->up_wq);
     lf_staging_free(fs->staging);

@@ -75,6 +75,11 @@ struct lf_fs {
     struct lf_meta *meta;
     struct lf_ra_opts ra;
     bool splice;              /* big sequential reads are spliced (lf_reader_splice) */
+    /* Objects from this size on are opened FOPEN_DIRECT_IO (UINT64_MAX:
+     * none), with --direct-io always, else once INIT set dio_mmap: the
+     * kernel then keeps their shared mmaps coherent, as with the cache. */
+    uint64_t direct_min;
+    bool dio_mmap;            /* atomic: written by the thread answering INIT */
     uid_t uid;
     gid_t gid;
     struct timespec started;
@@ -94,6 +99,7 @@ struct lf_fs {
     struct lf_api *api;     /* the REST client (versioning verbs, xattrs); may be NULL */
     struct fs_ctl *ctl;     /* the verbs' control channel (fs_ctl.c) */
     struct fuse_session *se; /* for the kernel cache notifications of reset */
+    struct fs_ahead *ahead;  /* reading ahead across a directory's files (fs_ahead.c) */
     uint64_t open_files[2];  /* handles open for reading, for writing (atomic; fs_stats.c) */
     struct lf_metrics_writer *metrics; /* --metrics-file */
 };
@@ -237,6 +243,13 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
 void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+
+/* fs_ahead.c: a directory's files opened in listing order get the next
+ * ones' attributes and bytes fetched ahead. fs_ahead_opened: n pinned,
+ * opened for reading from the object, lock not held. */
+struct fs_ahead *fs_ahead_new(void);
+void fs_ahead_free(struct fs_ahead *a);
+void fs_ahead_opened(struct lf_fs *fs, struct lf_node *n);
 
 /* fs_stats.c: the counters of `lakefuse stats` and --metrics-file */
 struct lf_metrics;

@@ -349,10 +349,11 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             rc = -ENOMEM;
         /* Keep the kernel's cached pages when they hold these very bytes. */
         fi->keep_cache = n->ref->immutable || (a.etag[0] && lf_etag_same(n->cached_etag, a.etag));
-        /* --direct-io: the kernel hands each read to us and copies our
+        /* Direct I/O: the kernel hands each read to us and copies our
          * answer straight into the reader's buffer, with no page cache in
          * between; our own readahead and block cache do that job. */
-        fi->direct_io = fs->cfg->direct_io && !write;
+        fi->direct_io = !write && a.size >= fs->direct_min &&
+                        (fs->cfg->direct_io || __atomic_load_n(&fs->dio_mmap, __ATOMIC_ACQUIRE));
         snprintf(n->cached_etag, sizeof(n->cached_etag), "%s", a.etag);
         lf_meta_unlock(fs->meta);
         if (!rc)
@@ -363,6 +364,8 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         snprintf(fh->retag, sizeof(fh->retag), "%s", a.etag);
         if (rc)
             goto out;
+        if (!write)
+            fs_ahead_opened(fs, n);
     }
     fi->fh = (uintptr_t)fh;
     fs_count_open(fs, fh);
@@ -410,9 +413,11 @@ static void count_read(struct fileh *fh, size_t n)
  * READ for its thread. fs_op_read checks the note against its arguments and
  * afterwards frees libfuse's request with fuse_reply_none.
  *
- * The same hooks give --direct-io shared mmap: the kernel (6.6 on) keeps
- * such mappings coherent once the INIT answer has FUSE_DIRECT_IO_ALLOW_MMAP,
- * a flag this libfuse does not know; the answer gets it on its way out. */
+ * The same hooks give direct-I/O files shared mmap: the kernel (6.6 on)
+ * keeps such mappings coherent once the INIT answer has
+ * FUSE_DIRECT_IO_ALLOW_MMAP, a flag this libfuse does not know; the answer
+ * gets it on its way out. Without it only --direct-io opens files that way
+ * (big objects go through the page cache, where mmap always works). */
 #define DIRECT_IO_ALLOW_MMAP (1ull << 36) /* INIT flag; newer than our headers */
 
 struct pending_read {
@@ -445,10 +450,14 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
         const struct fuse_init_in *in = (const void *)(h + 1);
         bool offered = (in->flags & FUSE_INIT_EXT) &&
                        (((uint64_t)in->flags2 << 32) & DIRECT_IO_ALLOW_MMAP);
+        struct lf_fs *fs = userdata;
         init_unique = offered ? h->unique : 0;
-        if (!offered && ((struct lf_fs *)userdata)->cfg->direct_io)
+        if (!offered && fs->cfg->direct_io)
             lf_info("--direct-io: a shared mmap of a file open for reading fails with ENODEV "
                     "(this kernel cannot keep it coherent)");
+        else if (!offered && fs->direct_min != UINT64_MAX)
+            lf_info("big objects are read through the page cache: this kernel cannot keep "
+                    "shared mmap of direct-I/O files coherent");
     }
     return n;
 }
@@ -461,9 +470,16 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
         iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
         init_unique = 0;
         struct fuse_init_out *out = iov[1].iov_base;
-        if (((struct lf_fs *)userdata)->cfg->direct_io && (out->flags & FUSE_INIT_EXT)) {
+        struct lf_fs *fs = userdata;
+        if (fs->direct_min != UINT64_MAX && (out->flags & FUSE_INIT_EXT)) {
             out->flags2 |= (uint32_t)(DIRECT_IO_ALLOW_MMAP >> 32);
-            lf_info("--direct-io: shared mmap allowed (the kernel keeps it coherent)");
+            __atomic_store_n(&fs->dio_mmap, true, __ATOMIC_RELEASE);
+            if (fs->cfg->direct_io)
+                lf_info("--direct-io: shared mmap allowed (the kernel keeps it coherent)");
+            else
+                lf_info("objects from %" PRIu64 " MiB on are read with direct I/O, past the "
+                        "page cache (shared mmap kept coherent by the kernel)",
+                        fs->direct_min >> 20);
         }
     }
     return writev(fd, iov, count);

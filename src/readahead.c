@@ -63,6 +63,7 @@ struct lf_reader {
     unsigned nlanes;
     unsigned splicers;  /* threads in lf_reader_splice */
     uint64_t lane_trigger; /* passing this opens the next window of lanes */
+    uint64_t lane_target;  /* where the current window of lanes ends */
     pthread_cond_t lane_cv;
 };
 
@@ -80,8 +81,10 @@ static uint64_t block_len(const struct lf_reader *r, uint64_t idx)
     return left < r->bs ? left : r->bs;
 }
 
-/* One ranged GET into the run's blocks; completes every block. */
-static int fetch_run(struct fetch *f, const struct lf_read_ctl *ctl)
+/* One ranged GET into the run's blocks; completes every block, and with
+ * handoff also drops the run's pins on them in the same step (a prefetch
+ * pins its blocks only to fill them). */
+static int fetch_run(struct fetch *f, const struct lf_read_ctl *ctl, bool handoff)
 {
     struct lf_reader *r = f->r;
     struct iovec iov[MAX_RUN];
@@ -101,8 +104,12 @@ static int fetch_run(struct fetch *f, const struct lf_read_ctl *ctl)
     if (rc == -ESTALE)
         lf_err("read %s/%s: object replaced while open (ETag no longer %s)",
                r->bucket, r->key, r->etag);
-    for (unsigned i = 0; i < f->n; i++)
-        lf_bcache_complete(r->cache, f->blocks[i], iov[i].iov_len, rc);
+    for (unsigned i = 0; i < f->n; i++) {
+        if (handoff)
+            lf_bcache_complete_release(r->cache, f->blocks[i], iov[i].iov_len, rc);
+        else
+            lf_bcache_complete(r->cache, f->blocks[i], iov[i].iov_len, rc);
+    }
     pthread_mutex_lock(&r->lock);
     r->st.gets++;
     pthread_mutex_unlock(&r->lock);
@@ -125,9 +132,7 @@ static void fetch_job(void *arg)
     struct fetch *f = arg;
     struct lf_reader *r = f->r;
     struct lf_read_ctl ctl = {.cancelled = reader_closing, .arg = r};
-    fetch_run(f, &ctl);
-    for (unsigned i = 0; i < f->n; i++)
-        lf_bcache_release(r->cache, f->blocks[i], false);
+    fetch_run(f, &ctl, true);
     free(f);
     pthread_mutex_lock(&r->lock);
     if (--r->inflight == 0)
@@ -391,7 +396,7 @@ static int pin_range_once(struct lf_reader *r, uint64_t off, size_t len,
             run.blocks[run.n++] = b;
         }
         if (run.n && (!created || idx == last)) {
-            rc = fetch_run(&run, ctl);
+            rc = fetch_run(&run, ctl, false);
             run.n = 0;
             if (rc)
                 break;
@@ -412,6 +417,40 @@ static int pin_range_once(struct lf_reader *r, uint64_t off, size_t len,
             return -EIO; /* a short block in the middle: cannot happen */
     }
     return 0;
+}
+
+int lf_reader_warm(struct lf_reader *r, const struct lf_read_ctl *ctl)
+{
+    if (r->size > LF_WARM_MAX || (r->size + r->bs - 1) / r->bs > MAX_RUN)
+        return -EFBIG;
+    struct fetch run = {.r = r};
+    struct lf_bkey k = {.etag = r->etag, .objsize = r->size};
+    uint64_t nblocks = (r->size + r->bs - 1) / r->bs;
+    int rc = 0;
+    for (k.index = 0; k.index < nblocks && !rc; k.index++) {
+        struct lf_block *b;
+        bool created;
+        rc = lf_bcache_acquire(r->cache, &k, LF_BC_PREFETCH, &b, &created);
+        if (!rc && created) {
+            if (run.n == 0)
+                run.first = k.index;
+            run.blocks[run.n++] = b;
+            continue;
+        }
+        if (!rc)
+            lf_bcache_release(r->cache, b, false);
+        /* A block cached or in flight (or refused) ends the run before it. */
+        if (run.n) {
+            int frc = fetch_run(&run, ctl, true);
+            rc = rc ? rc : frc;
+            run.n = 0;
+        }
+    }
+    if (run.n) {
+        int frc = fetch_run(&run, ctl, true);
+        rc = rc ? rc : frc;
+    }
+    return rc;
 }
 
 /* Clips a read to the object; 0 when nothing is left to read. */
@@ -550,6 +589,7 @@ static void lane_job(void *arg)
 static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, struct lane **todo)
 {
     uint64_t from, to;
+    bool topup = false;
     if (!lane_at(r, off)) {
         /* Starting, or caught up with the lanes: this read and a window
          * after it, from where the lanes (or the reader) stopped if that
@@ -569,12 +609,24 @@ static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, stru
             r->window = r->o.max_window;
         from = r->lanes[r->nlanes - 1]->end;
         to = from + r->window;
+    } else if (r->nlanes < MAX_LANES && r->lanes[r->nlanes - 1]->end < r->lane_target) {
+        /* A window opens only as many lanes as there is room for: the
+         * rest follow as lanes are read to their end, so the window stays
+         * in flight instead of the reader catching up with it and then
+         * waiting a whole round trip (at 20 ms of latency, half a
+         * stream's time). */
+        from = r->lanes[r->nlanes - 1]->end;
+        to = r->lane_target;
+        topup = true;
     } else {
         return 0;
     }
-    if (to > r->size)
-        to = r->size;
-    r->lane_trigger = from;
+    if (!topup) {
+        if (to > r->size)
+            to = r->size;
+        r->lane_trigger = from;
+        r->lane_target = to;
+    }
     unsigned n = 0;
     for (uint64_t at = from; at < to && r->nlanes < MAX_LANES;) {
         struct lane *l = lane_at(r, at);

@@ -102,6 +102,13 @@ int lf_bcache_wait(struct lf_bcache *c, struct lf_block *b,
 /* Unpins. A sequential reader passes consumed=true for blocks it will not
  * read again, which makes them the first to be evicted. */
 void lf_bcache_release(struct lf_bcache *c, struct lf_block *b, bool consumed);
+/* lf_bcache_complete then lf_bcache_release(consumed=false), as one step,
+ * for a creator that pinned the block only to fill it (a prefetch): no
+ * reader can see the block READY while that pin remains, so a reader that
+ * consumes it is its last holder and its release frees it, on every
+ * schedule. */
+void lf_bcache_complete_release(struct lf_bcache *c, struct lf_block *b, size_t len,
+                                int err);
 
 void lf_bcache_get_stats(struct lf_bcache *c, struct lf_bcache_stats *st);
 

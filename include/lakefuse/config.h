@@ -47,7 +47,8 @@ struct lf_config {
     size_t block_size;
     size_t readahead_init, readahead_max, request_size;
     bool async_read;        /* FUSE_CAP_ASYNC_READ: kernel readahead in parallel */
-    bool direct_io;         /* FOPEN_DIRECT_IO on opens for reading */
+    bool direct_io;         /* FOPEN_DIRECT_IO on every open for reading */
+    bool page_cache;        /* never FOPEN_DIRECT_IO (by default big objects get it) */
     bool no_splice;         /* never splice answers straight to the kernel */
     unsigned max_requests;  /* HTTP requests in flight */
     long timeout_ms;        /* a stalled request fails after this long */

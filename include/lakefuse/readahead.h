@@ -85,6 +85,13 @@ void lf_reader_unpin(struct lf_pinned *p);
  * -EINTR. On any error the pipe is left empty. */
 ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const void *head,
                          size_t hlen, const int pipefd[2], const struct lf_read_ctl *ctl);
+/* Fetches the whole object (at most LF_WARM_MAX bytes: -EFBIG beyond)
+ * into the cache for readers to come, on the calling thread, taking
+ * blocks within the budget only (as prefetches do): blocks cached or in
+ * flight already are left alone. Returns 0, -ENOBUFS when the budget
+ * refused a block, or the GET's error. */
+#define LF_WARM_MAX (8u << 20)
+int lf_reader_warm(struct lf_reader *r, const struct lf_read_ctl *ctl);
 /* The object's size as seen at open. */
 uint64_t lf_reader_size(const struct lf_reader *r);
 /* Empties a pipe whose read end is nonblocking. */

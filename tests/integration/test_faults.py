@@ -236,12 +236,13 @@ def test_killed_daemon_leaves_staged_files_that_the_next_mount_uploads(lakefs, r
     assert "Transport endpoint" not in m2.stderr()
 
     def uploaded():
+        # both files, which recovery uploads independently, in any order
         try:
-            return get(s3, repo, "main/new.txt") == b"never uploaded"
+            return (get(s3, repo, "main/new.txt") == b"never uploaded" and
+                    get(s3, repo, "main/old.txt") == b"version 2")
         except s3.exceptions.NoSuchKey:
             return False
-    wait_until(uploaded, 30, what="the recovered upload")
-    assert get(s3, repo, "main/old.txt") == b"version 2"
+    wait_until(uploaded, 30, what="the recovered uploads")
     assert "staged by an earlier run" in m2.log()
     assert (m2.path / "main" / "new.txt").read_bytes() == b"never uploaded"
     wait_until(lambda: "recovery: done" in m2.log(), 30, what="the end of recovery")

@@ -919,3 +919,96 @@ def test_disk_cache_serves_what_memory_evicted(lakefs, repo, s3, mount):
     assert files and sum(p.stat().st_size for p in files) <= 64 * MiB
     assert blocks.stat().st_mode & 0o777 == 0o700
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in files)
+
+
+def small_tree(sim, repo, n):
+    files = {f"f{i:03d}.dat": (b"%05d" % i) * 4000 for i in range(n)}
+    bulk_put(sim, repo, [(f"main/small/{k}", v) for k, v in files.items()])
+    return files
+
+
+def gets(lakefs):
+    return lakefs.stats()["requests"].get("GetObject", 0)
+
+
+def test_files_read_in_listing_order_are_fetched_ahead(lakefs, repo, s3, mount, tmp_path):
+    """Three files of a directory read in listing order make a walk: the
+    next ones' bytes are fetched ahead (GETs beyond the files read, in
+    flight before the reader asks), and a whole tree copy then fetches
+    every file exactly once, byte-exact."""
+    files = small_tree(lakefs, repo, 40)
+    m = mount(uri(repo))
+    d = m.path / "main" / "small"
+    names = sorted(os.listdir(d))
+    lakefs.reset_stats()
+    for k in names[:3]:
+        assert read_file(d / k) == files[k]
+    # the fourth and later files arrive without being read
+    assert wait_until(lambda: gets(lakefs) >= 3 + 4, timeout=10), lakefs.stats()
+    for k in names[3:]:
+        assert read_file(d / k) == files[k]
+    assert gets(lakefs) == len(files), lakefs.stats()["requests"]
+    # a fresh mount: cp -r, each file fetched once
+    m2 = mount(uri(repo))
+    lakefs.reset_stats()
+    run(["cp", "-r", str(m2.path / "main" / "small"), str(tmp_path / "copy")], timeout=120)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "copy").iterdir()} == files
+    assert gets(lakefs) == len(files), lakefs.stats()["requests"]
+
+
+def test_files_read_in_no_order_fetch_nothing_more(lakefs, repo, s3, mount):
+    """A reader that does not walk the listing pays for nothing: reading
+    every other file, from the end back, and then a shuffled sample
+    that never has three in order, makes exactly one GET per file read."""
+    files = small_tree(lakefs, repo, 60)
+    m = mount(uri(repo))
+    d = m.path / "main" / "small"
+    names = sorted(os.listdir(d))
+    order = names[::-2] + [names[i] for i in (0, 30, 2, 50, 4, 40, 6)]
+    lakefs.reset_stats()
+    for k in order:
+        assert read_file(d / k) == files[k]
+    time.sleep(0.5)   # anything fetched ahead would have been sent by now
+    assert gets(lakefs) == len(set(order)), lakefs.stats()["requests"]
+
+
+def test_default_mode_reads_big_objects_direct_and_small_ones_cached(lakefs, repo, s3, mount):
+    """No option: an object over half --cache-size is opened with direct
+    I/O where the kernel keeps its shared mmaps coherent (the log says
+    so), and a shared mmap of it gives its bytes; a small file keeps the
+    page cache (a second read costs no request). --page-cache keeps the
+    big one in the page cache too."""
+    import mmap
+    big = random.Random(12).randbytes(12 * MiB + 5)
+    small = random.Random(13).randbytes(MiB)
+    put(s3, repo, "main/big.bin", big)
+    put(s3, repo, "main/small.bin", small)
+    kernel = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    for args in ([], ["--page-cache"]):
+        m = mount(uri(repo), "--cache-size", "16", *args)
+        d = m.path / "main"
+        direct = "objects from 8 MiB on are read with direct I/O" in m.log()
+        assert direct == (not args and kernel >= (6, 6)), m.log()[-2000:]
+        for name, data in (("big.bin", big), ("small.bin", small)):
+            assert read_file(d / name) == data
+            fd = os.open(d / name, os.O_RDONLY)
+            try:
+                with mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as mm:
+                    assert mm[:] == data
+            finally:
+                os.close(fd)
+        lakefs.reset_stats()
+        assert read_file(d / "small.bin") == small
+        assert read_file(d / "big.bin") == big
+        st = lakefs.stats()
+        if direct:
+            # the big file through lakefuse again: what its cache gave
+            # back (blocks of a file over half the cache go as they are
+            # read) is fetched again, at most once; the small one comes
+            # from the page cache
+            assert st["requests"].get("GetObject", 0) >= 1, st
+            assert st["bytes_out"] <= len(big) + 64 * 1024, st
+        else:
+            assert st["requests"].get("GetObject", 0) == 0, st
+        m.unmount()
+

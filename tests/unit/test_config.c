@@ -73,6 +73,15 @@ static void test_errors(void)
     char *bad_part[] = {"mount", "--endpoint", "http://x", "--part-size", "3", "/mnt", NULL};
     CHECK_INT(parse(&c, bad_part), -EINVAL);
     lf_config_free(&c);
+    /* one way for every file, or the other: not both */
+    char *both_io[] = {"mount", "--endpoint", "http://x", "--direct-io", "--page-cache", "/mnt",
+                       NULL};
+    CHECK_INT(parse(&c, both_io), -EINVAL);
+    lf_config_free(&c);
+    char *page_cache[] = {"mount", "--endpoint", "http://x", "--page-cache", "/mnt", NULL};
+    CHECK_INT(parse(&c, page_cache), 0);
+    CHECK(c.page_cache && !c.direct_io);
+    lf_config_free(&c);
     /* numbers past what the fields hold are refused, not converted */
     char *huge_ttl[] = {"mount", "--endpoint", "http://x", "--timeout", "7e45", "/mnt", NULL};
     CHECK_INT(parse(&c, huge_ttl), -EINVAL);
