@@ -9,6 +9,7 @@
 #include "lakefuse/api.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,8 +32,13 @@
 struct lf_api {
     struct lf_http *http;
     char *base; /* scheme://host[:port][/base]/api/v1 */
-    char *auth; /* "Authorization: Basic ...": holds the secret, never logged */
     unsigned retries, backoff_ms;
+    int (*reload)(void *arg, char **ak, char **sk);
+    void *reload_arg;
+    pthread_mutex_t auth_lock; /* the fields below: a reload replaces auth */
+    char *auth; /* "Authorization: Basic ...": holds the secret, never logged */
+    unsigned auth_gen;
+    time_t next_reload;
 };
 
 /* One REST call as an operation describes it. */
@@ -103,6 +109,9 @@ struct lf_api *lf_api_new(const struct lf_api_opts *opts)
     struct lf_api *api = calloc(1, sizeof(*api));
     if (!api)
         return NULL;
+    pthread_mutex_init(&api->auth_lock, NULL);
+    api->reload = opts->reload;
+    api->reload_arg = opts->reload_arg;
     struct lf_buf base = LF_BUF_INIT;
     size_t el = strlen(ep);
     while (el > 0 && ep[el - 1] == '/')
@@ -135,6 +144,7 @@ void lf_api_free(struct lf_api *api)
     lf_http_free(api->http);
     free(api->base);
     free_secret(api->auth);
+    pthread_mutex_destroy(&api->auth_lock);
     free(api);
 }
 
@@ -215,12 +225,56 @@ static const char *who(const struct call *c, char w[WHO_MAX])
     return w;
 }
 
+/* The header in force (a copy: a reload may replace it) and its generation. */
+static char *auth_get(struct lf_api *api, unsigned *gen)
+{
+    pthread_mutex_lock(&api->auth_lock);
+    char *a = strdup(api->auth);
+    *gen = api->auth_gen;
+    pthread_mutex_unlock(&api->auth_lock);
+    return a;
+}
+
+/* After a 401 to a call signed under generation gen: whether newer
+ * credentials are in force now (read again, at most every
+ * LF_API_RELOAD_EVERY s). */
+static bool auth_reload(struct lf_api *api, unsigned gen)
+{
+    bool newer = false;
+    pthread_mutex_lock(&api->auth_lock);
+    time_t now = time(NULL);
+    if (api->auth_gen != gen) {
+        newer = true;
+    } else if (api->reload && now >= api->next_reload) {
+        api->next_reload = now + LF_API_RELOAD_EVERY;
+        char *ak = NULL, *sk = NULL, *a = NULL;
+        if (api->reload(api->reload_arg, &ak, &sk) == 0 && ak && sk && !strchr(ak, ':') &&
+            (a = basic_auth(ak, sk)) && strcmp(a, api->auth) != 0) {
+            free_secret(api->auth);
+            api->auth = a;
+            a = NULL;
+            api->auth_gen++;
+            newer = true;
+            lf_info("lakeFS API: refused; took new credentials (access key %s)", ak);
+        }
+        free_secret(a);
+        free(ak);
+        free_secret(sk);
+    }
+    pthread_mutex_unlock(&api->auth_lock);
+    return newer;
+}
+
 /* Runs the call; 0 with the 2xx answer's body in out, or a negative
  * errno with err filled and one line logged. */
 static int perform(struct lf_api *api, const struct call *c, struct lf_buf *out,
                    struct lf_api_err *err)
 {
-    const char *hdrs[2] = {api->auth, "Content-Type: application/json"};
+    unsigned gen;
+    char *auth = auth_get(api, &gen);
+    if (!auth)
+        return -ENOMEM;
+    const char *hdrs[2] = {auth, "Content-Type: application/json"};
     struct lf_http_req hr = {.method = c->method, .url = c->url, .headers = hdrs,
                              .nheaders = c->body ? 2 : 1, .out_buf = out,
                              .out_max = LF_JSON_MAX, .fresh_connect = c->change};
@@ -249,6 +303,17 @@ static int perform(struct lf_api *api, const struct call *c, struct lf_buf *out,
                 snprintf(msg, sizeof(msg), "(no message)");
             rc = status_errno(resp.status);
             again = resp.status >= 500 || resp.status == 429;
+            /* Refused before any work: with new credentials any call may
+             * go again, at once. */
+            if (resp.status == 401 && attempt < api->retries && auth_reload(api, gen)) {
+                free_secret(auth);
+                if (!(auth = auth_get(api, &gen))) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                hdrs[0] = auth;
+                continue;
+            }
         }
         again = again && !c->change && attempt < api->retries;
         if (!again) {
@@ -273,6 +338,7 @@ static int perform(struct lf_api *api, const struct call *c, struct lf_buf *out,
         backoff(api, attempt);
     }
     lf_http_resp_free(&resp);
+    free_secret(auth);
     return rc;
 }
 

@@ -22,6 +22,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -307,6 +308,18 @@ static int pread_all(int fd, void *p, size_t n, off_t off)
     return 0;
 }
 
+/* Whether the filesystem keeps its reserve (see bcache.h) after `size`
+ * more bytes: staged writes share it and come first. Under d->lock. */
+static bool room_left(struct disk *d, uint64_t size)
+{
+    struct statvfs v;
+    if (fstatvfs(d->dirfd, &v) != 0)
+        return true; /* cannot tell: the limit still holds */
+    uint64_t total = (uint64_t)v.f_blocks * v.f_frsize, avail = (uint64_t)v.f_bavail * v.f_frsize;
+    uint64_t reserve = total / 8 < LF_BCACHE_DISK_RESERVE ? total / 8 : LF_BCACHE_DISK_RESERVE;
+    return avail >= size + reserve;
+}
+
 /* Writes a READY block to the tier, unless it is there already (then it
  * only becomes the most recent). The block is pinned by the caller and
  * its fields and bytes do not change while it is READY, so no memory lock
@@ -337,7 +350,7 @@ static void disk_store(struct disk *d, struct lf_block *b)
     while ((d->bytes + size > d->limit || d->nentries >= d->max_entries) &&
            d->lru.prev != &d->lru)
         dent_drop_file(d, d->lru.prev);
-    if (d->bytes + size > d->limit || d->nentries >= d->max_entries ||
+    if (d->bytes + size > d->limit || d->nentries >= d->max_entries || !room_left(d, size) ||
         !(e = calloc(1, sizeof(*e)))) {
         pthread_mutex_unlock(&d->lock);
         rc = -ENOSPC;
@@ -949,6 +962,24 @@ void lf_bcache_complete_release(struct lf_bcache *c, struct lf_block *b, size_t 
     complete_locked(c, b, len, err);
     release_locked(c, b, false, &spill);
     release_finish(c, spill);
+}
+
+uint64_t lf_bcache_disk_trim(struct lf_bcache *c, uint64_t bytes)
+{
+    struct disk *d = c->disk;
+    uint64_t freed = 0;
+    if (!d)
+        return 0;
+    pthread_mutex_lock(&d->lock);
+    while (freed < bytes && d->lru.prev != &d->lru) {
+        freed += d->lru.prev->size;
+        dent_drop_file(d, d->lru.prev);
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (freed)
+        lf_info("disk cache: gave back %llu KiB for written data (the disk is full)",
+                (unsigned long long)(freed >> 10));
+    return freed;
 }
 
 void lf_bcache_get_stats(struct lf_bcache *c, struct lf_bcache_stats *st)

@@ -574,8 +574,13 @@ static int from_lakectl_file(struct lf_config *c, const char *path, bool explici
         fprintf(err, "lakefuse: warning: %s holds credentials and is readable by other users "
                      "(mode %04o); run chmod 600 %s\n", path, (unsigned)(st.st_mode & 07777),
                 path);
+    bool had_secret = c->secret_key != NULL;
     while (!rc && getline(&line, &cap, fp) >= 0)
         rc = lakectl_line(c, line, section, sizeof(section), &key_indent);
+    /* The secret came from here: a running mount may read it again. */
+    if (!rc && !had_secret && c->secret_key && !c->cred_file &&
+        !(c->cred_file = realpath(path, NULL)))
+        rc = -errno;
     if (line)
         OPENSSL_cleanse(line, cap);
     free(line);
@@ -877,6 +882,26 @@ int lf_config_parse_helper(struct lf_config *c, int argc, char **argv, FILE *err
     return rc;
 }
 
+int lf_config_read_credentials(const char *path, char **access_key, char **secret_key)
+{
+    struct lf_config tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    *access_key = *secret_key = NULL;
+    FILE *quiet = fopen("/dev/null", "we"); /* the mode warning was given at mount */
+    int rc = quiet ? from_lakectl_file(&tmp, path, true, quiet) : -errno;
+    if (quiet)
+        fclose(quiet);
+    if (!rc && (!tmp.access_key || !tmp.secret_key))
+        rc = -ENOKEY;
+    if (!rc) {
+        *access_key = tmp.access_key;
+        *secret_key = tmp.secret_key;
+        tmp.access_key = tmp.secret_key = NULL;
+    }
+    lf_config_free(&tmp);
+    return rc;
+}
+
 void lf_config_forget_secret(struct lf_config *c)
 {
     if (c->secret_key) {
@@ -891,7 +916,7 @@ void lf_config_free(struct lf_config *c)
     lf_config_forget_secret(c);
     char **strs[] = {&c->endpoint, &c->access_key, &c->region, &c->repo, &c->ref, &c->path,
                      &c->mountpoint, &c->cache_dir, &c->staging_dir, &c->log_file,
-                     &c->ca_bundle, &c->config_file, &c->metrics_file};
+                     &c->ca_bundle, &c->config_file, &c->metrics_file, &c->cred_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (int i = 0; i < c->fuse_argc; i++)

@@ -59,7 +59,10 @@ int fs_reply_errno(int rc)
     case -ENOSPC:
     case -EFBIG:
     case -ENOTSUP:
+    case -ENFILE:
         return -rc;
+    case -EMFILE: /* the daemon's limit, not the caller's: too many files "in the system" */
+        return ENFILE;
     default:
         return EIO;
     }
@@ -301,6 +304,12 @@ struct lf_fs *lf_fs_new(const struct lf_config *cfg, struct lf_store *store,
     return fs;
 }
 
+/* Written data comes before cached data on a full disk. */
+static uint64_t give_back(void *cache, uint64_t bytes)
+{
+    return lf_bcache_disk_trim(cache, bytes);
+}
+
 int lf_fs_start(struct lf_fs *fs)
 {
     fs->data_wq = lf_workq_new(fs->cfg->max_requests, "lf-data");
@@ -311,7 +320,8 @@ int lf_fs_start(struct lf_fs *fs)
     if (!fs->data_wq || !fs->meta_wq || !fs->up_wq || !fs->ahead)
         return -ENOMEM;
     struct lf_staging_opts so = {.dir = fs->cfg->staging_dir, .max_bytes = fs->cfg->staging_max,
-                                 .part_size = fs->cfg->part_size};
+                                 .part_size = fs->cfg->part_size, .make_room = give_back,
+                                 .make_room_arg = fs->cache};
     fs->staging = lf_staging_new(fs->store, fs->up_wq, &so);
     /* What daemons that are gone left staged goes up in the background; a
      * read-only mount writes nothing, so it leaves that to another mount. */

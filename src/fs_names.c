@@ -20,6 +20,10 @@
 
 #include "fs_int.h"
 
+/* The ETag of a directory marker (an empty object), the version an rmdir
+ * means to delete. */
+#define EMPTY_MD5 "d41d8cd98f00b204e9800998ecf8427e"
+
 /* ---- small helpers ------------------------------------------------------ */
 
 void fs_ns_enter(struct lf_fs *fs, bool alone)
@@ -138,7 +142,12 @@ static int lookup_cold(struct lf_fs *fs, struct lf_node *parent, const char *nam
          * ENOENT (which would be cached). Under a ref that exists, the
          * gateway's 400 is its own failure, not an unknown ref. */
         rc = lrc && lrc != -ENOENT ? (lrc == -EINVAL ? -EIO : lrc) : j.rc;
-        lf_warn("lookup of '%s' in %s failed: %s", name, repo, strerror(-rc));
+        /* A refusal is the gateway's verdict on our keys, said once by
+         * the store, not once per name. */
+        if (rc == -EACCES)
+            lf_dbg("lookup of '%s' in %s failed: %s", name, repo, strerror(-rc));
+        else
+            lf_warn("lookup of '%s' in %s failed: %s", name, repo, strerror(-rc));
     }
 out:
     lf_list_page_free(&page);
@@ -523,8 +532,11 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     lf_meta_unlock(fs->meta);
     if (old) {
         /* Before the new file can be uploaded: an upload of the old one
-         * under way lands first. */
+         * under way lands first. If the old one was stored, the name
+         * holds our own object, which the new file replaces. */
         lf_sfile_discard(old);
+        if (!lf_sfile_created_here(old))
+            lf_sfile_replaces(fh->sf);
         lf_sfile_unref(old);
     }
     fi->fh = (uintptr_t)fh;
@@ -570,8 +582,8 @@ void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
     fs_now_realtime(&meta.mtime);
     int rc = change_begin(fs, parent, name, &c);
     if (!rc)
-        rc = fs->store->ops->put(fs->store->ctx, c.repo, c.key.data, &empty, &meta, LF_PUT_ANY,
-                                 a.etag);
+        rc = fs->store->ops->put(fs->store->ctx, c.repo, c.key.data, &empty, &meta,
+                                 LF_PUT_IF_ABSENT, a.etag);
     if (!rc) {
         a.has = meta.has;
         a.mode = meta.mode;
@@ -648,6 +660,8 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct lf_node *n = NULL;
     struct lf_sfile *sf = NULL;
     bool keep = false, pending = false;
+    bool ours_only = false; /* nothing of it on the gateway: delete nothing there */
+    char etag[LF_ETAG_MAX] = ""; /* the version we mean to delete, if known */
     int rc = change_begin(fs, parent, name, &c);
     if (!rc) {
         lf_meta_lock(fs->meta);
@@ -657,6 +671,7 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         if (!rc && n) {
             lf_meta_pin(n);
             fs_change_mark(n);
+            snprintf(etag, sizeof(etag), "%s", n->attr.etag);
             struct wstate *w = fs_wstate_of(n);
             if (w) {
                 sf = w->sf;
@@ -677,9 +692,12 @@ void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         /* Nothing staged for a deleted file is uploaded from now on, and
          * an upload under way lands before the delete below. */
         pending = lf_sfile_discard(sf);
+        /* Created here and never stored (its create lost to another
+         * client's, say): what the name holds is not ours to delete. */
+        ours_only = lf_sfile_created_here(sf);
     }
-    if (!rc)
-        rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data);
+    if (!rc && !ours_only)
+        rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data, etag);
     if (!rc)
         forget_name(fs, c.parent, name, false);
     else if (sf)
@@ -725,7 +743,7 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (!rc)
         rc = dir_is_empty(fs, c.repo, c.key.data);
     if (!rc)
-        rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data);
+        rc = fs->store->ops->remove(fs->store->ctx, c.repo, c.key.data, EMPTY_MD5);
     if (!rc)
         forget_name(fs, c.parent, name, true);
     fuse_reply_err(req, rc ? fs_reply_errno(rc) : 0);
@@ -764,6 +782,7 @@ struct tree_move {
     struct lf_fs *fs;
     const char *repo, *src, *dst;
     char **keys;
+    char (*etags)[LF_ETAG_MAX]; /* each key's version, as listed */
     size_t n, copied;
 };
 
@@ -784,12 +803,16 @@ static int tree_list(struct tree_move *t)
             if (t->n == cap) {
                 cap = cap ? cap * 2 : 64;
                 char **nk = realloc(t->keys, cap * sizeof(*nk));
-                if (!nk) {
+                if (nk)
+                    t->keys = nk;
+                char(*ne)[LF_ETAG_MAX] = nk ? realloc(t->etags, cap * sizeof(*ne)) : NULL;
+                if (!ne) {
                     rc = -ENOMEM;
                     break;
                 }
-                t->keys = nk;
+                t->etags = ne;
             }
+            memcpy(t->etags[t->n], page.entries[i].attr.etag, LF_ETAG_MAX);
             t->keys[t->n++] = page.entries[i].key;
             page.entries[i].key = NULL; /* ownership moved */
         }
@@ -837,7 +860,7 @@ static int rename_tree(struct lf_fs *fs, const char *repo, const char *src, cons
     for (size_t i = 0; !rc && i < t.n; i++) {
         if (!t.keys[i][0])
             continue;
-        rc = fs->store->ops->remove(fs->store->ctx, repo, t.keys[i]);
+        rc = fs->store->ops->remove(fs->store->ctx, repo, t.keys[i], t.etags[i]);
         if (!rc)
             deleted++;
     }
@@ -849,6 +872,7 @@ static int rename_tree(struct lf_fs *fs, const char *repo, const char *src, cons
     for (size_t i = 0; i < t.n; i++)
         free(t.keys[i]);
     free(t.keys);
+    free(t.etags);
     return rc == -ENOENT ? -EIO : rc;
 }
 
@@ -861,10 +885,12 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
 {
     struct lf_sfile *sf = NULL;
     bool writer = false;
-    char etag[LF_ETAG_MAX];
+    char etag[LF_ETAG_MAX] = ""; /* src's version (a copy carries it), for the delete */
     int rc;
     *flushed = false;
     lf_meta_lock(fs->meta);
+    if (n)
+        snprintf(etag, sizeof(etag), "%s", n->attr.etag);
     struct wstate *w = n ? fs_wstate_of(n) : NULL;
     if (w) { /* stable: nothing makes or drops a state while n is changing */
         sf = w->sf;
@@ -875,10 +901,14 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
     lf_meta_unlock(fs->meta);
     if (!sf) {
         rc = fs->store->ops->copy(fs->store->ctx, repo, src, dst, NULL, etag);
-        return rc ? rc : fs->store->ops->remove(fs->store->ctx, repo, src);
+        return rc ? rc : fs->store->ops->remove(fs->store->ctx, repo, src, etag);
     }
     unsigned gen;
     struct lf_put_meta pm;
+    /* Created here and never stored: src holds nothing of ours (perhaps
+     * another client's object, whose create won), so nothing is deleted
+     * there. */
+    bool src_ours = !lf_sfile_created_here(sf);
     bool meta_only = lf_sfile_meta_only(sf, &gen, &pm);
     if (!meta_only && lf_sfile_dirty_gen(sf, &gen)) {
         /* Pending content goes to the new name; what the old name held on
@@ -904,7 +934,7 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
         *flushed = !rc;
     }
     if (rc >= 0)
-        rc = fs->store->ops->remove(fs->store->ctx, repo, src);
+        rc = src_ours ? fs->store->ops->remove(fs->store->ctx, repo, src, etag) : 0;
     fs_writer_done(fs, n, sf); /* the handles' releases may have come meanwhile */
     return rc;
 }
@@ -974,7 +1004,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
             if (!rc)
                 rc = dir_is_empty(fs, to.repo, p.data);
             if (!rc) /* an empty target directory is replaced */
-                rc = fs->store->ops->remove(fs->store->ctx, to.repo, p.data);
+                rc = fs->store->ops->remove(fs->store->ctx, to.repo, p.data, EMPTY_MD5);
             lf_buf_free(&p);
         }
         if (rc)

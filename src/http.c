@@ -217,6 +217,10 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *arg)
         copy_value(tmp, sizeof(tmp), line + vo, n - vo);
         time_t t = curl_getdate(tmp, NULL);
         r->last_modified = t < 0 ? 0 : t;
+    } else if (header_is(line, n, "date", &vo)) {
+        copy_value(tmp, sizeof(tmp), line + vo, n - vo);
+        time_t t = curl_getdate(tmp, NULL);
+        r->date = t < 0 ? 0 : t;
     } else if (n > 11 && strncasecmp(line, "x-amz-meta-", 11) == 0 &&
                r->nmeta < LF_HTTP_MAX_META) {
         const char *colon = memchr(line, ':', n);

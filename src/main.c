@@ -44,8 +44,20 @@
 #include "lakefuse/uri.h"
 #include "lakefuse/verbs.h"
 
+/* A key rotated under a running mount: the lakectl file it came from is
+ * read again when the gateway refuses the old one (lf_s3_opts.reload). */
+static int reread_credentials(void *arg, char **ak, char **sk)
+{
+    return lf_config_read_credentials(arg, ak, sk);
+}
+
 static struct lf_store *open_store(const struct lf_config *cfg, unsigned retries)
 {
+    char source[PATH_MAX + 32];
+    if (cfg->cred_file)
+        snprintf(source, sizeof(source), "the lakectl file %s", cfg->cred_file);
+    else
+        snprintf(source, sizeof(source), "the environment");
     struct lf_s3_opts o = {
         .endpoint = cfg->endpoint,
         .access_key = cfg->access_key,
@@ -57,6 +69,9 @@ static struct lf_store *open_store(const struct lf_config *cfg, unsigned retries
         .retries = retries,
         .ca_bundle = cfg->ca_bundle,
         .insecure = cfg->insecure,
+        .reload = cfg->cred_file ? reread_credentials : NULL,
+        .reload_arg = cfg->cred_file,
+        .cred_source = source,
     };
     return lf_s3_store_new(&o);
 }
@@ -75,6 +90,8 @@ static struct lf_api *open_api(const struct lf_config *cfg)
         .stall_timeout_ms = cfg->timeout_ms,
         .retries = cfg->retries,
         .backoff_ms = 100,
+        .reload = cfg->cred_file ? reread_credentials : NULL,
+        .reload_arg = cfg->cred_file,
     };
     return lf_api_new(&o);
 }

@@ -21,14 +21,38 @@
 #include "lakefuse/uri.h"
 #include "lakefuse/xml.h"
 
+#include <openssl/crypto.h>
+
 #define MAX_QUERY 8
 #define MAX_HEADERS 16
+
+/* Kinds of refusal, each logged on its own (auth_refused): our keys (a
+ * HEAD's refusal has no body to tell SignatureDoesNotMatch from
+ * AccessDenied, so they are one kind), our clock; and the line saying
+ * requests are accepted again. */
+enum refusal { REF_KEYS, REF_CLOCK, REF_ACCEPTED, REF_KINDS };
 
 struct s3 {
     struct lf_store store;
     struct lf_store_ops ops; /* S3_OPS, less what this endpoint cannot do */
     struct lf_http *http;
+    /* The signer is replaced when the credentials are (auth_reload):
+     * requests sign under the read lock; signer_gen counts replacements,
+     * so a refused request knows whether it was signed with the old keys. */
+    pthread_rwlock_t signer_lock;
     struct lf_sigv4 *signer;
+    unsigned signer_gen;
+    char *region;
+    int (*reload)(void *arg, char **ak, char **sk);
+    void *reload_arg;
+    char *cred_source;
+    pthread_mutex_t auth_lock;       /* the fields below */
+    unsigned char cred_digest[LF_SHA256_LEN]; /* of "ak\0sk" in force */
+    double next_reload;              /* monotonic s */
+    double logged[REF_KINDS];        /* when each kind was last logged */
+    atomic_bool refused;             /* a refusal since the last accepted request */
+    atomic_llong clock_offset;       /* s: the gateway's clock minus ours */
+    atomic_uint_fast64_t refusals, reloads;
     char *origin;     /* scheme://host[:port] */
     char *host;       /* host[:port], for the Host header */
     char *base_path;  /* "" or "/base" */
@@ -177,15 +201,15 @@ static int build_url(const struct s3 *s, const struct call *c, const char *path,
     return rc;
 }
 
-/* Maps an error answer to an errno and logs it. */
+/* Maps an error answer to an errno and logs it (a refusal, 403, is
+ * logged by auth_refused, once per kind). */
 static int answer_error(const struct call *c, const struct lf_http_resp *r, char *code,
-                        size_t codecap)
+                        size_t codecap, char *message, size_t msgcap)
 {
-    char message[256] = "";
+    message[0] = '\0';
     code[0] = '\0';
     if (r->err_body.len > 0)
-        lf_xml_parse_error(r->err_body.data, r->err_body.len, code, codecap, message,
-                           sizeof(message));
+        lf_xml_parse_error(r->err_body.data, r->err_body.len, code, codecap, message, msgcap);
     if (!code[0]) {
         /* HEAD answers carry no body: the status says it all. */
         snprintf(code, codecap, "%s",
@@ -201,15 +225,201 @@ static int answer_error(const struct call *c, const struct lf_http_resp *r, char
     if (r->status == 400 && err == -EIO)
         err = -EINVAL;
     /* A missing key is an everyday answer (lookups); a retryable one is
-     * logged by the retry loop; anything else is a failure worth a line. */
+     * logged by the retry loop; a failed condition by the caller, who
+     * knows what it means; anything else is a failure worth a line. */
     bool unknown_ref = r->status == 400 && strcmp(c->op, "ListObjectsV2") == 0;
-    if (r->status == 404 || unknown_ref || retryable_status(r->status, code))
+    if (r->status == 404 || r->status == 412 || r->status == 403 || unknown_ref ||
+        retryable_status(r->status, code))
         lf_dbg("%s %s/%s: HTTP %ld %s%s%s", c->op, c->bucket ? c->bucket : "",
                c->key ? c->key : "", r->status, code, message[0] ? ": " : "", message);
     else
         lf_err("%s %s/%s: HTTP %ld %s%s%s", c->op, c->bucket ? c->bucket : "",
                c->key ? c->key : "", r->status, code, message[0] ? ": " : "", message);
     return err;
+}
+
+/* ---- refusals: credentials and clock --------------------------------- */
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A digest of the key pair, to tell new credentials from the ones in
+ * force without keeping a second copy of the secret. */
+static int cred_digest(const char *ak, const char *sk, unsigned char out[LF_SHA256_LEN])
+{
+    struct lf_buf b = LF_BUF_INIT;
+    int rc = lf_buf_append(&b, ak, strlen(ak) + 1);
+    if (!rc)
+        rc = lf_buf_puts(&b, sk);
+    if (!rc)
+        rc = lf_sha256(b.data, b.len, out);
+    if (b.data)
+        OPENSSL_cleanse(b.data, b.cap);
+    lf_buf_free(&b);
+    return rc;
+}
+
+static void free_secret(char *sk)
+{
+    if (sk) {
+        OPENSSL_cleanse(sk, strlen(sk));
+        free(sk);
+    }
+}
+
+/* Whether a line of this kind is due (one per LF_S3_AUTH_LOG_EVERY). */
+static bool auth_log_due(struct s3 *s, enum refusal kind)
+{
+    pthread_mutex_lock(&s->auth_lock);
+    double now = mono_now();
+    bool due = s->logged[kind] == 0 || now - s->logged[kind] >= LF_S3_AUTH_LOG_EVERY;
+    if (due)
+        s->logged[kind] = now;
+    pthread_mutex_unlock(&s->auth_lock);
+    return due;
+}
+
+/* Asks for fresh credentials (at most every LF_S3_RELOAD_EVERY s) and
+ * signs with them if they differ. True when a request signed under
+ * generation gen should be sent again: new credentials are in force. */
+static bool auth_reload(struct s3 *s, unsigned gen)
+{
+    pthread_rwlock_rdlock(&s->signer_lock);
+    bool newer = s->signer_gen != gen;
+    pthread_rwlock_unlock(&s->signer_lock);
+    if (newer)
+        return true;
+    if (!s->reload)
+        return false;
+    pthread_mutex_lock(&s->auth_lock);
+    double now = mono_now();
+    if (now < s->next_reload) {
+        pthread_mutex_unlock(&s->auth_lock);
+        return false;
+    }
+    s->next_reload = now + LF_S3_RELOAD_EVERY;
+    char *ak = NULL, *sk = NULL;
+    unsigned char d[LF_SHA256_LEN];
+    bool changed = false;
+    int rc = s->reload(s->reload_arg, &ak, &sk);
+    if (!rc && (!ak || !sk || !ak[0] || !sk[0]))
+        rc = -ENOKEY;
+    if (!rc)
+        rc = cred_digest(ak, sk, d);
+    if (!rc && memcmp(d, s->cred_digest, sizeof(d)) != 0) {
+        struct lf_sigv4 *fresh = lf_sigv4_new(ak, sk, s->region, "s3");
+        if (fresh) {
+            pthread_rwlock_wrlock(&s->signer_lock);
+            struct lf_sigv4 *old = s->signer;
+            s->signer = fresh;
+            s->signer_gen++;
+            pthread_rwlock_unlock(&s->signer_lock);
+            lf_sigv4_free(old);
+            memcpy(s->cred_digest, d, sizeof(d));
+            atomic_fetch_add(&s->reloads, 1);
+            changed = true;
+        } else {
+            rc = -ENOMEM;
+        }
+    }
+    pthread_mutex_unlock(&s->auth_lock);
+    if (changed)
+        lf_warn("the gateway refused our credentials; took new ones from %s (access key %s) "
+                "and sending again", s->cred_source, ak);
+    else if (rc)
+        lf_dbg("credentials from %s: cannot read them again: %s", s->cred_source,
+               strerror(-rc));
+    else
+        lf_dbg("credentials from %s: unchanged", s->cred_source);
+    free(ak);
+    free_secret(sk);
+    return changed;
+}
+
+/* A 403: our keys or our clock are refused. Corrects the clock by the
+ * answer's Date or takes new credentials when it can, and says so once
+ * per kind. True when the request should be sent again at once. */
+static bool auth_refused(struct s3 *s, const struct call *c, const struct lf_http_resp *r,
+                         const char *code, const char *message, unsigned gen, time_t signed_at)
+{
+    atomic_fetch_add(&s->refusals, 1);
+    atomic_store(&s->refused, true);
+    enum refusal kind = strcmp(code, "RequestTimeTooSkewed") == 0 ? REF_CLOCK : REF_KEYS;
+    /* The answer's Date is the gateway's clock: minutes away from the
+     * time we signed with means the clock is why (lakeFS answers
+     * RequestTimeTooSkewed for a request dated in its past, AccessDenied
+     * "not valid yet" for one in its future). */
+    long long apart = r->date ? (long long)r->date - (long long)signed_at : 0;
+    if (apart > LF_S3_SKEW_MIN || apart < -LF_S3_SKEW_MIN) {
+        long long off = (long long)r->date - (long long)time(NULL);
+        if (off >= -LF_S3_SKEW_MIN / 2 && off <= LF_S3_SKEW_MIN / 2)
+            off = 0; /* Date has whole seconds: near enough is ours */
+        long long was = atomic_exchange(&s->clock_offset, off);
+        if (off == 0 && was != 0)
+            lf_warn("the gateway's clock agrees with this machine's again (it refused %s %s/%s "
+                    "signed with its former time); signing with our own time, and sending again",
+                    c->op, c->bucket ? c->bucket : "", c->key ? c->key : "");
+        else if (llabs(off - was) > LF_S3_SKEW_MIN / 2)
+            lf_warn("the gateway's clock is %lld s %s this machine's: it refused %s %s/%s "
+                    "(HTTP 403 %s%s%s). Signing with the gateway's time from now on and "
+                    "sending again; set this machine's clock right (NTP)",
+                    llabs(off), off > 0 ? "ahead of" : "behind", c->op,
+                    c->bucket ? c->bucket : "", c->key ? c->key : "", code,
+                    message[0] ? ": " : "", message);
+        return true;
+    }
+    if (kind == REF_CLOCK) {
+        if (auth_log_due(s, kind))
+            lf_err("the gateway refuses our request time (HTTP 403 %s%s%s on %s %s/%s): this "
+                   "machine's clock is off from the gateway's by more than it allows, and the "
+                   "answer carries no Date to correct by; set the clock right (NTP)", code,
+                   message[0] ? ": " : "", message, c->op, c->bucket ? c->bucket : "",
+                   c->key ? c->key : "");
+        return false;
+    }
+    if (auth_reload(s, gen))
+        return true;
+    if (!auth_log_due(s, kind)) {
+        lf_dbg("%s %s/%s: HTTP 403 %s%s%s", c->op, c->bucket ? c->bucket : "",
+               c->key ? c->key : "", code, message[0] ? ": " : "", message);
+        return false;
+    }
+    const char *what = strcmp(code, "SignatureDoesNotMatch") == 0
+                           ? "our secret key is not the access key's (rotated?)"
+                       : strcmp(code, "InvalidAccessKeyId") == 0
+                           ? "our access key is unknown to it"
+                           : "access denied: the key may be revoked or rotated, or lack "
+                             "permission for this";
+    if (s->reload)
+        lf_err("the gateway refuses our requests (HTTP 403 %s%s%s, first on %s %s/%s): %s. "
+               "They fail with EACCES (staged writes stay staged) until valid credentials "
+               "are in %s, which is read again at most every %d s while refusals last. "
+               "Further refusals of this kind are logged only at debug level for %d s",
+               code, message[0] ? ": " : "", message, c->op, c->bucket ? c->bucket : "",
+               c->key ? c->key : "", what, s->cred_source, LF_S3_RELOAD_EVERY,
+               LF_S3_AUTH_LOG_EVERY);
+    else
+        lf_err("the gateway refuses our requests (HTTP 403 %s%s%s, first on %s %s/%s): %s. "
+               "They fail with EACCES (staged writes stay staged). The credentials came from "
+               "%s, which cannot change under a running process: remount with valid ones, "
+               "or keep them in a lakectl file named by --config, which a running mount "
+               "reads again when refused. Further refusals of this kind are logged only at "
+               "debug level for %d s", code, message[0] ? ": " : "", message, c->op,
+               c->bucket ? c->bucket : "", c->key ? c->key : "", what, s->cred_source,
+               LF_S3_AUTH_LOG_EVERY);
+    return false;
+}
+
+/* An accepted request after refusals: said once (per LF_S3_AUTH_LOG_EVERY). */
+static void auth_accepted(struct s3 *s)
+{
+    if (atomic_load(&s->refused) && atomic_exchange(&s->refused, false) &&
+        auth_log_due(s, REF_ACCEPTED))
+        lf_info("the gateway accepts our requests again");
 }
 
 /* Runs the call with retries. On success (2xx) returns 0 with resp filled.
@@ -224,7 +434,7 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
     struct lf_buf lines = LF_BUF_INIT;
     const char *hdr_lines[MAX_HEADERS + 4];
     struct lf_sigv4_kv hdrs[MAX_HEADERS + 3];
-    char date[LF_SIGV4_AMZ_DATE_SIZE], code[64] = "";
+    char date[LF_SIGV4_AMZ_DATE_SIZE], code[64] = "", message[256] = "";
     bool ambiguous = false;
     enum lf_store_op op = lf_store_op_of(c->op);
     int rc = build_path(s, c, &path);
@@ -234,7 +444,7 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
         goto out;
 
     for (unsigned attempt = 0;; attempt++) {
-        time_t t = time(NULL);
+        time_t t = time(NULL) + (time_t)atomic_load(&s->clock_offset);
         size_t nh = 0;
         lf_sigv4_amz_date(t, date);
         hdrs[nh++] = (struct lf_sigv4_kv){"host", s->host};
@@ -247,8 +457,13 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
                                   .payload_hash = LF_SIGV4_UNSIGNED_PAYLOAD, .time = t};
         lf_buf_reset(&auth);
         lf_buf_reset(&lines);
-        if ((rc = lf_buf_puts(&auth, "Authorization: ")) ||
-            (rc = lf_sigv4_authorization(s->signer, &sr, &auth)))
+        if ((rc = lf_buf_puts(&auth, "Authorization: ")))
+            goto out;
+        pthread_rwlock_rdlock(&s->signer_lock);
+        unsigned gen = s->signer_gen;
+        rc = lf_sigv4_authorization(s->signer, &sr, &auth);
+        pthread_rwlock_unlock(&s->signer_lock);
+        if (rc)
             goto out;
         /* "Name: value" lines for curl, all in one buffer: offsets first,
          * pointers after, since the buffer may move while it grows. */
@@ -308,9 +523,20 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
                         c->key ? c->key : "", resp->errmsg[0] ? resp->errmsg : strerror(-rc),
                         attempt + 1);
         } else if (resp->status >= 200 && resp->status < 300) {
+            auth_accepted(s);
             break;
+        } else if (resp->status == 403) {
+            rc = answer_error(c, resp, code, sizeof(code), message, sizeof(message));
+            ambiguous = false; /* refused before any work */
+            /* With a cause mended (new credentials, the clock) any call
+             * may go again, at once. */
+            if (auth_refused(s, c, resp, code, message, gen, t) && attempt < s->retries) {
+                atomic_fetch_add(&s->nretries, 1);
+                continue;
+            }
+            again = false;
         } else {
-            rc = answer_error(c, resp, code, sizeof(code));
+            rc = answer_error(c, resp, code, sizeof(code), message, sizeof(message));
             kind = failure_kind(rc, resp->status, code);
             unsent = resp->status == 429 || resp->status == 503 || strcmp(code, "SlowDown") == 0;
             again = retryable_status(resp->status, code) && (c->retry_ok || unsent);
@@ -770,6 +996,7 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
     /* A conditional PUT sent again after it took effect fails its own
      * condition (412): a lost answer is resolved by a HEAD whose ETag is
      * our MD5, and the PUT is sent again only when that is not so. */
+    bool lost = false, unresolved = false;
     for (unsigned attempt = 0;; attempt++) {
         bool unknown = false;
         lf_http_resp_init(&r);
@@ -780,15 +1007,22 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
         }
         enum lf_store_err why = failure_kind(rc, r.status, NULL);
         lf_http_resp_free(&r);
-        if (rc && unknown && completed(s, bucket, key, hex, etag)) {
+        lost |= unknown;
+        if (rc && (unknown || (lost && rc == -EEXIST)) && completed(s, bucket, key, hex, etag)) {
             lf_info("PutObject %s/%s: the answer was lost; the object is stored", bucket, key);
             rc = 0;
         }
-        if (!rc || !unknown || attempt >= s->retries)
+        if (!rc || !unknown || attempt >= s->retries) {
+            unresolved = rc && unknown;
             break;
+        }
         count_retry(s, why);
         (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
     }
+    /* perform_ex leaves an operation whose outcome it could not know to
+     * us: failed in the end, it is a failed operation like any other. */
+    if (unresolved)
+        atomic_fetch_add(&s->failures, 1);
     if (!rc && etag_out)
         memcpy(etag_out, etag, LF_ETAG_MAX);
     return rc;
@@ -828,30 +1062,44 @@ out:
 }
 
 /* A DELETE sent again after a backoff could remove a version written in
- * between, so a lost answer is resolved by a HEAD instead: gone is what
- * was asked for; still there fails rather than guess. */
-static int s3_remove(void *ctx, const char *bucket, const char *key)
+ * between (another client's create, made after our first DELETE took
+ * effect), so a lost answer is resolved by a HEAD instead: gone is what
+ * was asked for; the very version the caller meant to delete still there
+ * means the DELETE did not take effect, and it goes again; anything else
+ * fails rather than guess. */
+static int s3_remove(void *ctx, const char *bucket, const char *key, const char *etag)
 {
     struct s3 *s = ctx;
     struct lf_http_resp r;
     struct lf_obj_attr a;
-    bool unknown = false;
     struct call c = {.op = "DeleteObject", .method = "DELETE", .bucket = bucket, .key = key};
-    lf_http_resp_init(&r);
-    int rc = perform_ex(s, &c, &r, &unknown);
-    lf_http_resp_free(&r);
-    if (rc && unknown) {
+    int rc;
+    for (unsigned attempt = 0;; attempt++) {
+        bool unknown = false;
+        lf_http_resp_init(&r);
+        rc = perform_ex(s, &c, &r, &unknown);
+        lf_http_resp_free(&r);
+        if (!rc || !unknown)
+            return rc;
         int h = s3_head(s, bucket, key, &a);
         if (h == -ENOENT) {
             lf_info("DeleteObject %s/%s: the answer was lost; the object is gone", bucket, key);
             return 0;
         }
-        lf_err("DeleteObject %s/%s: the answer was lost and the object is still there; not "
-               "deleting again (a newer version may have been written since)", bucket, key);
-        atomic_fetch_add(&s->failures, 1);
-        return h ? h : -EIO;
+        bool same = !h && etag && etag[0] && lf_etag_same(a.etag, etag);
+        if (!same || attempt >= s->retries) {
+            lf_err("DeleteObject %s/%s: the answer was lost and the object is still there%s; "
+                   "not deleting again", bucket, key,
+                   h ? "" : same ? " (after every retry)"
+                          : " (perhaps a newer version, written since)");
+            atomic_fetch_add(&s->failures, 1);
+            return h ? h : -EIO;
+        }
+        lf_info("DeleteObject %s/%s: the answer was lost and the version to delete is still "
+                "there; sending it again", bucket, key);
+        atomic_fetch_add(&s->nretries, 1);
+        (void)backoff(s, attempt, NULL); /* not cancellable: always 0 */
     }
-    return rc;
 }
 
 /* Sent again after a lost answer: the first may have started an upload
@@ -951,7 +1199,7 @@ static bool completed(struct s3 *s, const char *bucket, const char *key, const c
  * is stored; otherwise it is sent again. */
 static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
                            const char *upload_id, const struct lf_part *parts, size_t nparts,
-                           char etag_out[LF_ETAG_MAX])
+                           enum lf_put_cond cond, char etag_out[LF_ETAG_MAX])
 {
     struct s3 *s = ctx;
     struct lf_buf req = LF_BUF_INIT, body = LF_BUF_INIT;
@@ -966,7 +1214,9 @@ static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
                      .key = key, .body = &b, .out_buf = &body};
     add_query(&c, "uploadId", upload_id);
     add_header(&c, "content-type", "application/xml");
-    bool lost = false;
+    if (cond == LF_PUT_IF_ABSENT)
+        add_header(&c, "if-none-match", "*");
+    bool lost = false, unresolved = false;
     for (unsigned attempt = 0;; attempt++) {
         bool unknown = false;
         lf_http_resp_init(&r);
@@ -976,13 +1226,19 @@ static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
         enum lf_store_err why = failure_kind(rc, r.status, NULL);
         lf_http_resp_free(&r);
         lost |= unknown;
-        if (rc && (unknown || (lost && rc == -ENOENT)) && completed(s, bucket, key, want, etag_out)) {
+        /* After a lost answer, NoSuchUpload (or, for a conditional
+         * complete, PreconditionFailed) may be our own first attempt's
+         * doing. */
+        if (rc && (unknown || (lost && (rc == -ENOENT || rc == -EEXIST))) &&
+            completed(s, bucket, key, want, etag_out)) {
             lf_info("CompleteMultipartUpload %s/%s: the answer was lost; the object is stored "
                     "(ETag %s)", bucket, key, want);
             rc = 0;
         }
-        if (!rc || !unknown || attempt >= s->retries)
+        if (!rc || !unknown || attempt >= s->retries) {
+            unresolved = rc && unknown;
             break;
+        }
         if (!want[0])
             lf_warn("CompleteMultipartUpload %s/%s: the answer was lost and the parts' ETags "
                     "are not MD5s to check the object against; sending it again", bucket, key);
@@ -990,6 +1246,8 @@ static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
         if ((rc = backoff(s, attempt, NULL)))
             break;
     }
+    if (unresolved)
+        atomic_fetch_add(&s->failures, 1);
     lf_buf_free(&req);
     lf_buf_free(&body);
     return rc;
@@ -1013,6 +1271,10 @@ static void s3_destroy(void *ctx)
     struct s3 *s = ctx;
     lf_http_free(s->http);
     lf_sigv4_free(s->signer);
+    pthread_rwlock_destroy(&s->signer_lock);
+    pthread_mutex_destroy(&s->auth_lock);
+    free(s->region);
+    free(s->cred_source);
     free(s->origin);
     free(s->host);
     free(s->base_path);
@@ -1085,6 +1347,8 @@ struct lf_store *lf_s3_store_new(const struct lf_s3_opts *o)
     struct s3 *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    pthread_rwlock_init(&s->signer_lock, NULL);
+    pthread_mutex_init(&s->auth_lock, NULL);
     /* Bodies are spliced from plain sockets only: over TLS every byte is
      * decrypted in our memory anyway. */
     s->ops = S3_OPS;
@@ -1105,7 +1369,12 @@ struct lf_store *lf_s3_store_new(const struct lf_s3_opts *o)
                               .insecure = o->insecure};
     s->http = lf_http_new(&ho);
     s->signer = lf_sigv4_new(o->access_key, o->secret_key, o->region, "s3");
-    if (!s->http || !s->signer)
+    s->region = o->region ? strdup(o->region) : NULL;
+    s->cred_source = strdup(o->cred_source ? o->cred_source : "the environment");
+    s->reload = o->reload;
+    s->reload_arg = o->reload_arg;
+    if (!s->http || !s->signer || !s->region || !s->cred_source ||
+        cred_digest(o->access_key, o->secret_key, s->cred_digest) != 0)
         goto fail;
     return &s->store;
 fail:
@@ -1127,4 +1396,7 @@ void lf_s3_get_stats(struct lf_store *store, struct lf_s3_stats *out)
     out->failures = atomic_load(&s->failures);
     out->bytes_in = atomic_load(&s->bytes_in);
     out->bytes_out = atomic_load(&s->bytes_out);
+    out->refusals = atomic_load(&s->refusals);
+    out->reloads = atomic_load(&s->reloads);
+    out->clock_offset = (int64_t)atomic_load(&s->clock_offset);
 }

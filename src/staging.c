@@ -66,6 +66,8 @@ struct lf_staging {
     uint64_t max_bytes;
     size_t part_size;
     unsigned max_files;
+    uint64_t (*make_room)(void *arg, uint64_t bytes);
+    void *make_room_arg;
 
     pthread_mutex_t lock; /* the fields below and the file list */
     uint64_t used;
@@ -99,6 +101,12 @@ struct lf_sfile {
     bool dirty;
     bool bytes_changed;           /* the bytes differ from the object at key (base) */
     bool discarded;               /* unlinked or replaced: never upload */
+    /* Created by this mount under this key and never stored: an upload to
+     * it may only create the object (If-None-Match: *), so a name another
+     * client created meanwhile is never overwritten. Under another key (a
+     * rename, which replaces its target by definition) uploads replace;
+     * renamed back, the condition holds again. NULL once stored. */
+    char *created_key;
     bool manifest_written;
     unsigned gen;                 /* bumped by every change */
     unsigned writing;             /* writes whose bytes may be in before their gen bump */
@@ -154,6 +162,41 @@ static void count(struct lf_staging *s, uint64_t *counter)
     pthread_mutex_lock(&s->lock);
     (*counter)++;
     pthread_mutex_unlock(&s->lock);
+}
+
+/* The disk is full: whether others sharing it gave some back, worth one
+ * more try. */
+static bool make_room(struct lf_staging *s, uint64_t bytes)
+{
+    return s->make_room && s->make_room(s->make_room_arg, bytes ? bytes : 1) > 0;
+}
+
+/* pwrite of all of buf, once more after make_room if the disk filled.
+ * Returns the bytes written (short when it stayed full part way), or -1
+ * with errno set when none were. */
+static ssize_t pwrite_room(struct lf_staging *s, int fd, const void *buf, size_t len, off_t off)
+{
+    size_t done = 0;
+    bool asked = false;
+    while (done < len) {
+        ssize_t w = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w > 0) {
+            done += (size_t)w;
+            continue;
+        }
+        int err = w < 0 ? errno : ENOSPC;
+        bool again = err == ENOSPC && !asked && make_room(s, len - done);
+        asked = true;
+        if (!again) {
+            if (done)
+                return (ssize_t)done;
+            errno = err;
+            return -1;
+        }
+    }
+    return (ssize_t)done;
 }
 
 /* ---- manifests ---------------------------------------------------------------- */
@@ -224,8 +267,9 @@ static int write_manifest_ex(struct lf_sfile *f, bool synced)
         rc = -errno;
         goto out;
     }
-    if (write(fd, b.data, b.len) != (ssize_t)b.len)
-        rc = -EIO;
+    ssize_t w = pwrite_room(f->s, fd, b.data, b.len, 0);
+    if (w != (ssize_t)b.len)
+        rc = w < 0 ? -errno : -ENOSPC;
     if (synced && !rc && fsync(fd) != 0)
         rc = -errno;
     if (close(fd) != 0 && !rc)
@@ -281,6 +325,8 @@ struct lf_staging *lf_staging_new(struct lf_store *store, struct lf_workq *wq,
     s->part_size = o->part_size >= MIN_PART ? o->part_size : MIN_PART;
     s->max_files = o->max_files ? o->max_files : 1024;
     s->max_bytes = o->max_bytes;
+    s->make_room = o->make_room;
+    s->make_room_arg = o->make_room_arg;
     pthread_mutex_init(&s->lock, NULL);
     if (!s->dir || (mkdir(s->dir, 0700) != 0 && errno != EEXIST)) {
         lf_err("staging directory %s: %s", o->dir, s->dir ? strerror(errno) : "no memory");
@@ -411,7 +457,9 @@ int lf_sfile_new(struct lf_staging *s, const char *bucket, const char *key,
     f->path = lf_buf_steal(&path);
     if (f->path && asprintf(&f->manifest, "%s.m", f->path) < 0)
         f->manifest = NULL;
-    if (!f->bucket || !f->key || !f->path || !f->manifest) {
+    if (!base)
+        f->created_key = strdup(key);
+    if (!f->bucket || !f->key || !f->path || !f->manifest || (!base && !f->created_key)) {
         rc = -ENOMEM;
         goto fail;
     }
@@ -438,6 +486,7 @@ fail:
         }
         free(f->bucket);
         free(f->key);
+        free(f->created_key);
         free(f->path);
         free(f->manifest);
         free(f);
@@ -480,6 +529,7 @@ static void destroy(struct lf_sfile *f)
     free(f->parts);
     free(f->bucket);
     free(f->key);
+    free(f->created_key);
     free(f->path);
     free(f->manifest);
     free(f);
@@ -553,8 +603,9 @@ static int load(struct lf_sfile *f)
                                    f->base.etag, &got, NULL);
         if (!rc && got != want)
             rc = -ESTALE;
-        if (!rc && pwrite(f->fd, buf, want, (off_t)off) != (ssize_t)want)
-            rc = errno == ENOSPC ? -ENOSPC : -EIO;
+        ssize_t w = rc ? 0 : pwrite_room(f->s, f->fd, buf, want, (off_t)off);
+        if (!rc && w != (ssize_t)want)
+            rc = w >= 0 || errno == ENOSPC ? -ENOSPC : -EIO;
         off += want;
     }
     free(buf);
@@ -585,7 +636,13 @@ static int ensure_manifest(struct lf_sfile *f)
     bool need = !f->manifest_written && !f->discarded;
     f->manifest_written |= need;
     pthread_mutex_unlock(&f->lock);
-    return need ? write_manifest(f) : 0;
+    int rc = need ? write_manifest(f) : 0;
+    if (rc) { /* none on disk: the next write tries again */
+        pthread_mutex_lock(&f->lock);
+        f->manifest_written = false;
+        pthread_mutex_unlock(&f->lock);
+    }
+    return rc;
 }
 
 static void start_streaming_parts(struct lf_sfile *f);
@@ -615,7 +672,7 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
         f->s->hook(f->s->hook_arg, "write", f);
     /* The bytes first, the generation after: see the top of the file. */
     pthread_rwlock_rdlock(&f->io);
-    ssize_t w = pwrite(f->fd, buf, len, (off_t)off);
+    ssize_t w = pwrite_room(f->s, f->fd, buf, len, (off_t)off);
     int err = errno;
     pthread_mutex_lock(&f->lock);
     f->writing--;
@@ -926,19 +983,19 @@ static size_t part_size_for(const struct lf_staging *s, uint64_t size)
 }
 
 static int upload_single(struct lf_sfile *f, uint64_t size, const struct lf_put_meta *meta,
-                         const char *key, char etag[LF_ETAG_MAX])
+                         const char *key, enum lf_put_cond cond, char etag[LF_ETAG_MAX])
 {
     struct lf_body body = {.fd = f->fd, .off = 0, .len = size};
     if (size == 0)
         body.mem = "";
-    int rc = f->s->store->ops->put(f->s->store->ctx, f->bucket, key, &body, meta, LF_PUT_ANY,
-                                   etag);
+    int rc = f->s->store->ops->put(f->s->store->ctx, f->bucket, key, &body, meta, cond, etag);
     count(f->s, &f->s->puts);
     return rc;
 }
 
 static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
-                            const struct lf_put_meta *meta, char etag[LF_ETAG_MAX])
+                            const struct lf_put_meta *meta, enum lf_put_cond cond,
+                            char etag[LF_ETAG_MAX])
 {
     size_t ps = part_size_for(f->s, size);
     pthread_mutex_lock(&f->lock);
@@ -1000,9 +1057,10 @@ static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
     struct lf_put_meta created = f->up_meta;
     pthread_mutex_unlock(&f->lock);
     if (!rc) {
-        rc = f->s->store->ops->mpu_complete(f->s->store->ctx, f->bucket, key, id, list, n, etag);
+        rc = f->s->store->ops->mpu_complete(f->s->store->ctx, f->bucket, key, id, list, n, cond,
+                                            etag);
         count(f->s, &f->s->completes);
-        if (rc)
+        if (rc && rc != -EEXIST) /* a lost create: lf_sfile_flush says it */
             lf_err("CompleteMultipartUpload %s/%s (%zu parts) failed: %s", f->bucket, key, n,
                    strerror(-rc));
     }
@@ -1053,6 +1111,8 @@ again:
     }
     pthread_mutex_lock(&f->lock);
     bool meta_only = !f->bytes_changed && f->has_base;
+    enum lf_put_cond cond = f->created_key && strcmp(f->created_key, key) == 0
+                                ? LF_PUT_IF_ABSENT : LF_PUT_ANY;
     char etag[LF_ETAG_MAX] = "";
     pthread_mutex_unlock(&f->lock);
     /* Only the mode, owner or times changed since the object was stored
@@ -1072,9 +1132,9 @@ again:
         pthread_mutex_unlock(&f->lock);
         if (open)
             abort_upload(f);
-        rc = upload_single(f, size, &meta, key, etag);
+        rc = upload_single(f, size, &meta, key, cond, etag);
     } else {
-        rc = upload_multipart(f, size, key, &meta, etag);
+        rc = upload_multipart(f, size, key, &meta, cond, etag);
     }
 stored:
     pthread_mutex_lock(&f->lock);
@@ -1082,6 +1142,15 @@ stored:
      * announce only later: it counts as a change already. */
     bool changed = f->gen != gen || f->writing > 0;
     pthread_mutex_unlock(&f->lock);
+    if (rc == -EEXIST && cond == LF_PUT_IF_ABSENT) {
+        count(f->s, &f->s->failures);
+        lf_err("%s/%s: another client created it while this mount was writing it; theirs is "
+               "kept (a new file is created only where nothing is). Ours (%" PRIu64 " bytes) "
+               "stays staged in %s: rename it to store it under another name, or remove it",
+               f->bucket, key, size, f->path);
+        make_durable(f);
+        goto done;
+    }
     if (rc && changed) {
         /* Written while it went up (another descriptor): what was hashed
          * is not what was sent. Send the current content; if it keeps
@@ -1114,6 +1183,8 @@ stored:
     f->base.size = size;
     memcpy(f->base.etag, etag, LF_ETAG_MAX);
     f->has_base = true;
+    free(f->created_key); /* stored: later uploads replace, wherever it goes */
+    f->created_key = NULL;
     if (clean)
         f->manifest_written = false;
     pthread_mutex_unlock(&f->lock);
@@ -1205,6 +1276,22 @@ bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *m
     *meta = f->meta;
     pthread_mutex_unlock(&f->lock);
     return v;
+}
+
+bool lf_sfile_created_here(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    bool v = !f->has_base;
+    pthread_mutex_unlock(&f->lock);
+    return v;
+}
+
+void lf_sfile_replaces(struct lf_sfile *f)
+{
+    pthread_mutex_lock(&f->lock);
+    free(f->created_key);
+    f->created_key = NULL;
+    pthread_mutex_unlock(&f->lock);
 }
 
 bool lf_sfile_dirty_gen(struct lf_sfile *f, unsigned *gen)
@@ -1560,9 +1647,12 @@ int lf_staging_recover(struct lf_staging *s, const struct lf_orphan *o, bool upl
     f->manifest = strdup(o->manifest_path);
     init_locks(f);
     f->loaded = f->dirty = f->manifest_written = true;
+    /* Checked absent above; a client creating it since wins. */
+    f->created_key = o->base_etag[0] ? NULL : strdup(o->key);
     f->gen = 1;
     f->size = o->size;
-    rc = f->bucket && f->key && f->path && f->manifest ? charge(f, o->size) : -ENOMEM;
+    rc = f->bucket && f->key && f->path && f->manifest && (f->created_key || o->base_etag[0])
+             ? charge(f, o->size) : -ENOMEM;
     if (!rc)
         rc = lf_sfile_flush(f, NULL);
     if (!rc)

@@ -550,8 +550,9 @@ static int mem_copy(void *ctx, const char *bucket, const char *src_key,
     return rc;
 }
 
-static int mem_remove(void *ctx, const char *bucket, const char *key)
+static int mem_remove(void *ctx, const char *bucket, const char *key, const char *etag)
 {
+    (void)etag; /* answers are never lost here */
     struct lf_mem_store *m = ctx;
     pthread_mutex_lock(&m->lock);
     int rc = enter(m, LF_MEM_REMOVE);
@@ -657,7 +658,7 @@ static int mem_mpu_part(void *ctx, const char *bucket, const char *key,
 
 static int mem_mpu_complete(void *ctx, const char *bucket, const char *key,
                             const char *upload_id, const struct lf_part *parts,
-                            size_t nparts, char etag_out[LF_ETAG_MAX])
+                            size_t nparts, enum lf_put_cond cond, char etag_out[LF_ETAG_MAX])
 {
     struct lf_mem_store *m = ctx;
     struct mem_upload **link = NULL;
@@ -667,6 +668,8 @@ static int mem_mpu_complete(void *ctx, const char *bucket, const char *key,
     struct mem_upload *u = rc ? NULL : find_upload(m, upload_id, &link);
     if (!rc && !u)
         rc = -ENOENT;
+    if (!rc && cond == LF_PUT_IF_ABSENT && find(m, bucket, key))
+        rc = -EEXIST; /* the upload stays open, as on the gateway */
     size_t total = 0;
     for (size_t i = 0; !rc && i < nparts; i++) {
         int n = parts[i].number;

@@ -205,12 +205,15 @@ class Sim:
     def reset_stats(self):
         self._http("POST", "/_sim/stats/reset", auth=False)
 
-    def set_faults(self, fail_rate=0.0, latency_ms=0, kinds=None, rules=(), seed=None):
+    def set_faults(self, fail_rate=0.0, latency_ms=0, kinds=None, rules=(), seed=None,
+                   latency_jitter_ms=0, clock_skew_s=0):
         """Sets every fault knob (tests/lakefs_sim/knobs.py): kinds None is
         the default (before-work) kinds; rules replace those in force; a
-        seed restarts the random draw. set_faults() turns all faults off."""
+        seed restarts the random draw. set_faults() turns all faults off,
+        jitter and clock skew included."""
         doc = {"fail_rate": fail_rate, "latency_ms": latency_ms, "kinds": kinds,
-               "rules": list(rules)}
+               "rules": list(rules), "latency_jitter_ms": latency_jitter_ms,
+               "clock_skew_s": clock_skew_s}
         if seed is not None:
             doc["seed"] = seed
         status, body = self._http("POST", "/_sim/faults", doc, auth=False)
@@ -220,6 +223,19 @@ class Sim:
     def faults(self):
         """The fault settings in force, spent rules gone."""
         return self._http("GET", "/_sim/faults", auth=False)[1]
+
+    def set_secret(self, access_key, secret_key):
+        """Gives access_key a new secret on the running gateway (a new key
+        if unknown); secret_key None revokes it (/_sim/credentials)."""
+        status, body = self._http("POST", "/_sim/credentials",
+                                  {"access_key_id": access_key,
+                                   "secret_access_key": secret_key}, auth=False)
+        assert status == 200, body
+        return body
+
+    def restore_secret(self):
+        """The simulator's own key and secret again, as at start."""
+        return self.set_secret(self.access_key, self.secret_key)
 
     # -- lakeFS conveniences ---------------------------------------------
     def create_repo(self, name, default_branch="main"):
@@ -255,15 +271,18 @@ def lakefs(tmp_path_factory):
 
 @pytest.fixture
 def repo(lakefs):
-    """A fresh repository (default branch main) per test; faults are off
+    """A fresh repository (default branch main) per test; faults (clock
+    skew included) are off and the simulator's own secret is in force
     before and after the test, and a gateway an earlier test left stopped
     is started again, so no test depends on the one before it."""
     if lakefs.proc is None or lakefs.proc.poll() is not None:
         lakefs.stop()
         lakefs.start()
     lakefs.set_faults(0.0, 0)
+    lakefs.restore_secret()
     name = new_repo_name()
     lakefs.create_repo(name)
     yield name
     if lakefs.proc is not None:
         lakefs.set_faults(0.0, 0)
+        lakefs.restore_secret()

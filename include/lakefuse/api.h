@@ -39,7 +39,14 @@ struct lf_api_opts {
     long stall_timeout_ms;
     unsigned retries;     /* extra attempts for reads */
     unsigned backoff_ms;
+    /* Fresh credentials after a 401 (a rotated key), as lf_s3_opts.reload:
+     * asked at most every LF_API_RELOAD_EVERY s; if they differ, the call
+     * is sent again with them. NULL: they cannot change. */
+    int (*reload)(void *arg, char **access_key, char **secret_key);
+    void *reload_arg;
 };
+
+#define LF_API_RELOAD_EVERY 5
 
 /* What went wrong, for the user: the HTTP status (0: no answer) and the
  * server's message, or a description of the transport failure. */

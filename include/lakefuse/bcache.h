@@ -18,6 +18,11 @@
  * memory loads it back instead of fetching it again. Every file carries its
  * key and a SHA-256 of its bytes, so a damaged file or a name collision is
  * a miss, never wrong data. The tier starts empty on every run.
+ *
+ * The tier shares its filesystem with staged writes, which must never fail
+ * for its sake: it writes no block that would leave less free than
+ * LF_BCACHE_DISK_RESERVE allows, and gives its files back on request
+ * (lf_bcache_disk_trim) when a write finds the disk full anyway.
  */
 #ifndef LAKEFUSE_BCACHE_H
 #define LAKEFUSE_BCACHE_H
@@ -111,5 +116,14 @@ void lf_bcache_complete_release(struct lf_bcache *c, struct lf_block *b, size_t 
                                 int err);
 
 void lf_bcache_get_stats(struct lf_bcache *c, struct lf_bcache_stats *st);
+
+/* Free space the disk tier leaves on its filesystem: an eighth of it, at
+ * most this many bytes. */
+#define LF_BCACHE_DISK_RESERVE ((uint64_t)1 << 30)
+
+/* Removes disk-tier files, least recent first, until at least `bytes` are
+ * freed or none is left; returns the bytes freed (0 without a tier). For
+ * a writer that found the disk full. Thread-safe. */
+uint64_t lf_bcache_disk_trim(struct lf_bcache *c, uint64_t bytes);
 
 #endif

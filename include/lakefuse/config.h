@@ -30,6 +30,7 @@ struct lf_config {
     char *config_file;  /* lakectl's YAML; NULL: ~/.lakectl.yaml */
     char *metrics_file; /* Prometheus text, rewritten every metrics_interval s; NULL: none */
     double metrics_interval;
+    char *cred_file;    /* the lakectl file the credentials came from (absolute); NULL: the environment */
     bool insecure;
     bool foreground;
     bool read_only;
@@ -71,6 +72,11 @@ int lf_config_parse(struct lf_config *cfg, int argc, char **argv, FILE *err);
  * lf_config_parse does. */
 int lf_config_parse_helper(struct lf_config *cfg, int argc, char **argv, FILE *err);
 void lf_config_free(struct lf_config *cfg);
+/* Reads the credentials of a lakectl file again (a running mount whose
+ * key was rotated): 0 with malloc'ed *access_key and *secret_key (the
+ * caller wipes the secret), or a negative errno (-ENOKEY: the file has
+ * none). */
+int lf_config_read_credentials(const char *path, char **access_key, char **secret_key);
 /* Wipes and frees the secret once the store's signer holds its own copy. */
 void lf_config_forget_secret(struct lf_config *cfg);
 void lf_config_usage(FILE *out);

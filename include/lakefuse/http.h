@@ -48,6 +48,7 @@ struct lf_http_resp {
     char request_id[96];
     int64_t content_length;     /* -1 when absent */
     time_t last_modified;       /* 0 when absent */
+    time_t date;                /* the server's clock (Date header); 0 when absent */
     unsigned nmeta;
     struct lf_http_meta meta[LF_HTTP_MAX_META];
     size_t body_len;            /* bytes stored in the body sink */

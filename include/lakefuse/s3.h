@@ -10,6 +10,15 @@
  * a whole object), Content-Range start, end and total, body length, and
  * the ETag pinned at open. lakeFS ignores If-Match on GET, so this check
  * is the only thing that stops a read from mixing two versions.
+ *
+ * Refusals (403) are the gateway's verdict on our keys or our clock, not
+ * on one request, so each kind is logged once in LF_S3_AUTH_LOG_EVERY
+ * seconds, not per request. An answer that refuses our signature or our
+ * key makes the client ask opts->reload for fresh credentials (at most
+ * every LF_S3_RELOAD_EVERY seconds) and, if they differ, sign with them
+ * and send again. A refusal whose Date header is minutes from our clock
+ * (RequestTimeTooSkewed, or "not valid yet" when ours is ahead) makes
+ * every later request signed with the gateway's time, and is sent again.
  */
 #ifndef LAKEFUSE_S3_H
 #define LAKEFUSE_S3_H
@@ -31,13 +40,28 @@ struct lf_s3_opts {
     unsigned backoff_ms;   /* first backoff; doubles, jittered */
     const char *ca_bundle;
     bool insecure;
+    /* Fresh credentials after a refusal: fills *access_key and
+     * *secret_key (malloc'ed; the client wipes and frees the secret) or
+     * returns a negative errno. NULL: they cannot change (the environment
+     * of a running process does not). cred_source names where they come
+     * from, for log lines ("the lakectl file X", "the environment"). */
+    int (*reload)(void *arg, char **access_key, char **secret_key);
+    void *reload_arg;
+    const char *cred_source;
 };
+
+#define LF_S3_RELOAD_EVERY 5     /* s between two reloads of the credentials */
+#define LF_S3_AUTH_LOG_EVERY 300 /* s between two log lines of one kind of refusal */
+#define LF_S3_SKEW_MIN 300       /* s of difference from the gateway's clock worth correcting */
 
 struct lf_s3_stats {
     uint64_t requests;     /* attempts sent, retries included */
     uint64_t retries;
     uint64_t failures;     /* operations that failed after retries */
     uint64_t bytes_in, bytes_out;
+    uint64_t refusals;     /* 403 answers */
+    uint64_t reloads;      /* times new credentials were taken */
+    int64_t clock_offset;  /* s added to our clock to sign (the gateway's minus ours) */
 };
 
 /* Returns a store whose destroy frees the client; NULL and a log line on

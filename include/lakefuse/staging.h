@@ -35,6 +35,11 @@ struct lf_staging_opts {
     uint64_t max_bytes;  /* staged bytes allowed; 0: a quarter of free space */
     size_t part_size;    /* multipart part size, >= 5 MiB */
     unsigned max_files;  /* staged files at once; 0: 1024 */
+    /* The disk is full under a write: others sharing it (the disk cache)
+     * free what they can, at least `bytes` if they have it; returns the
+     * bytes freed. The write is tried once more if any were. May be NULL. */
+    uint64_t (*make_room)(void *arg, uint64_t bytes);
+    void *make_room_arg;
 };
 
 /* files and used_bytes: everything staged; dirty and dirty_bytes: the
@@ -75,7 +80,8 @@ bool lf_sfile_dirty(struct lf_sfile *f);
 uint64_t lf_sfile_size(struct lf_sfile *f);
 
 /* Local-disk semantics: writes past the end leave zeros; -ENOSPC when the
- * staging limit would be exceeded. */
+ * staging limit would be exceeded or the disk is full (after asking
+ * make_room); a short count when it filled part way. */
 ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t off);
 ssize_t lf_sfile_read(struct lf_sfile *f, void *buf, size_t len, uint64_t off);
 int lf_sfile_truncate(struct lf_sfile *f, uint64_t size);
@@ -104,6 +110,15 @@ bool lf_sfile_stored(struct lf_sfile *f, struct lf_obj_attr *out);
 /* Whether what is pending is metadata only (the bytes are the object's at
  * its key): then *meta and *gen are what a copy of it must carry. */
 bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *meta);
+/* A file created through this mount and never stored: nothing of it is
+ * on the gateway, so removing or renaming it must delete nothing there
+ * (the name may hold another client's object by now). Its first upload
+ * only creates (If-None-Match: *): -EEXIST if another client created the
+ * name first, the data staying staged. A rename lifts that condition. */
+bool lf_sfile_created_here(struct lf_sfile *f);
+/* The new file takes the place of one of ours whose object may be at its
+ * key already: its uploads replace (no If-None-Match). */
+void lf_sfile_replaces(struct lf_sfile *f);
 /* Whether an upload is pending, and the generation (bumped by every
  * change) the file is at. */
 bool lf_sfile_dirty_gen(struct lf_sfile *f, unsigned *gen);

@@ -78,7 +78,8 @@ struct lf_part {
     char etag[LF_ETAG_MAX];
 };
 
-/* Conditions on a write; the gateway honours both. */
+/* Conditions on a write (PutObject, CompleteMultipartUpload); lakeFS's
+ * gateway honours both. */
 enum lf_put_cond {
     LF_PUT_ANY = 0,
     LF_PUT_IF_ABSENT, /* If-None-Match: * */
@@ -187,15 +188,21 @@ struct lf_store_ops {
     int (*copy)(void *ctx, const char *bucket, const char *src_key,
                 const char *dst_key, const struct lf_put_meta *meta,
                 char etag_out[LF_ETAG_MAX]);
-    int (*remove)(void *ctx, const char *bucket, const char *key);
+    /* etag: the version the caller means to delete, or NULL. Only for a
+     * lost answer: the DELETE goes again if the key still holds exactly
+     * that version, never over another. */
+    int (*remove)(void *ctx, const char *bucket, const char *key, const char *etag);
     int (*mpu_create)(void *ctx, const char *bucket, const char *key,
                       const struct lf_put_meta *meta, char **upload_id);
     int (*mpu_part)(void *ctx, const char *bucket, const char *key,
                     const char *upload_id, int number,
                     const struct lf_body *body, char etag_out[LF_ETAG_MAX]);
+    /* cond as for put: LF_PUT_IF_ABSENT completes only if the key holds
+     * nothing (-EEXIST otherwise). */
     int (*mpu_complete)(void *ctx, const char *bucket, const char *key,
                         const char *upload_id, const struct lf_part *parts,
-                        size_t nparts, char etag_out[LF_ETAG_MAX]);
+                        size_t nparts, enum lf_put_cond cond,
+                        char etag_out[LF_ETAG_MAX]);
     int (*mpu_abort)(void *ctx, const char *bucket, const char *key,
                      const char *upload_id);
     void (*destroy)(void *ctx);

@@ -350,12 +350,20 @@ def closed_port():
     return port
 
 
-def wait_until(pred, timeout, interval=0.05, what="condition"):
+def wait_until(pred, timeout, interval=0.05, what="condition", absent_is_false=False):
     """Polls pred() until it returns a truthy value or timeout passes;
-    returns the value or raises TimeoutError."""
+    returns the value or raises TimeoutError. With absent_is_false, a
+    predicate that meets a missing file (FileNotFoundError: a name another
+    mount made, which this one may remember as absent until its TTL) is
+    not true yet."""
     deadline = time.monotonic() + timeout
     while True:
-        v = pred()
+        try:
+            v = pred()
+        except FileNotFoundError:
+            if not absent_is_false:
+                raise
+            v = None
         if v:
             return v
         if time.monotonic() >= deadline:

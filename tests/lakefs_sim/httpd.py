@@ -299,9 +299,9 @@ class App:
     def s3(self, req):
         operation = self.gateway.classify(req)
         self.knobs.count_request(operation)
-        latency = self.knobs.latency_ms
-        if latency:
-            time.sleep(latency / 1000.0)
+        delay = self.knobs.delay()
+        if delay:
+            time.sleep(delay)
         fault = self.knobs.draw_fault(operation, req.raw_path)
         if fault == "reset":
             raise ResetConnection()
@@ -366,10 +366,40 @@ class App:
                     kw = {k: doc[k] for k in ("kinds",) if k in doc}
                     return json_response(200, self.knobs.configure(
                         doc.get("fail_rate"), doc.get("latency_ms"), doc.get("seed"),
-                        rules=doc.get("rules"), **kw))
+                        rules=doc.get("rules"), latency_jitter_ms=doc.get("latency_jitter_ms"),
+                        clock_skew_s=doc.get("clock_skew_s"), **kw))
                 except (ValueError, TypeError, AttributeError) as e:
                     return json_response(400, {"message": str(e)})
+        if path == "/_sim/credentials":
+            return self.credentials(req)
         return json_response(404, {"message": "no such simulator endpoint"})
+
+    def credentials(self, req):
+        """GET: the access key IDs in force (never a secret). POST
+        {"access_key_id": AK, "secret_access_key": SK}: AK's secret becomes
+        SK (a new key if AK was unknown); SK null revokes AK. Requests
+        already being checked keep the secret they were checked with."""
+        secrets = self.gateway.secrets      # the one dict the REST API shares
+        if req.method == "GET":
+            return json_response(200, {"access_key_ids": sorted(secrets)})
+        if req.method != "POST":
+            return json_response(405, {"message": "GET or POST"})
+        try:
+            doc = json.loads(req.body.read_all() or b"{}")
+            ak, sk = doc["access_key_id"], doc.get("secret_access_key")
+            if not isinstance(ak, str) or not 3 <= len(ak) <= 20 or ":" in ak:
+                raise ValueError("access_key_id: 3 to 20 characters, no ':'")
+            if sk is not None and (not isinstance(sk, str) or not sk):
+                raise ValueError("secret_access_key: a non-empty string, or null to revoke")
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            return json_response(400, {"message": str(e)})
+        if sk is None:
+            secrets.pop(ak, None)
+            log.info("credentials: %s revoked", ak)
+        else:
+            secrets[ak] = sk
+            log.info("credentials: %s has a new secret", ak)
+        return json_response(200, {"access_key_ids": sorted(secrets)})
 
 
 # ----------------------------------------------------------------------
@@ -378,8 +408,8 @@ class App:
 _date_cache = [0, ""]
 
 
-def _http_date_now():
-    now = int(time.time())
+def _http_date_now(skew=0.0):
+    now = int(time.time() + skew)
     if _date_cache[0] != now:
         _date_cache[:] = [now, http_date(now)]
     return _date_cache[1]
@@ -483,7 +513,7 @@ class Handler(BaseHTTPRequestHandler):
         lines.extend("%s: %s\r\n" % (k, v) for k, v in headers)
         if "content-length" not in names:
             lines.append("Content-Length: %d\r\n" % count)
-        lines.append("Date: %s\r\n" % _http_date_now())
+        lines.append("Date: %s\r\n" % _http_date_now(self.server.app.knobs.clock_skew_s))
         if self.close_connection or resp.truncate:
             lines.append("Connection: close\r\n")
             self.close_connection = True

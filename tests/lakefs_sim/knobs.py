@@ -27,10 +27,20 @@ answer the server did send:
                   its headers
 The random draw uses only the before-work kinds unless told otherwise
 (`kinds`), so a client that retries "any failure" is never wrong there.
+
+Latency: every S3 request waits `latency_ms`, plus a uniform draw from
+0..`latency_jitter_ms` (its own generator, so jitter never shifts which
+requests the fault draw picks).
+
+Clock: `clock_skew_s` moves the gateway's clock (signature checks and the
+Date header of every answer) that many seconds from the machine's, as a
+server whose clock drifted: more than 15 minutes either way and SigV4
+requests are refused as lakeFS refuses them (sigv4.py).
 """
 import logging
 import random
 import threading
+import time
 
 BEFORE_KINDS = ("error500", "slowdown", "reset")
 GET_ONLY_KINDS = ("truncate",)
@@ -106,6 +116,9 @@ class Knobs:
         self._lock = threading.Lock()
         self.fail_rate = float(fail_rate)
         self.latency_ms = int(latency_ms)
+        self.latency_jitter_ms = 0
+        self.clock_skew_s = 0.0
+        self._jitter_rng = random.Random()
         self.kinds = DEFAULT_KINDS
         self.rules = []
         self._reseed(seed if seed is not None else random.SystemRandom().randrange(1, 2 ** 31))
@@ -120,11 +133,13 @@ class Knobs:
     def settings(self):
         with self._lock:
             return {"fail_rate": self.fail_rate, "latency_ms": self.latency_ms,
+                    "latency_jitter_ms": self.latency_jitter_ms,
+                    "clock_skew_s": self.clock_skew_s,
                     "seed": self.seed, "kinds": list(self.kinds),
                     "rules": [r.doc() for r in self.rules]}
 
     def configure(self, fail_rate=None, latency_ms=None, seed=None, kinds=_UNSET,
-                  rules=None):
+                  rules=None, latency_jitter_ms=None, clock_skew_s=None):
         """Changes what is given. kinds=None restores the default kinds;
         rules replace the rules in force (an empty list clears them); a
         seed restarts the random draw from that seed."""
@@ -142,6 +157,16 @@ class Knobs:
                 if ms < 0:
                     raise ValueError("latency_ms must not be negative")
                 self.latency_ms = ms
+            if latency_jitter_ms is not None:
+                ms = int(latency_jitter_ms)
+                if ms < 0:
+                    raise ValueError("latency_jitter_ms must not be negative")
+                self.latency_jitter_ms = ms
+            if clock_skew_s is not None:
+                skew = float(clock_skew_s)
+                if abs(skew) > 10 * 365 * 86400:
+                    raise ValueError("clock_skew_s must be within ten years")
+                self.clock_skew_s = skew
             if seed is not None:
                 self._reseed(seed)
             if new_kinds is not _UNSET:
@@ -149,6 +174,18 @@ class Knobs:
             if new_rules is not None:
                 self.rules = new_rules
         return self.settings()
+
+    def delay(self):
+        """Seconds this S3 request waits before it is served."""
+        with self._lock:
+            ms = self.latency_ms
+            if self.latency_jitter_ms:
+                ms += self._jitter_rng.uniform(0, self.latency_jitter_ms)
+        return ms / 1000.0
+
+    def now(self):
+        """The gateway's clock: the machine's, moved by clock_skew_s."""
+        return time.time() + self.clock_skew_s
 
     def _from_rules(self, operation, path):
         for i, r in enumerate(self.rules):

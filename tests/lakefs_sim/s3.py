@@ -267,10 +267,11 @@ class _Op:
 
 
 class Gateway:
-    def __init__(self, store, secrets, region="us-east-1"):
+    def __init__(self, store, secrets, region="us-east-1", clock=None):
         self.store = store
         self.secrets = secrets
         self.region = region
+        self.clock = clock         # the gateway's time (knobs.now); None: the machine's
 
     @staticmethod
     def xml_type(req):
@@ -299,7 +300,8 @@ class Gateway:
 
     def _handle(self, op):
         req, route = op.req, op.route
-        payload = sigv4.authenticate(req, self.secrets)
+        payload = sigv4.authenticate(req, self.secrets,
+                                     self.clock() if self.clock else None)
         req.set_payload(payload)
         if route.repo:
             with self.store.lock:

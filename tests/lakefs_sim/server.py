@@ -95,7 +95,7 @@ def main(argv=None):
         return 1
     secrets = {args.access_key_id: args.secret_access_key}
     kn = knobs.Knobs(args.fail_rate, args.latency_ms, args.seed)
-    app = httpd.App(s3.Gateway(st, secrets, args.region), api.API(st, secrets), kn,
+    app = httpd.App(s3.Gateway(st, secrets, args.region, clock=kn.now), api.API(st, secrets), kn,
                     verbose=args.verbose)
     server = httpd.Server((host, port), app, ctx, family)
 

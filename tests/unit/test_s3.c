@@ -1,6 +1,9 @@
 /* s3: requests that must not be sent twice (CompleteMultipartUpload,
  * DeleteObject) against a scripted server on 127.0.0.1 that carries a
- * request out and then loses its answer; listings answered 400. What the client did is read
+ * request out and then loses its answer; listings answered 400; a key
+ * rotated on the server (the client reads fresh credentials and sends
+ * again); a server whose clock is an hour off (the client signs with the
+ * server's time after its first refusal). What the client did is read
  * from the server's counts and state, never from timing. */
 #include "check.h"
 #include "scripted.h"
@@ -25,6 +28,10 @@ enum script {
     COMPLETE_LOST_BEFORE_STORE, /* closes without storing; the next one works */
     DELETE_LOST,                /* deletes, then closes without an answer */
     DELETE_LOST_THEN_NEWER,     /* deletes, a newer version arrives, answer lost */
+    DELETE_LOST_BEFORE,         /* closes without deleting; the next one works */
+    AUTH_ROTATED,               /* only key AK2 is accepted: 403 SignatureDoesNotMatch */
+    CLOCK_AHEAD,                /* the server's clock is an hour ahead: 403 RequestTimeTooSkewed */
+    CLOCK_BEHIND,               /* an hour behind: 403 AccessDenied, not valid yet */
     LIST_400_ONCE,              /* a listing fails with 400 once, then works */
     LIST_400_ALWAYS,            /* every listing answers 400 (an unknown ref) */
 };
@@ -35,7 +42,8 @@ static struct {
     bool stored;
     char etag[64];     /* the object's, unquoted */
     char complete_etag[64];
-    int posts, deletes, heads, gets;
+    int posts, deletes, heads, gets, refused;
+    char head[16384];  /* the request being answered */
 } srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static struct scripted server;
 
@@ -58,6 +66,9 @@ static bool get_request(int fd, char *method, size_t mcap)
     if (!end)
         return false;
     snprintf(method, mcap, "%.*s", (int)strcspn(buf, " "), buf);
+    pthread_mutex_lock(&srv.lock);
+    snprintf(srv.head, sizeof(srv.head), "%.*s", (int)(end - buf), buf);
+    pthread_mutex_unlock(&srv.lock);
     const char *cl = strcasestr(buf, "\r\nContent-Length:");
     size_t body = cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
     size_t have = n - (size_t)(end + 4 - buf);
@@ -92,10 +103,57 @@ static void answer_xml(int fd, int status, const char *reason, const char *doc)
 static const char NO_UPLOAD[] =
     "<?xml version=\"1.0\"?><Error><Code>NoSuchUpload</Code></Error>";
 
+/* The x-amz-date of the request being answered, as seconds. */
+static time_t amz_date(void)
+{
+    const char *d = strcasestr(srv.head, "\r\nx-amz-date: ");
+    struct tm tm = {0};
+    if (!d || !strptime(d + 14, "%Y%m%dT%H%M%SZ", &tm))
+        return 0;
+    return timegm(&tm);
+}
+
+/* Refuses the request as lakeFS would, if the script says so (an
+ * answer to HEAD has no body). */
+static bool refused(int fd, const char *method)
+{
+    char a[1024], date[64];
+    const char *code = NULL, *msg = NULL;
+    time_t now = time(NULL);
+    if (srv.script == CLOCK_AHEAD || srv.script == CLOCK_BEHIND) {
+        now += srv.script == CLOCK_AHEAD ? 3600 : -3600;
+        long long apart = (long long)now - (long long)amz_date();
+        if (apart > 900)
+            code = "RequestTimeTooSkewed", msg = "too large";
+        else if (apart < -900)
+            code = "AccessDenied", msg = "Request is not valid yet";
+    } else if (srv.script == AUTH_ROTATED && !strstr(srv.head, "Credential=AK2/")) {
+        code = "SignatureDoesNotMatch", msg = "does not match";
+    }
+    if (!code)
+        return false;
+    srv.refused++;
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    bool head = strcmp(method, "HEAD") == 0;
+    snprintf(a, sizeof(a), "HTTP/1.1 403 Forbidden\r\nDate: %s\r\n"
+             "Content-Type: application/xml\r\nContent-Length: %zu\r\n\r\n"
+             "<Error><Code>%s</Code><Message>%s</Message></Error>", date,
+             head ? 0 : strlen("<Error><Code></Code><Message></Message></Error>") +
+                            strlen(code) + strlen(msg), code, msg);
+    if (head)
+        *strstr(a, "\r\n\r\n<Error>") = '\0', strcat(a, "\r\n\r\n");
+    put_all(fd, a);
+    return true;
+}
+
 /* Answers one request; false when the connection is to close here. */
 static bool answer(int fd, const char *method)
 {
     char doc[512];
+    if (refused(fd, method))
+        return true;
     if (strcmp(method, "HEAD") == 0) {
         srv.heads++;
         answer_head(fd);
@@ -146,6 +204,8 @@ static bool answer(int fd, const char *method)
     }
     if (strcmp(method, "DELETE") == 0) {
         int n = ++srv.deletes;
+        if (n == 1 && srv.script == DELETE_LOST_BEFORE)
+            return false;
         srv.stored = false;
         if (n == 1 && srv.script == DELETE_LOST_THEN_NEWER) {
             srv.stored = true;
@@ -177,7 +237,7 @@ static struct lf_store *new_store(enum script script)
     char ep[64];
     pthread_mutex_lock(&srv.lock);
     srv.script = script;
-    srv.posts = srv.deletes = srv.heads = srv.gets = 0;
+    srv.posts = srv.deletes = srv.heads = srv.gets = srv.refused = 0;
     pthread_mutex_unlock(&srv.lock);
     snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", server.port);
     struct lf_s3_opts o = {.endpoint = ep, .access_key = "AK", .secret_key = "SK",
@@ -225,7 +285,8 @@ static void test_complete(enum script script, int want_posts)
     /* A warm connection: libcurl sends a request again by itself when a
      * reused connection closes before any answer. */
     CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
-    int rc = st->ops->mpu_complete(st->ctx, "b", "k", "upload-1", parts, 2, etag);
+    int rc = st->ops->mpu_complete(st->ctx, "b", "k", "upload-1", parts, 2, LF_PUT_ANY,
+                                     etag);
     CHECK_INT(rc, 0);
     CHECK_STR(etag, srv.complete_etag);
     CHECK_INT(count(&srv.posts), want_posts);
@@ -241,11 +302,32 @@ static void test_delete(enum script script, int want_rc)
     struct lf_store *st = new_store(script);
     struct lf_obj_attr a;
     CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
-    CHECK_INT(st->ops->remove(st->ctx, "b", "k"), want_rc);
+    /* The version it meant to delete: a newer one is never deleted. */
+    CHECK_INT(st->ops->remove(st->ctx, "b", "k", "fedcba9876543210fedcba9876543210"), want_rc);
     CHECK_INT(count(&srv.deletes), 1); /* never sent again */
     pthread_mutex_lock(&srv.lock);
     /* the newer version written after our delete is still there */
     CHECK(srv.stored == (script == DELETE_LOST_THEN_NEWER));
+    pthread_mutex_unlock(&srv.lock);
+    lf_s3_store_free(st);
+}
+
+/* A DELETE whose answer was lost and that did not take effect: sent
+ * again only when the caller named the version it meant to delete and
+ * the key still holds exactly that one. */
+static void test_delete_again(const char *etag, int want_rc, int want_deletes)
+{
+    pthread_mutex_lock(&srv.lock);
+    srv.stored = true;
+    snprintf(srv.etag, sizeof(srv.etag), "%s", "fedcba9876543210fedcba9876543210");
+    pthread_mutex_unlock(&srv.lock);
+    struct lf_store *st = new_store(DELETE_LOST_BEFORE);
+    struct lf_obj_attr a;
+    CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
+    CHECK_INT(st->ops->remove(st->ctx, "b", "k", etag), want_rc);
+    CHECK_INT(count(&srv.deletes), want_deletes);
+    pthread_mutex_lock(&srv.lock);
+    CHECK(srv.stored == (want_rc != 0));
     pthread_mutex_unlock(&srv.lock);
     lf_s3_store_free(st);
 }
@@ -304,7 +386,7 @@ static void test_stats(void)
     pthread_mutex_unlock(&srv.lock);
     s = new_store(COMPLETE_500_AFTER_STORE);
     CHECK_INT(s->ops->head(s->ctx, "b", "k", &a), 0);
-    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, etag), 0);
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, LF_PUT_ANY, etag), 0);
     s->ops->stats(s->ctx, &st);
     CHECK_INT(st.requests[LF_OP_HEAD], 2);
     CHECK_INT(st.requests[LF_OP_MPU_COMPLETE], 1);
@@ -320,7 +402,7 @@ static void test_stats(void)
     pthread_mutex_unlock(&srv.lock);
     s = new_store(COMPLETE_LOST_BEFORE_STORE);
     CHECK_INT(s->ops->head(s->ctx, "b", "k", &a), 0);
-    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, etag), 0);
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, LF_PUT_ANY, etag), 0);
     s->ops->stats(s->ctx, &st);
     CHECK_INT(st.requests[LF_OP_MPU_COMPLETE], 2);
     CHECK_INT(st.retries[LF_ERR_CONNECT] + st.retries[LF_ERR_PROTOCOL], 1);
@@ -333,6 +415,72 @@ static void test_stats(void)
     CHECK_STR(lf_store_err_name(LF_ERR_THROTTLED), "throttled");
 }
 
+static int reloads;
+
+static int reload_ak2(void *arg, char **ak, char **sk)
+{
+    (void)arg;
+    reloads++;
+    *ak = strdup("AK2");
+    *sk = strdup("SK2");
+    return 0;
+}
+
+/* The key was rotated: the first refusal reads fresh credentials and the
+ * request goes again; one more refusal within LF_S3_RELOAD_EVERY does
+ * not read them again; without a source the request fails, EACCES. */
+static void test_rotated_key(void)
+{
+    struct lf_obj_attr a;
+    for (int with_source = 0; with_source < 2; with_source++) {
+        pthread_mutex_lock(&srv.lock);
+        srv.stored = true;
+        snprintf(srv.etag, sizeof(srv.etag), "%s", "fedcba9876543210fedcba9876543210");
+        pthread_mutex_unlock(&srv.lock);
+        char ep[64];
+        snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", server.port);
+        struct lf_s3_opts o = {.endpoint = ep, .access_key = "AK", .secret_key = "SK",
+                               .region = "us-east-1", .max_conns = 2, .connect_timeout_ms = 5000,
+                               .stall_timeout_ms = 10000, .retries = 3, .backoff_ms = 1,
+                               .reload = with_source ? reload_ak2 : NULL,
+                               .cred_source = "a test"};
+        struct lf_store *st = new_store(AUTH_ROTATED);
+        lf_s3_store_free(st); /* new_store set the script; this one has a source */
+        st = lf_s3_store_new(&o);
+        reloads = 0;
+        struct lf_s3_stats s;
+        CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), with_source ? 0 : -EACCES);
+        CHECK_INT(count(&srv.refused), 1);
+        CHECK_INT(count(&srv.heads), with_source ? 1 : 0);
+        CHECK_INT(reloads, with_source);
+        CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), with_source ? 0 : -EACCES);
+        CHECK_INT(count(&srv.refused), with_source ? 1 : 2);
+        CHECK_INT(reloads, with_source);
+        lf_s3_get_stats(st, &s);
+        CHECK_INT(s.reloads, (uint64_t)with_source);
+        lf_s3_store_free(st);
+    }
+}
+
+/* The server's clock is an hour off either way: its first refusal (with
+ * its Date) corrects ours, sent again once; later requests pass. */
+static void test_clock_off(enum script script, int64_t want)
+{
+    pthread_mutex_lock(&srv.lock);
+    srv.stored = true;
+    pthread_mutex_unlock(&srv.lock);
+    struct lf_store *st = new_store(script);
+    struct lf_obj_attr a;
+    struct lf_s3_stats s;
+    CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
+    CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
+    CHECK_INT(count(&srv.refused), 1);
+    CHECK_INT(count(&srv.heads), 2);
+    lf_s3_get_stats(st, &s);
+    CHECK(s.clock_offset > want - 60 && s.clock_offset < want + 60);
+    lf_s3_store_free(st);
+}
+
 int main(void)
 {
     start_server();
@@ -343,8 +491,14 @@ int main(void)
     test_complete(COMPLETE_LOST_BEFORE_STORE, 2);
     test_delete(DELETE_LOST, 0);
     test_delete(DELETE_LOST_THEN_NEWER, -EIO);
+    test_delete_again("fedcba9876543210fedcba9876543210", 0, 2);
+    test_delete_again(NULL, -EIO, 1);
+    test_delete_again("00000000000000000000000000000000", -EIO, 1);
     test_list_400(LIST_400_ONCE, 0);
     test_list_400(LIST_400_ALWAYS, -EINVAL);
     test_stats();
+    test_rotated_key();
+    test_clock_off(CLOCK_AHEAD, 3600);
+    test_clock_off(CLOCK_BEHIND, -3600);
     return check_summary("test_s3");
 }

@@ -630,6 +630,60 @@ static void test_stats_of_waiting_uploads(struct lf_mem_store *m, struct lf_work
     lf_staging_free(s);
 }
 
+/* Two clients create one name: the second create is refused, never an
+ * overwrite; its data stays staged; under another name it is stored, and
+ * renamed back it is again a create only. Small (PUT) and large
+ * (multipart complete) files alike. */
+static void test_create_only_where_nothing_is(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    static unsigned char big[2 * PS + 1000];
+    fill(big, sizeof(big), 7);
+    const size_t sizes[] = {5, sizeof(big)};
+    for (int i = 0; i < 2; i++) {
+        const char *key = i ? "main/race-big" : "main/race";
+        struct lf_sfile *f;
+        CHECK_INT(lf_sfile_new(s, "repo", key, NULL, &f), 0);
+        CHECK(lf_sfile_created_here(f));
+        CHECK_INT(lf_sfile_write(f, big, sizes[i], 0), (long)sizes[i]);
+        /* Another client's create lands first. */
+        CHECK_INT(lf_mem_store_put(m, "repo", key, "theirs", 6), 0);
+        CHECK_INT(lf_sfile_flush(f, NULL), -EEXIST);
+        CHECK(lf_sfile_dirty(f));
+        CHECK(stored_equals(m, key, "theirs", 6));
+        /* Asked again, the same answer: theirs is never replaced. */
+        CHECK_INT(lf_sfile_flush(f, NULL), -EEXIST);
+        CHECK(stored_equals(m, key, "theirs", 6));
+        CHECK_INT(lf_mem_store_open_uploads(m), 0);
+        /* Renamed away and back: still only a create there. */
+        CHECK_INT(lf_sfile_rename(f, "main/elsewhere", NULL), 1);
+        CHECK_INT(lf_sfile_rename(f, key, NULL), 1);
+        CHECK_INT(lf_sfile_flush(f, NULL), -EEXIST);
+        CHECK(stored_equals(m, key, "theirs", 6));
+        /* Under another name (a rename replaces its target) it is stored;
+         * from then on uploads replace. */
+        CHECK_INT(lf_mem_store_put(m, "repo", "main/mine", "old", 3), 0);
+        CHECK_INT(lf_sfile_rename(f, "main/mine", NULL), 1);
+        CHECK_INT(lf_sfile_flush(f, NULL), 0);
+        CHECK(stored_equals(m, "main/mine", big, sizes[i]));
+        CHECK(!lf_sfile_created_here(f));
+        CHECK_INT(lf_sfile_write(f, "X", 1, 0), 1);
+        CHECK_INT(lf_sfile_flush(f, NULL), 0);
+        big[0] = 'X';
+        CHECK(stored_equals(m, "main/mine", big, sizes[i]));
+        fill(big, sizeof(big), 7);
+        lf_sfile_unref(f);
+    }
+    /* A name nobody took is created as usual. */
+    struct lf_sfile *g;
+    CHECK_INT(lf_sfile_new(s, "repo", "main/free", NULL, &g), 0);
+    CHECK_INT(lf_sfile_write(g, "ok", 2, 0), 2);
+    CHECK_INT(lf_sfile_flush(g, NULL), 0);
+    CHECK(stored_equals(m, "main/free", "ok", 2));
+    lf_sfile_unref(g);
+    lf_staging_free(s);
+}
+
 int main(void)
 {
     if (!mkdtemp(root)) {
@@ -656,6 +710,7 @@ int main(void)
     test_streamed_upload_gets_late_metadata(m, wq);
     test_metadata_only_change_sends_no_bytes(m, wq);
     test_stats_of_waiting_uploads(m, wq);
+    test_create_only_where_nothing_is(m, wq);
     lf_workq_free(wq);
     lf_mem_store_free(m);
     char cmd[128];
