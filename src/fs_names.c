@@ -927,8 +927,17 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
     bool src_ours = rc >= 0 && !lf_sfile_created_here(sf);
     /* With no writer left (or if the last one's release settled the file
      * meanwhile, its upload done under the old name), the new name gets
-     * it now, before the old one goes. A writer's close stores it later. */
-    if (rc == 1 && !writer) {
+     * it now, before the old one goes. So it does when every change was
+     * seen by a close or fsync (whose upload failed: a create another
+     * client won) and the handle's release has not come yet: nobody
+     * would store it otherwise. An active writer's close stores it. */
+    bool idle = false;
+    if (rc == 1 && writer) {
+        lf_meta_lock(fs->meta);
+        idle = w->synced && w->synced_gen == gen;
+        lf_meta_unlock(fs->meta);
+    }
+    if (rc == 1 && (!writer || idle)) {
         rc = lf_sfile_flush(sf, stored);
         if (rc)
             lf_sfile_rename(sf, src, NULL); /* back: staged under its old name */
