@@ -1538,6 +1538,33 @@ static char *read_field(FILE *fp)
     return v;
 }
 
+/* A manifest a killed daemon was writing (each is written to .tmp, then
+ * renamed over the last one). Where that last one is there, or its data
+ * file is gone, the half-written copy says nothing more: dropped, or it
+ * would keep the area from ever being empty. Otherwise it is all that is
+ * left to name the data, so it stays for a person to read. */
+static void drop_partial_manifest(const char *dir, const char *name, size_t l)
+{
+    char *tmp = NULL, *man = NULL, *data = NULL;
+    struct stat st;
+    if (asprintf(&tmp, "%s/%s", dir, name) < 0)
+        tmp = NULL;
+    if (asprintf(&man, "%s/%.*s", dir, (int)(l - 4), name) < 0)
+        man = NULL;
+    if (asprintf(&data, "%s/%.*s", dir, (int)(l - 6), name) < 0)
+        data = NULL;
+    if (tmp && man && data) {
+        if (stat(man, &st) == 0 || stat(data, &st) != 0)
+            unlink(tmp);
+        else
+            lf_warn("staging: %s has only a half-written manifest (%s): left for a person to "
+                    "look at", data, tmp);
+    }
+    free(tmp);
+    free(man);
+    free(data);
+}
+
 int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n)
 {
     *out = NULL;
@@ -1550,6 +1577,11 @@ int lf_staging_find_orphans(const char *dir, struct lf_orphan **out, size_t *n)
     int rc = 0;
     while (!rc && (e = readdir(d))) {
         size_t l = strlen(e->d_name);
+        if (l > 6 && strcmp(e->d_name + l - 6, ".m.tmp") == 0 &&
+            strncmp(e->d_name, "f-", 2) == 0) {
+            drop_partial_manifest(dir, e->d_name, l);
+            continue;
+        }
         if (l < 3 || strcmp(e->d_name + l - 2, ".m") != 0 || strncmp(e->d_name, "f-", 2) != 0)
             continue;
         struct lf_orphan o = {0};

@@ -199,6 +199,31 @@ static void test_failure_stays_staged(struct lf_mem_store *m, struct lf_workq *w
         CHECK(private_file(o[0].data_path));
         CHECK(private_file(o[0].manifest_path));
     }
+    /* Killed while rewriting that manifest: the half-written copy beside
+     * the whole one is dropped; one whose data file is gone too; one
+     * that is all that names its data stays. */
+    char partial[512], lone_data[512], lone_tmp[512], bare_tmp[512];
+    snprintf(partial, sizeof(partial), "%s.tmp", n == 1 ? o[0].manifest_path : "x");
+    snprintf(lone_data, sizeof(lone_data), "%s/f-lonely", dir);
+    snprintf(lone_tmp, sizeof(lone_tmp), "%s/f-lonely.m.tmp", dir);
+    snprintf(bare_tmp, sizeof(bare_tmp), "%s/f-nodata.m.tmp", dir);
+    const char *paths[] = {partial, lone_data, lone_tmp, bare_tmp};
+    for (size_t i = 0; i < 4; i++) {
+        FILE *fp = fopen(paths[i], "w");
+        CHECK(fp != NULL);
+        if (fp) {
+            fputs("lakefuse-manif", fp); /* cut short */
+            fclose(fp);
+        }
+    }
+    lf_orphans_free(o, n);
+    CHECK_INT(lf_staging_find_orphans(dir, &o, &n), 0);
+    CHECK_INT(n, 1);
+    CHECK(access(partial, F_OK) != 0);
+    CHECK(access(bare_tmp, F_OK) != 0);
+    CHECK(access(lone_tmp, F_OK) == 0);
+    unlink(lone_tmp);
+    unlink(lone_data);
     lf_orphans_free(o, n);
 
     CHECK_INT(lf_sfile_flush(f, NULL), 0);
