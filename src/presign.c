@@ -210,8 +210,9 @@ static void entry_clear(struct url_entry *e)
 }
 
 /* When a URL that lives from `fetched` to `expiry` should be renewed: a
- * quarter of its life early (a minute at most), so a request sent just
- * before that still arrives in time. */
+ * quarter of its life early (a minute at most), and at least a second or
+ * half its life (whichever is less) early, so that a request sent just
+ * before then still arrives in time over a slow link. */
 static double good_until(double fetched, time_t expiry)
 {
     if (!expiry)
@@ -219,6 +220,9 @@ static double good_until(double fetched, time_t expiry)
     double life = (double)expiry - fetched, margin = life / 4;
     if (margin > MARGIN_MAX)
         margin = MARGIN_MAX;
+    double floor = life / 2 < 1.0 ? life / 2 : 1.0;
+    if (margin < floor)
+        margin = floor;
     return (double)expiry - (margin > 0 ? margin : 0);
 }
 
@@ -769,9 +773,12 @@ static int ps_put(void *ctx, const char *bucket, const char *key, const struct l
         goto out;
     atomic_fetch_add(&s->api_calls, 1);
     rc = lf_api_staging_location(s->api, bucket, ref, p.path, &p.loc, &err);
-    if (rc == -EINVAL || rc == -EOPNOTSUPP || (rc == -EIO && err.status >= 500)) {
-        /* The server will not presign here (a storage of another kind,
-         * a setting): the gateway still takes the bytes. */
+    if (rc == -EINVAL || rc == -EOPNOTSUPP ||
+        (rc == -EIO && strcasestr(err.message, "not supported"))) {
+        /* The server will not presign here (a repository on a storage of
+         * another kind answers 400, or 500 "operation not supported"):
+         * the gateway still takes the bytes. A 500 that says nothing is
+         * the server's trouble, and the gateway would share it. */
         if (!atomic_exchange(&s->warned_put, true))
             lf_warn("presign: lakeFS gives no upload URL for %s (%s): writes go through the "
                     "gateway where it does not", name, err.message[0] ? err.message
