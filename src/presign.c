@@ -380,16 +380,16 @@ static bool content_range(const char *v, uint64_t *a, uint64_t *b, uint64_t *tot
 }
 
 /* Whether an answer is exactly bytes [off, off+len) of an object of size
- * bytes whose checksum is sum: 0, -ESTALE (another version: its size or
- * an MD5-shaped ETag differ) or -EPROTO. body: the body's length. */
+ * bytes: 0, -ESTALE (another size: not the object the stat described) or
+ * -EPROTO. body: the body's length. The store's ETag is not compared with
+ * lakeFS's checksum: they differ for good reasons (a copy lakeFS made of
+ * a multipart object, encryption, Azure), and a presigned URL names one
+ * physical object, which lakeFS never rewrites; the version is settled
+ * when the stat's checksum is checked against the pinned ETag. */
 static int check_answer(const struct lf_http_resp *r, uint64_t off, uint64_t len, uint64_t size,
-                        uint64_t body, const char *sum)
+                        uint64_t body)
 {
     uint64_t a, b, total;
-    char tag[LF_ETAG_MAX];
-    lf_etag_copy(tag, r->etag);
-    if (tag[0] && md5_shaped(tag) && md5_shaped(sum) && !lf_etag_same(tag, sum))
-        return -ESTALE;
     if (r->status == 206 && content_range(r->content_range, &a, &b, &total)) {
         if (total != size)
             return -ESTALE;
@@ -454,7 +454,7 @@ static int ps_get(void *ctx, const char *bucket, const char *key, uint64_t off,
         lf_dbg("storage GET %s: HTTP %ld, %zu bytes", what, r.status, r.body_len);
         enum verdict v = classify("storage GET", what, trc, &r, attempt, &rc);
         if (v == V_OK) {
-            rc = check_answer(&r, off, len, t.size, r.body_len, t.checksum);
+            rc = check_answer(&r, off, len, t.size, r.body_len);
             if (!rc) {
                 *got = (size_t)len;
                 break;
@@ -478,6 +478,11 @@ static int ps_get(void *ctx, const char *bucket, const char *key, uint64_t off,
              * been replaced and its old data collected; a stat says. */
             renew = true;
             continue;
+        }
+        if (v == V_FAIL && rc == -ENOENT) {
+            lf_err("read %s/%s: lakeFS lists it, but its storage has no bytes for it", bucket,
+                   key);
+            rc = -EIO;
         }
         if (v != V_RETRY || attempt >= s->retries)
             break;
@@ -576,7 +581,7 @@ static int ps_get_stream(void *ctx, const char *bucket, const char *key, uint64_
         lf_dbg("storage GET %s: HTTP %ld (streamed)", what, r.status);
         enum verdict v = classify("storage GET", what, trc, &r, attempt, &rc);
         if (v == V_OK) {
-            rc = check_answer(&r, off, len, t.size, (uint64_t)r.content_length, t.checksum);
+            rc = check_answer(&r, off, len, t.size, (uint64_t)r.content_length);
             if (!rc)
                 break;
             lf_http_body_close(body);
@@ -594,6 +599,8 @@ static int ps_get_stream(void *ctx, const char *bucket, const char *key, uint64_
             renew = true;
             continue;
         }
+        if (v == V_FAIL && rc == -ENOENT)
+            rc = -EIO; /* listed by lakeFS, missing in its storage */
         if (v != V_RETRY || attempt >= s->retries)
             break;
         atomic_fetch_add(&s->nretries, 1);
