@@ -24,12 +24,21 @@
 #include "lakefuse/hash.h"
 #include "lakefuse/http.h"
 #include "lakefuse/log.h"
+#include "lakefuse/uri.h"
 #include "lakefuse/xml.h"
 
 #define CACHE_SLOTS 256
 #define REFRESH_MAX 3       /* new URLs for one request before giving up */
 #define URL_TTL_UNSAID 60.0 /* seconds, for a URL whose expiry the server did not say */
 #define MARGIN_MAX 60.0     /* a URL is renewed this long before it expires, at most */
+/* A URL of an object on a ref that moves (a branch, a tag, main~1) is
+ * used for this long after the stat that gave it, then asked for again:
+ * each request thus sees the version current when it starts, as a GET
+ * from the gateway does (so an object replaced while open gives ESTALE,
+ * not its old bytes), while the lanes a stream opens at once share one
+ * stat. Objects under a commit ID never change: their URL serves until
+ * it expires. */
+#define REVALIDATE 0.1      /* seconds */
 #define UPLOAD_PREFIX "lakefuse-presigned-"
 
 struct url_entry {
@@ -38,6 +47,8 @@ struct url_entry {
     char checksum[LF_ETAG_MAX];
     uint64_t size;
     double good_until;  /* wall clock, margin taken off */
+    double stated;      /* wall clock of the stat that gave it */
+    bool frozen;        /* under a commit ID: the version never changes */
     uint64_t used;      /* LRU tick */
 };
 
@@ -227,7 +238,7 @@ static double good_until(double fetched, time_t expiry)
 }
 
 static void cache_put(struct ps *s, const char *name, const struct lf_api_stat *st,
-                      double fetched)
+                      double fetched, bool frozen)
 {
     char *n = strdup(name), *u = strdup(st->physical_address);
     if (!n || !u) {
@@ -253,14 +264,16 @@ static void cache_put(struct ps *s, const char *name, const struct lf_api_stat *
     lf_etag_copy(e->checksum, st->checksum);
     e->size = st->size;
     e->good_until = good_until(fetched, st->physical_address_expiry);
+    e->stated = fetched;
+    e->frozen = frozen;
     e->used = ++s->tick;
     pthread_mutex_unlock(&s->lock);
 }
 
-/* The read URL of bucket/key: from the cache while it is good and names
- * the pinned version, else from a stat. -ESTALE when the object is no
- * longer the version with ETag etag; the stat's errors otherwise
- * (-ENOENT: gone). */
+/* The read URL of bucket/key: from the cache while it is good, recent
+ * (REVALIDATE) and of the pinned version, else from a stat. -ESTALE when
+ * the object is no longer the version with ETag etag; the stat's errors
+ * otherwise (-ENOENT: gone). */
 static int read_target(struct ps *s, const char *bucket, const char *key, const char *etag,
                        bool renew, struct target *t)
 {
@@ -274,7 +287,9 @@ static int read_target(struct ps *s, const char *bucket, const char *key, const 
     if (!renew) {
         pthread_mutex_lock(&s->lock);
         struct url_entry *e = cache_find(s, name);
-        if (e && e->good_until > wall_now() && (!etag || !*etag || lf_etag_same(e->checksum, etag))) {
+        double now = wall_now();
+        if (e && e->good_until > now && (e->frozen || now - e->stated < REVALIDATE) &&
+            (!etag || !*etag || lf_etag_same(e->checksum, etag))) {
             e->used = ++s->tick;
             t->url = strdup(e->url);
             memcpy(t->checksum, e->checksum, LF_ETAG_MAX);
@@ -301,7 +316,7 @@ static int read_target(struct ps *s, const char *bucket, const char *key, const 
         rc = -EOPNOTSUPP;
         goto out;
     }
-    cache_put(s, name, st, fetched);
+    cache_put(s, name, st, fetched, lf_ref_is_full_commit_id(ref));
     lf_etag_copy(t->checksum, st->checksum);
     t->size = st->size;
     if (etag && *etag && !lf_etag_same(t->checksum, etag)) {

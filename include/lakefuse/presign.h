@@ -6,8 +6,11 @@
  * the REST API hands out (lf_api): the server carries metadata only.
  *
  *   get, get_stream  stat with presign=true gives a GET URL of the
- *                    object's bytes, cached per object until shortly
- *                    before it expires; then ranged GETs to that URL.
+ *                    object's bytes, cached per object (under a commit
+ *                    ID until shortly before it expires; on a ref that
+ *                    moves, for a tenth of a second: each request sees
+ *                    the version current when it starts, as a gateway GET
+ *                    does); then ranged GETs to that URL.
  *                    The stat's checksum is the object's ETag: when it is
  *                    not the one the reader pinned, the object was
  *                    replaced (-ESTALE), and since lakeFS never rewrites a

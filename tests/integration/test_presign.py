@@ -251,6 +251,47 @@ def test_ten_percent_storage_faults_reads_and_writes_exact(lakefs, repo, s3, mou
           f"requests, {retries} retries, {failures} failed operations")
 
 
+def test_ctrl_c_interrupts_a_read_stalled_on_the_storage(lakefs, repo, s3, mount):
+    """A program opens a file, the storage then answers only after 10
+    minutes, the program reads, and once that read's GET reached the
+    storage gets SIGINT: the read ends (EINTR) long before."""
+    s3.put_object(Bucket=repo, Key="main/b.bin", Body=det_bytes(2, 8 * MiB))
+    m = mount(uri(repo), "--presign", "on", "--timeout", "900")
+    code = ("import os, signal, sys, time\n"
+            "class Stop(Exception): pass\n"
+            "def h(*a): raise Stop()\n"
+            "signal.signal(signal.SIGINT, h)\n"
+            f"fd = os.open({str(m.path / 'b.bin')!r}, os.O_RDONLY)\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "t = time.monotonic()\n"
+            "try:\n"
+            "    os.pread(fd, 1 << 20, 4 << 20)\n"
+            "    print('finished', flush=True)\n"
+            "except Stop:\n"
+            "    print('interrupted %.2f' % (time.monotonic() - t), flush=True)\n")
+    p = subprocess.Popen(["/usr/bin/python3", "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        lakefs.set_faults(storage={"latency_ms": 600_000})
+        gets = lakefs.stats()["storage"]["by_operation"].get("StorageGetObject", 0)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        wait_until(lambda: lakefs.stats()["storage"]["by_operation"].get(
+            "StorageGetObject", 0) > gets, 60, what="the read's GET at the storage")
+        p.send_signal(signal.SIGINT)
+        out = p.communicate(timeout=120)[0]
+        assert out.startswith("interrupted"), out
+        assert float(out.split()[1]) < 60
+    finally:
+        lakefs.set_faults()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert m.alive()
+
+
 def test_lost_link_answer_is_found_made(lakefs, repo, s3, mount):
     m = mount(uri(repo), "--presign", "on")
     # the staging location passes, its link is made and its answer lost

@@ -533,6 +533,9 @@ static void free_store(struct lf_store *s)
 
 /* ---- tests -------------------------------------------------------------- */
 
+/* A commit ID: objects under it never change. */
+#define CID "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 static void test_reads(void)
 {
     reset_server();
@@ -544,9 +547,10 @@ static void test_reads(void)
     char *buf = malloc(MiB);
     struct iovec iov = {buf, MiB};
     size_t got = 0;
-    /* three ranged reads: one stat, the URL reused */
+    /* three ranged reads under a commit ID: one stat, the URL reused */
+    const char *K = CID "/dir/f";
     for (int i = 0; i < 3; i++) {
-        CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", (uint64_t)i * MiB, &iov, 1, etag, &got,
+        CHECK_INT(s->ops->get(s->ctx, "r", K, (uint64_t)i * MiB, &iov, 1, etag, &got,
                               NULL), 0);
         CHECK_INT(got, MiB);
         CHECK(memcmp(buf, data + (size_t)i * MiB, MiB) == 0);
@@ -555,30 +559,34 @@ static void test_reads(void)
     CHECK_INT(srv.storage_gets, 3);
     CHECK_INT(lf_mem_store_calls(mem, LF_MEM_GET), 0); /* nothing through the gateway */
     /* a read running past the end gives what exists; past the end, ERANGE */
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 3 * MiB - 10, &iov, 1, etag, &got, NULL), 0);
+    CHECK_INT(s->ops->get(s->ctx, "r", K, 3 * MiB - 10, &iov, 1, etag, &got, NULL), 0);
     CHECK_INT(got, 10);
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 3 * MiB, &iov, 1, etag, &got, NULL), -ERANGE);
+    CHECK_INT(s->ops->get(s->ctx, "r", K, 3 * MiB, &iov, 1, etag, &got, NULL), -ERANGE);
     /* a 403 (expired, refused): a new URL, the reader sees nothing */
     srv.fail_status = 403;
     srv.fail_n = 1;
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 0, &iov, 1, etag, &got, NULL), 0);
+    CHECK_INT(s->ops->get(s->ctx, "r", K, 0, &iov, 1, etag, &got, NULL), 0);
     CHECK(memcmp(buf, data, MiB) == 0);
     CHECK_INT(srv.stats, 2);
     /* a 500 and a 503: retried on the same URL */
     srv.fail_status = 500;
     srv.fail_n = 2;
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", MiB, &iov, 1, etag, &got, NULL), 0);
+    CHECK_INT(s->ops->get(s->ctx, "r", K, MiB, &iov, 1, etag, &got, NULL), 0);
     CHECK(memcmp(buf, data + MiB, MiB) == 0);
     CHECK_INT(srv.stats, 2);
     /* URLs signed before a key rotation: refused, renewed */
     srv.gen++;
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 0, &iov, 1, etag, &got, NULL), 0);
+    CHECK_INT(s->ops->get(s->ctx, "r", K, 0, &iov, 1, etag, &got, NULL), 0);
     CHECK_INT(srv.stats, 3);
-    /* replaced: the stat names another version, and the pinned read fails */
+    /* replaced: a read a moment later asks again (main moves), the stat
+     * names another version, and the pinned read fails, never giving the
+     * old bytes from a URL still good */
+    CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 0, &iov, 1, etag, &got, NULL), 0);
     char *other = pattern(3 * MiB, 2);
     seed("dir/f", other, 3 * MiB);
-    srv.gen++; /* the cached URL is refused: a stat finds the new version */
+    usleep(150 * 1000);
     CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 0, &iov, 1, etag, &got, NULL), -ESTALE);
+    CHECK_INT(srv.stats, 5);
     /* an unpinned read takes the new one */
     CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 0, &iov, 1, "", &got, NULL), 0);
     CHECK(memcmp(buf, other, MiB) == 0);
@@ -609,23 +617,31 @@ static void test_url_lifetime(void)
     char buf[100];
     struct iovec iov = {buf, sizeof(buf)};
     size_t got;
-    /* a URL that lives 2 s is renewed a second before its end: read at
-     * once, reused; read 1.2 s later, asked for again */
+    /* under a commit ID the version never changes: a URL that lives 2 s
+     * is reused until a second before its end, then asked for again */
     srv.url_life = 2;
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 0, &iov, 1, "", &got, NULL), 0);
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 100, &iov, 1, "", &got, NULL), 0);
+    CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 0, &iov, 1, "", &got, NULL), 0);
+    usleep(300 * 1000);
+    CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 100, &iov, 1, "", &got, NULL), 0);
     CHECK_INT(srv.stats, 1);
-    usleep(1200 * 1000);
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 200, &iov, 1, "", &got, NULL), 0);
+    usleep(1000 * 1000);
+    CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 200, &iov, 1, "", &got, NULL), 0);
     CHECK_INT(srv.stats, 2);
     /* a long-lived one stays */
     srv.url_life = 3600;
     usleep(1200 * 1000);
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 0, &iov, 1, "", &got, NULL), 0);
+    CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 0, &iov, 1, "", &got, NULL), 0);
     CHECK_INT(srv.stats, 3);
     usleep(1200 * 1000);
-    CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 0, &iov, 1, "", &got, NULL), 0);
+    CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 0, &iov, 1, "", &got, NULL), 0);
     CHECK_INT(srv.stats, 3);
+    /* on a branch, asked again a tenth of a second on, long-lived or not */
+    CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 0, &iov, 1, "", &got, NULL), 0);
+    CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 0, &iov, 1, "", &got, NULL), 0);
+    CHECK_INT(srv.stats, 4);
+    usleep(150 * 1000);
+    CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 0, &iov, 1, "", &got, NULL), 0);
+    CHECK_INT(srv.stats, 5);
     free_store(s);
 }
 
