@@ -40,6 +40,11 @@
  * it expires. */
 #define REVALIDATE 0.1      /* seconds */
 #define UPLOAD_PREFIX "lakefuse-presigned-"
+/* Smaller bodies go through the gateway: one request there, where a
+ * presigned upload takes three, two of them to the server (staging
+ * location and link), for bytes that cost the server less than the
+ * extra request. */
+#define PUT_MIN (128u << 10)
 
 struct url_entry {
     char *name;         /* "bucket/key"; NULL: free slot */
@@ -785,7 +790,7 @@ static int ps_put(void *ctx, const char *bucket, const char *key, const struct l
     char b64[LF_MD5_B64_SIZE], hex[LF_MD5_HEX_SIZE], etag[LF_ETAG_MAX] = "", sum[128];
     char *ref = NULL, *url = NULL, name[1200];
     int rc;
-    if (body->len == 0 || split_key(key, &ref, &p.path)) {
+    if (body->len < PUT_MIN || split_key(key, &ref, &p.path)) {
         free(ref);
         return s->gw->ops->put(s->gw->ctx, bucket, key, body, meta, cond, etag_out);
     }

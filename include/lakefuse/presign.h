@@ -23,8 +23,9 @@
  *                    path with size, checksum and user metadata (the same
  *                    x-amz-meta-* names the gateway stores, so the object
  *                    reads back alike either way). LF_PUT_IF_ABSENT is the
- *                    link's If-None-Match: *. Empty bodies go through the
- *                    gateway: there are no bytes to move.
+ *                    link's If-None-Match: *. Bodies under 128 KiB go
+ *                    through the gateway: one request there against two
+ *                    to the server (and one to the storage) here.
  *   mpu_*            presigned multipart uploads (staging/pmpu, a URL per
  *                    part when the part is ready) when the server offers
  *                    them, else the gateway's multipart upload.

@@ -737,12 +737,16 @@ static void test_put(void)
     CHECK_INT(s->ops->put(s->ctx, "r", "main/d/p", &body, NULL, LF_PUT_IF_ABSENT, etag), -EEXIST);
     CHECK_STR(srv.last_inm, "*");
     CHECK_INT(s->ops->put(s->ctx, "r", "main/d/new", &body, NULL, LF_PUT_IF_ABSENT, etag), 0);
-    /* an empty body has no bytes to move: the gateway takes it */
-    struct lf_body empty = {.mem = "", .len = 0};
+    /* an empty or small body: the gateway takes it in one request */
+    struct lf_body empty = {.mem = "", .len = 0}, small = {.mem = data, .len = 128 * 1024 - 1};
     int links = srv.links;
     CHECK_INT(s->ops->put(s->ctx, "r", "main/d/empty", &empty, NULL, LF_PUT_ANY, etag), 0);
-    CHECK_INT(lf_mem_store_calls(mem, LF_MEM_PUT), 1);
+    CHECK_INT(s->ops->put(s->ctx, "r", "main/d/small", &small, NULL, LF_PUT_ANY, etag), 0);
+    CHECK_INT(lf_mem_store_calls(mem, LF_MEM_PUT), 2);
     CHECK_INT(srv.links, links);
+    size_t len = 0;
+    const void *got = lf_mem_store_data(mem, "r", "main/d/small", &len);
+    CHECK(got && len == small.len && memcmp(got, data, len) == 0);
     /* the storage refuses the URL once: a new staging location */
     srv.fail_status = 403;
     srv.fail_n = 1;
@@ -757,10 +761,10 @@ static void test_lost_link(void)
 {
     reset_server();
     struct lf_store *s = new_store(true);
-    char *data = pattern(5000, 5);
+    char *data = pattern(200000, 5);
     char etag[LF_ETAG_MAX], md5[LF_MD5_HEX_SIZE];
-    md5_hex_of(data, 5000, md5);
-    struct lf_body body = {.mem = data, .len = 5000};
+    md5_hex_of(data, 200000, md5);
+    struct lf_body body = {.mem = data, .len = 200000};
     /* made, answer lost: a stat finds it linked; not sent again */
     srv.lose_links = 1;
     CHECK_INT(s->ops->put(s->ctx, "r", "main/l", &body, NULL, LF_PUT_ANY, etag), 0);
@@ -778,7 +782,7 @@ static void test_lost_link(void)
     CHECK_INT(s->ops->put(s->ctx, "r", "main/l3", &body, NULL, LF_PUT_ANY, etag), 0);
     CHECK_INT(srv.links, before + 1);
     const struct blob *b = stored("l3");
-    CHECK(b && b->data.len == 5000 && memcmp(b->data.data, data, 5000) == 0);
+    CHECK(b && b->data.len == 200000 && memcmp(b->data.data, data, 200000) == 0);
     /* dropped every time: an error after the retries, nothing half done */
     srv.drop_links = 100;
     CHECK_INT(s->ops->put(s->ctx, "r", "main/l4", &body, NULL, LF_PUT_ANY, etag), -ECONNRESET);
