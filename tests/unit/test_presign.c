@@ -460,6 +460,33 @@ static void *serve(void *arg)
 
 /* ---- helpers ------------------------------------------------------------ */
 
+/* The tests' side of the server's knobs and counters, under its lock. */
+#define SET(field, value)                                                    \
+    do {                                                                     \
+        __typeof__(srv.field) set_v_ = (value); /* may GET: before the lock */ \
+        pthread_mutex_lock(&srv.lock);                                       \
+        srv.field = set_v_;                                                  \
+        pthread_mutex_unlock(&srv.lock);                                     \
+    } while (0)
+#define GET(field) get_knob(&srv.field)
+static int get_knob(const int *p)
+{
+    pthread_mutex_lock(&srv.lock);
+    int v = *p;
+    pthread_mutex_unlock(&srv.lock);
+    return v;
+}
+
+/* A copy of one of the server's strings (a static buffer per call site). */
+#define GET_STR(field) get_str(srv.field, sizeof(srv.field), (char[sizeof(srv.field)]){0})
+static const char *get_str(const char *src, size_t n, char *dst)
+{
+    pthread_mutex_lock(&srv.lock);
+    memcpy(dst, src, n);
+    pthread_mutex_unlock(&srv.lock);
+    return dst;
+}
+
 static void reset_server(void)
 {
     pthread_mutex_lock(&srv.lock);
@@ -555,29 +582,29 @@ static void test_reads(void)
         CHECK_INT(got, MiB);
         CHECK(memcmp(buf, data + (size_t)i * MiB, MiB) == 0);
     }
-    CHECK_INT(srv.stats, 1);
-    CHECK_INT(srv.storage_gets, 3);
+    CHECK_INT(GET(stats), 1);
+    CHECK_INT(GET(storage_gets), 3);
     CHECK_INT(lf_mem_store_calls(mem, LF_MEM_GET), 0); /* nothing through the gateway */
     /* a read running past the end gives what exists; past the end, ERANGE */
     CHECK_INT(s->ops->get(s->ctx, "r", K, 3 * MiB - 10, &iov, 1, etag, &got, NULL), 0);
     CHECK_INT(got, 10);
     CHECK_INT(s->ops->get(s->ctx, "r", K, 3 * MiB, &iov, 1, etag, &got, NULL), -ERANGE);
     /* a 403 (expired, refused): a new URL, the reader sees nothing */
-    srv.fail_status = 403;
-    srv.fail_n = 1;
+    SET(fail_status, 403);
+    SET(fail_n, 1);
     CHECK_INT(s->ops->get(s->ctx, "r", K, 0, &iov, 1, etag, &got, NULL), 0);
     CHECK(memcmp(buf, data, MiB) == 0);
-    CHECK_INT(srv.stats, 2);
+    CHECK_INT(GET(stats), 2);
     /* a 500 and a 503: retried on the same URL */
-    srv.fail_status = 500;
-    srv.fail_n = 2;
+    SET(fail_status, 500);
+    SET(fail_n, 2);
     CHECK_INT(s->ops->get(s->ctx, "r", K, MiB, &iov, 1, etag, &got, NULL), 0);
     CHECK(memcmp(buf, data + MiB, MiB) == 0);
-    CHECK_INT(srv.stats, 2);
+    CHECK_INT(GET(stats), 2);
     /* URLs signed before a key rotation: refused, renewed */
-    srv.gen++;
+    SET(gen, GET(gen) + 1);
     CHECK_INT(s->ops->get(s->ctx, "r", K, 0, &iov, 1, etag, &got, NULL), 0);
-    CHECK_INT(srv.stats, 3);
+    CHECK_INT(GET(stats), 3);
     /* replaced: a read a moment later asks again (main moves), the stat
      * names another version, and the pinned read fails, never giving the
      * old bytes from a URL still good */
@@ -586,17 +613,17 @@ static void test_reads(void)
     seed("dir/f", other, 3 * MiB);
     usleep(150 * 1000);
     CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 0, &iov, 1, etag, &got, NULL), -ESTALE);
-    CHECK_INT(srv.stats, 5);
+    CHECK_INT(GET(stats), 5);
     /* an unpinned read takes the new one */
     CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 0, &iov, 1, "", &got, NULL), 0);
     CHECK(memcmp(buf, other, MiB) == 0);
     /* gone */
     CHECK_INT(s->ops->get(s->ctx, "r", "main/nothere", 0, &iov, 1, "", &got, NULL), -ENOENT);
     /* a refusal that does not end: EACCES after a few new URLs */
-    srv.fail_status = 403;
-    srv.fail_n = 100;
+    SET(fail_status, 403);
+    SET(fail_n, 100);
     CHECK_INT(s->ops->get(s->ctx, "r", "main/dir/f", 0, &iov, 1, "", &got, NULL), -EACCES);
-    srv.fail_n = 0;
+    SET(fail_n, 0);
     struct lf_presign_stats st;
     lf_presign_get_stats(s, &st);
     CHECK(st.refreshes >= 3 && st.retries >= 2);
@@ -619,29 +646,29 @@ static void test_url_lifetime(void)
     size_t got;
     /* under a commit ID the version never changes: a URL that lives 2 s
      * is reused until a second before its end, then asked for again */
-    srv.url_life = 2;
+    SET(url_life, 2);
     CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 0, &iov, 1, "", &got, NULL), 0);
     usleep(300 * 1000);
     CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 100, &iov, 1, "", &got, NULL), 0);
-    CHECK_INT(srv.stats, 1);
+    CHECK_INT(GET(stats), 1);
     usleep(1000 * 1000);
     CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 200, &iov, 1, "", &got, NULL), 0);
-    CHECK_INT(srv.stats, 2);
+    CHECK_INT(GET(stats), 2);
     /* a long-lived one stays */
-    srv.url_life = 3600;
+    SET(url_life, 3600);
     usleep(1200 * 1000);
     CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 0, &iov, 1, "", &got, NULL), 0);
-    CHECK_INT(srv.stats, 3);
+    CHECK_INT(GET(stats), 3);
     usleep(1200 * 1000);
     CHECK_INT(s->ops->get(s->ctx, "r", CID "/f", 0, &iov, 1, "", &got, NULL), 0);
-    CHECK_INT(srv.stats, 3);
+    CHECK_INT(GET(stats), 3);
     /* on a branch, asked again a tenth of a second on, long-lived or not */
     CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 0, &iov, 1, "", &got, NULL), 0);
     CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 0, &iov, 1, "", &got, NULL), 0);
-    CHECK_INT(srv.stats, 4);
+    CHECK_INT(GET(stats), 4);
     usleep(150 * 1000);
     CHECK_INT(s->ops->get(s->ctx, "r", "main/f", 0, &iov, 1, "", &got, NULL), 0);
-    CHECK_INT(srv.stats, 5);
+    CHECK_INT(GET(stats), 5);
     free_store(s);
 }
 
@@ -657,8 +684,8 @@ static void test_stream(void)
     CHECK(pipe(p) == 0);
     fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
     struct lf_stream *st = NULL;
-    srv.fail_status = 403;
-    srv.fail_n = 1;
+    SET(fail_status, 403);
+    SET(fail_n, 1);
     CHECK_INT(s->ops->get_stream(s->ctx, "r", "main/st", 4096, 65536, etag, NULL, &st), 0);
     CHECK(st != NULL);
     size_t moved = 0;
@@ -684,7 +711,8 @@ static const char *link_field(const char *name, char *dst, size_t cap)
     struct lf_json *root = NULL;
     const char *v = NULL;
     dst[0] = '\0';
-    if (lf_json_parse(srv.last_link, strlen(srv.last_link), 1 << 20, &root, NULL) == 0) {
+    const char *link = GET_STR(last_link);
+    if (lf_json_parse(link, strlen(link), 1 << 20, &root, NULL) == 0) {
         const struct lf_json *m;
         if (strcmp(name, "mode") == 0 || strcmp(name, "mtime") == 0 ||
             strcmp(name, "mtime-nsec") == 0) {
@@ -715,13 +743,13 @@ static void test_put(void)
     CHECK_STR(etag, md5);
     const struct blob *b = stored("d/p");
     CHECK(b && b->data.len == 300000 && memcmp(b->data.data, data, 300000) == 0);
-    CHECK(srv.last_md5[0] != '\0'); /* Content-MD5 was sent */
+    CHECK(GET_STR(last_md5)[0] != '\0'); /* Content-MD5 was sent */
     CHECK_STR(link_field("checksum", v, sizeof(v)), md5);
     CHECK_STR(link_field("mode", v, sizeof(v)), "33184");
     CHECK_STR(link_field("mtime", v, sizeof(v)), "1700000000");
     CHECK_STR(link_field("mtime-nsec", v, sizeof(v)), "5");
     CHECK_STR(link_field("content_type", v, sizeof(v)), "application/octet-stream");
-    CHECK_STR(srv.last_inm, "");
+    CHECK_STR(GET_STR(last_inm), "");
     CHECK_INT(lf_mem_store_calls(mem, LF_MEM_PUT), 0);
     /* from a file region, as the staging layer sends */
     char name[] = "/tmp/test_presign.XXXXXX";
@@ -735,21 +763,21 @@ static void test_put(void)
     close(fd);
     /* if absent: If-None-Match on the link; a path that exists: EEXIST */
     CHECK_INT(s->ops->put(s->ctx, "r", "main/d/p", &body, NULL, LF_PUT_IF_ABSENT, etag), -EEXIST);
-    CHECK_STR(srv.last_inm, "*");
+    CHECK_STR(GET_STR(last_inm), "*");
     CHECK_INT(s->ops->put(s->ctx, "r", "main/d/new", &body, NULL, LF_PUT_IF_ABSENT, etag), 0);
     /* an empty or small body: the gateway takes it in one request */
     struct lf_body empty = {.mem = "", .len = 0}, small = {.mem = data, .len = 128 * 1024 - 1};
-    int links = srv.links;
+    int links = GET(links);
     CHECK_INT(s->ops->put(s->ctx, "r", "main/d/empty", &empty, NULL, LF_PUT_ANY, etag), 0);
     CHECK_INT(s->ops->put(s->ctx, "r", "main/d/small", &small, NULL, LF_PUT_ANY, etag), 0);
     CHECK_INT(lf_mem_store_calls(mem, LF_MEM_PUT), 2);
-    CHECK_INT(srv.links, links);
+    CHECK_INT(GET(links), links);
     size_t len = 0;
     const void *got = lf_mem_store_data(mem, "r", "main/d/small", &len);
     CHECK(got && len == small.len && memcmp(got, data, len) == 0);
     /* the storage refuses the URL once: a new staging location */
-    srv.fail_status = 403;
-    srv.fail_n = 1;
+    SET(fail_status, 403);
+    SET(fail_n, 1);
     CHECK_INT(s->ops->put(s->ctx, "r", "main/d/r", &body, NULL, LF_PUT_ANY, etag), 0);
     b = stored("d/r");
     CHECK(b && b->data.len == 300000);
@@ -766,28 +794,28 @@ static void test_lost_link(void)
     md5_hex_of(data, 200000, md5);
     struct lf_body body = {.mem = data, .len = 200000};
     /* made, answer lost: a stat finds it linked; not sent again */
-    srv.lose_links = 1;
+    SET(lose_links, 1);
     CHECK_INT(s->ops->put(s->ctx, "r", "main/l", &body, NULL, LF_PUT_ANY, etag), 0);
-    CHECK_INT(srv.links, 1);
+    CHECK_INT(GET(links), 1);
     CHECK_STR(etag, md5);
     /* made, answer lost, with If-None-Match: the stat says it is ours */
-    srv.lose_links = 1;
+    SET(lose_links, 1);
     CHECK_INT(s->ops->put(s->ctx, "r", "main/l2", &body, NULL, LF_PUT_IF_ABSENT, etag), 0);
-    CHECK_INT(srv.links, 2);
+    CHECK_INT(GET(links), 2);
     /* the connection drops before the link is made: the stat finds other
      * bytes there, and the link is sent again */
     seed("l3", "other", 5);
-    int before = srv.links;
-    srv.drop_links = 1;
+    int before = GET(links);
+    SET(drop_links, 1);
     CHECK_INT(s->ops->put(s->ctx, "r", "main/l3", &body, NULL, LF_PUT_ANY, etag), 0);
-    CHECK_INT(srv.links, before + 1);
+    CHECK_INT(GET(links), before + 1);
     const struct blob *b = stored("l3");
     CHECK(b && b->data.len == 200000 && memcmp(b->data.data, data, 200000) == 0);
     /* dropped every time: an error after the retries, nothing half done */
-    srv.drop_links = 100;
+    SET(drop_links, 100);
     CHECK_INT(s->ops->put(s->ctx, "r", "main/l4", &body, NULL, LF_PUT_ANY, etag), -ECONNRESET);
     CHECK(stored("l4") == NULL);
-    srv.drop_links = 0;
+    SET(drop_links, 0);
     free_store(s);
     free(data);
 }
@@ -801,17 +829,17 @@ static void test_multipart(void)
     struct lf_put_meta meta = {.has = LF_ATTR_UID, .uid = 1000, .content_type = "text/x"};
     CHECK_INT(s->ops->mpu_create(s->ctx, "r", "main/big", &meta, &id), 0);
     CHECK(id && strncmp(id, "lakefuse-presigned-", 19) == 0);
-    CHECK_INT(srv.creates, 1);
-    CHECK_INT(srv.part_urls, 1); /* the probe: the server gives part URLs */
+    CHECK_INT(GET(creates), 1);
+    CHECK_INT(GET(part_urls), 1); /* the probe: the server gives part URLs */
     struct lf_part parts[3] = {{1, ""}, {2, ""}, {3, ""}};
     size_t off[] = {0, 5 * MiB, 10 * MiB, 11 * MiB};
     for (int i = 2; i >= 0; i--) { /* any order, as the work queue sends them */
         struct lf_body b = {.mem = data + off[i], .len = off[i + 1] - off[i]};
         CHECK_INT(s->ops->mpu_part(s->ctx, "r", "main/big", id, i + 1, &b, parts[i].etag), 0);
     }
-    srv.lose_completes = 1; /* made, the answer lost: a stat finds the multipart ETag */
+    SET(lose_completes, 1); /* made, the answer lost: a stat finds the multipart ETag */
     CHECK_INT(s->ops->mpu_complete(s->ctx, "r", "main/big", id, parts, 3, etag), 0);
-    CHECK_INT(srv.completes, 1);
+    CHECK_INT(GET(completes), 1);
     CHECK(strstr(etag, "-3") != NULL);
     const struct blob *b = stored("big");
     CHECK(b && b->data.len == 11 * MiB && memcmp(b->data.data, data, 11 * MiB) == 0);
@@ -821,9 +849,9 @@ static void test_multipart(void)
     free(id);
     /* abort */
     CHECK_INT(s->ops->mpu_create(s->ctx, "r", "main/big2", NULL, &id), 0);
-    CHECK_INT(srv.part_urls, 4); /* no second probe */
+    CHECK_INT(GET(part_urls), 4); /* no second probe */
     CHECK_INT(s->ops->mpu_abort(s->ctx, "r", "main/big2", id), 0);
-    CHECK_INT(srv.aborts, 1);
+    CHECK_INT(GET(aborts), 1);
     struct lf_body one = {.mem = data, .len = 5 * MiB};
     CHECK_INT(s->ops->mpu_part(s->ctx, "r", "main/big2", id, 1, &one, parts[0].etag), -ENOENT);
     free(id);
@@ -833,10 +861,10 @@ static void test_multipart(void)
      * aborted, and every upload goes to the gateway's multipart */
     reset_server();
     s = new_store(true);
-    srv.no_part_urls = true;
+    SET(no_part_urls, true);
     CHECK_INT(s->ops->mpu_create(s->ctx, "r", "main/g", NULL, &id), 0);
     CHECK(id && strncmp(id, "lakefuse-presigned-", 19) != 0);
-    CHECK_INT(srv.aborts, 1);
+    CHECK_INT(GET(aborts), 1);
     CHECK_INT(lf_mem_store_calls(mem, LF_MEM_MPU_CREATE), 1);
     struct lf_body p1 = {.mem = data, .len = 5 * MiB};
     CHECK_INT(s->ops->mpu_part(s->ctx, "r", "main/g", id, 1, &p1, parts[0].etag), 0);
@@ -846,7 +874,7 @@ static void test_multipart(void)
     CHECK(got && len == 5 * MiB && memcmp(got, data, len) == 0);
     free(id);
     CHECK_INT(s->ops->mpu_create(s->ctx, "r", "main/g2", NULL, &id), 0);
-    CHECK_INT(srv.creates, 1); /* never asked again */
+    CHECK_INT(GET(creates), 1); /* never asked again */
     CHECK_INT(s->ops->mpu_abort(s->ctx, "r", "main/g2", id), 0);
     free(id);
     free_store(s);
@@ -870,7 +898,7 @@ static void test_metadata(void)
     CHECK_INT(s->ops->copy(s->ctx, "r", "main/m", "main/n", NULL, etag), 0);
     CHECK_INT(s->ops->remove(s->ctx, "r", "main/m"), 0);
     CHECK_INT(lf_mem_store_calls(mem, LF_MEM_COPY), 1);
-    CHECK_INT(srv.stats + srv.links, 0);
+    CHECK_INT(GET(stats) + GET(links), 0);
     free_store(s);
 }
 
@@ -891,15 +919,15 @@ static void test_no_secret_logged(int logfd)
 
 int main(void)
 {
-    srv.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    SET(lfd, socket(AF_INET, SOCK_STREAM, 0));
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof(a);
-    if (bind(srv.lfd, (struct sockaddr *)&a, sizeof(a)) || listen(srv.lfd, 16) ||
-        getsockname(srv.lfd, (struct sockaddr *)&a, &al)) {
+    if (bind(GET(lfd), (struct sockaddr *)&a, sizeof(a)) || listen(GET(lfd), 16) ||
+        getsockname(GET(lfd), (struct sockaddr *)&a, &al)) {
         perror("test server");
         return 1;
     }
-    srv.port = ntohs(a.sin_port);
+    SET(port, ntohs(a.sin_port));
     pthread_t t;
     pthread_create(&t, NULL, serve, NULL);
     lf_http_global_init();
