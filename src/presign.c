@@ -571,8 +571,11 @@ static int ps_get_stream(void *ctx, const char *bucket, const char *key, uint64_
     lf_http_resp_init(&r);
     for (;;) {
         target_free(&t);
-        if ((rc = read_target(s, bucket, key, etag, renew, &t)))
+        if ((rc = read_target(s, bucket, key, etag, renew, &t))) {
+            if (rc == -EINVAL)
+                rc = -EOPNOTSUPP; /* no read URL here: get() takes the gateway */
             break;
+        }
         if (strncmp(t.url, "http://", 7) != 0) {
             rc = -EOPNOTSUPP; /* spliced from plain sockets only */
             break;
