@@ -14,6 +14,7 @@ import fcntl
 import os
 import pathlib
 import random
+import re
 import socket
 import subprocess
 import threading
@@ -378,6 +379,20 @@ def run(args, timeout=120, check=True, **kw):
         raise AssertionError(f"{args!r} exited {r.returncode}\nstdout: {r.stdout[-2000:]!r}\n"
                              f"stderr: {r.stderr[-2000:]!r}")
     return r
+
+
+CLOSED_RE = re.compile(r"closed (\S+) after \d+ reads of (\d+) bytes \(\d+ KiB each\), "
+                       r"(\d+) bytes spliced, (\d+) GETs")
+
+
+def closed_line(m, name):
+    """(bytes read, bytes spliced, GETs) from the daemon's debug line when
+    the file `name` was closed (m: a Mount of tests/integration)."""
+    def find():
+        return [mo for mo in CLOSED_RE.finditer(m.log()) if mo.group(1) == name]
+    assert wait_until(lambda: find(), timeout=10), m.log()[-2000:]
+    mo = find()[-1]
+    return int(mo.group(2)), int(mo.group(3)), int(mo.group(4))
 
 
 PIPE_MAX_SIZE = pathlib.Path("/proc/sys/fs/pipe-max-size")

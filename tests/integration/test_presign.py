@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from lf_helpers import (BINARY, MiB, BigStream, det_bytes, errno_of, get, sha256_file,
-                        vm_status, wait_until)
+from lf_helpers import (BINARY, MiB, BigStream, bulk_put, closed_line, det_bytes, errno_of, get,
+                        run, sha256_file, splice_pipes_available, vm_status, wait_until)
 
 BIG = 256 * MiB            # the acceptance's 1 GiB, cut to keep CI fast
 SERVER_BUDGET = 1 * MiB    # what may cross the gateway and the API for it
@@ -405,3 +405,103 @@ def test_no_presigned_multipart_server_sends_big_files_through_the_gateway(other
     assert (m.path / "big.bin").read_bytes() == det_bytes(4, 24 * MiB)
     assert sim.stats()["storage"]["bytes_out"] >= 24 * MiB
     unmount(m)
+
+
+# ------------------------------------- with the default mode's speed work
+@pytest.mark.parametrize("mode", [[], ["--direct-io"]], ids=["default", "direct-io"])
+def test_big_presigned_reads_are_spliced_from_the_storage(lakefs, repo, s3, mount, mode):
+    """An object over half the cache read sequentially over presigned URLs
+    goes from the storage's socket to the kernel with splice, as on the
+    gateway path (the daemon's count of spliced bytes is the whole file),
+    byte-exact, each byte fetched once, none through the gateway; the
+    default mode opens it with direct I/O, and a shared mmap of it still
+    gives its bytes."""
+    import mmap
+    if not splice_pipes_available():
+        pytest.skip("pipes of 4 MiB cannot be made here (needs root or fs.pipe-max-size)")
+    size = 40 * MiB + 4321
+    stream = BigStream(seed=505, size=size, chunk=8 * MiB)
+    want = upload_big(s3, repo, "main/spliced.bin", stream)
+    m = mount(uri(repo), "--presign", "on", "--cache-size", "32", *mode)
+    lakefs.reset_stats()
+    assert sha256_file(m.path / "spliced.bin") == want     # 1 MiB reads
+    st = lakefs.stats()
+    assert st["requests"].get("GetObject", 0) == 0, st
+    assert size <= st["storage"]["bytes_out"] <= size + 64 * 1024, st   # each byte once
+    assert server_bytes(st) < SERVER_BUDGET, st
+    read, spliced, _ = closed_line(m, "spliced.bin")
+    assert (read, spliced) == (size, size)
+    fd = os.open(m.path / "spliced.bin", os.O_RDONLY)
+    try:
+        with mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as mm:
+            assert hashlib.sha256(mm[:]).hexdigest() == want
+    finally:
+        os.close(fd)
+    log = unmount(m)
+    if not mode and "objects from 16 MiB on are read with direct I/O" not in log:
+        assert "big objects are read through the page cache" in log, log[-2000:]
+
+
+def storage_gets(sim):
+    return sim.stats()["storage"]["by_operation"].get("StorageGetObject", 0)
+
+
+def test_files_read_in_listing_order_are_fetched_ahead_from_the_storage(
+        lakefs, repo, s3, mount, tmp_path):
+    """The directory walk's read-ahead (src/fs_ahead.c) fetches the next
+    files through the presigned store: after three files read in listing
+    order the next ones' bytes come from the storage before they are
+    asked for, every file is fetched exactly once (a tree copy on a fresh
+    mount too), byte-exact, and no GET goes to the gateway."""
+    files = {f"f{i:03d}.dat": (b"%05d" % i) * 4000 for i in range(40)}
+    bulk_put(lakefs, repo, [(f"main/small/{k}", v) for k, v in files.items()])
+    m = mount(uri(repo), "--presign", "on")
+    d = m.path / "small"
+    names = sorted(os.listdir(d))
+    lakefs.reset_stats()
+    for k in names[:3]:
+        assert (d / k).read_bytes() == files[k]
+    assert wait_until(lambda: storage_gets(lakefs) >= 3 + 4, timeout=10), lakefs.stats()
+    for k in names[3:]:
+        assert (d / k).read_bytes() == files[k]
+    st = lakefs.stats()
+    assert storage_gets(lakefs) == len(files), st["storage"]
+    assert st["requests"].get("GetObject", 0) == 0, st["requests"]
+    m2 = mount(uri(repo), "--presign", "on")
+    lakefs.reset_stats()
+    run(["cp", "-r", str(m2.path / "small"), str(tmp_path / "copy")], timeout=120)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "copy").iterdir()} == files
+    assert storage_gets(lakefs) == len(files), lakefs.stats()["storage"]
+    assert lakefs.stats()["requests"].get("GetObject", 0) == 0
+
+
+# --------------------------------------------- two mounts, one new name
+def test_creating_a_name_another_mount_stored_gives_eexist_on_every_upload_kind(
+        lakefs, repo, s3, mount):
+    """Two presigned mounts create the same new names; A closes first. B's
+    close is EEXIST for each way an upload goes: a gateway PutObject
+    (under 128 KiB), a link with If-None-Match (under the part size) and
+    a presigned multipart upload, whose completion takes no condition and
+    is preceded by a HEAD (docs/semantics.md, "Many mounts of one branch");
+    A's object stays, B's bytes stay staged and are B's to rename."""
+    a = mount(uri(repo), "--presign", "on", "--branch-ttl", "1")
+    b = mount(uri(repo), "--presign", "on", "--branch-ttl", "1")
+    for i, size in enumerate([70000, 300000, 17 * MiB]):
+        name = f"new{i}.bin"
+        da, db = det_bytes(600 + i, size), det_bytes(700 + i, size + 1)
+        fa = os.open(a.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fb = os.open(b.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        assert os.write(fa, da) == len(da) and os.write(fb, db) == len(db)
+        lakefs.reset_stats()
+        os.close(fa)
+        assert errno_of(lambda: os.close(fb)) == errno.EEXIST, name
+        st = lakefs.stats()
+        if size >= 8 * MiB:   # both went up as presigned multipart uploads
+            assert st["storage"]["by_operation"].get("StorageUploadPart", 0) >= 4, st
+            assert st["requests"].get("CompleteMultipartUpload", 0) == 0, st
+        assert get(s3, repo, f"main/{name}") == da
+        assert "another client created it" in b.log()
+        assert (b.path / name).read_bytes() == db
+        os.rename(b.path / name, b.path / f"{name}.mine")
+        assert get(s3, repo, f"main/{name}.mine") == db
+        assert get(s3, repo, f"main/{name}") == da

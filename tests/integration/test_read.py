@@ -20,10 +20,10 @@ import urllib.parse
 
 import pytest
 
-from lf_helpers import (BINARY, MiB, BigStream, bulk_put, closed_port, find_daemon_pids,
-                        is_mounted, pid_alive, put_many_boto, readahead_kb, run, sha256_bytes,
-                        sha256_file, splice_pipes_available, upload_stream_multipart,
-                        wait_until)
+from lf_helpers import (BINARY, MiB, BigStream, bulk_put, closed_line, closed_port,
+                        find_daemon_pids, is_mounted, pid_alive, put_many_boto, readahead_kb, run,
+                        sha256_bytes, sha256_file, splice_pipes_available,
+                        upload_stream_multipart, wait_until)
 
 GiB = 1 << 30
 C_LOCALE = dict(os.environ, LC_ALL="C")
@@ -255,20 +255,6 @@ def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async
         pat = re.compile(r"closed stream\.bin after \d+ reads of \d+ bytes \((\d+) KiB each\)")
         assert wait_until(lambda: pat.search(m.log()), timeout=10), m.log()[-2000:]
         assert int(pat.search(m.log()).group(1)) >= 900
-
-
-CLOSED_RE = re.compile(r"closed (\S+) after \d+ reads of (\d+) bytes \(\d+ KiB each\), "
-                       r"(\d+) bytes spliced, (\d+) GETs")
-
-
-def closed_line(m, name):
-    """(bytes read, bytes spliced, GETs) from the daemon's debug line when
-    the file `name` was closed."""
-    def find():
-        return [mo for mo in CLOSED_RE.finditer(m.log()) if mo.group(1) == name]
-    assert wait_until(lambda: find(), timeout=10), m.log()[-2000:]
-    mo = find()[-1]
-    return int(mo.group(2)), int(mo.group(3)), int(mo.group(4))
 
 
 @pytest.mark.parametrize("mode", [[], ["--direct-io"], ["--no-splice"], ["--async-read"]],
