@@ -63,6 +63,7 @@ LAKEFUSE_BIN=$PWD/build-asan/lakefuse suite tests/integration "$@"
 # built with ThreadSanitizer (a report fails the test).
 echo "== write-path races on the ThreadSanitizer build (pytest)"
 LAKEFUSE_BIN=$PWD/build-tsan/lakefuse suite tests/integration/test_stress.py \
+  tests/integration/test_upload_races.py \
   tests/integration/test_open_files.py tests/integration/test_versioning.py "$@"
 
 if [ "$selected" -eq 0 ]; then

@@ -101,6 +101,39 @@ static int dir_location(struct lf_fs *fs, struct lf_node *n, char **repo, char *
     return rc;
 }
 
+/* Staged files of the directory that the gateway cannot list yet (see
+ * lf_staging_pending_names); none above a ref. */
+static void pending_names(struct lf_fs *fs, enum lf_kind kind, const char *repo,
+                          const char *prefix, char ***names, size_t *n)
+{
+    *names = NULL;
+    *n = 0;
+    if (fs->staging && (kind == LF_REF || kind == LF_DIR) &&
+        lf_staging_pending_names(fs->staging, repo, prefix, names, n) != 0)
+        lf_warn("listing %s/%s: cannot tell which staged files it lacks (out of memory)", repo,
+                prefix);
+}
+
+static void names_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* Puts the staged names a published listing lacks into it. Lock held. */
+static void listing_add_pending(struct lf_node *n, char **names, size_t nn)
+{
+    for (size_t i = 0; i < nn && n->listing; i++) {
+        if (lf_listing_find(n->listing, names[i]))
+            continue;
+        if (lf_listing_upsert(&n->listing, names[i], false, NULL) != 0) {
+            lf_listing_put(n->listing); /* cannot keep it true: the next access lists again */
+            n->listing = NULL;
+        }
+    }
+}
+
 /* Lists a whole directory and caches it on the node. */
 int fs_load_listing(struct lf_fs *fs, struct lf_node *n)
 {
@@ -125,6 +158,9 @@ int fs_load_listing(struct lf_fs *fs, struct lf_node *n)
             break;
     }
     if (!rc) {
+        char **pend;
+        size_t npend;
+        pending_names(fs, kind, repo, prefix, &pend, &npend);
         l->complete = true;
         lf_meta_lock(fs->meta);
         if (n->changes == changes || !n->listing) {
@@ -132,7 +168,9 @@ int fs_load_listing(struct lf_fs *fs, struct lf_node *n)
             lf_listing_put(n->listing);
             n->listing = l;
             l = NULL;
+            listing_add_pending(n, pend, npend);
         }
+        names_free(pend, npend);
         /* else we changed the directory while the pages came: they may
          * lack our own files, so keep the listing our changes updated. */
         lf_meta_unlock(fs->meta);
@@ -195,6 +233,7 @@ static void dirh_free(struct dirh *d)
     if (!d)
         return;
     lf_listing_put(d->listing);
+    names_free(d->extra, d->nextra);
     free(d->prefix);
     free(d->token);
     pthread_mutex_destroy(&d->lock);
@@ -232,7 +271,10 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             rc = d->listing ? dir_location(fs, n, &repo, &d->prefix) : -ENOMEM;
         }
     }
+    enum lf_kind kind = n ? n->kind : LF_ROOT;
     lf_meta_unlock(fs->meta);
+    if (!rc && d->prefix)
+        pending_names(fs, kind, repo, d->prefix, &d->extra, &d->nextra);
     free(repo);
     if (rc) {
         if (d && d->node) {
@@ -294,6 +336,7 @@ static int dir_fill(struct lf_fs *fs, struct dirh *d, size_t idx)
                 lf_listing_put(d->node->listing);
                 d->node->listing = d->listing;
                 lf_listing_get(d->listing);
+                listing_add_pending(d->node, d->extra, d->nextra);
             }
             lf_meta_unlock(fs->meta);
         }
@@ -338,14 +381,32 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             continue;
         }
         size_t idx = (size_t)(o - 2);
-        if ((rc = dir_fill(fs, d, idx)) || idx >= d->listing->n)
+        if ((rc = dir_fill(fs, d, idx)))
             break;
-        const struct lf_dent *de = &d->listing->v[idx];
-        lf_meta_lock(fs->meta);
-        struct lf_node *c = fs_child_from_dent(fs, d->node, d->listing, de);
-        if (!c) {
-            lf_meta_unlock(fs->meta);
-            rc = -ENOMEM;
+        struct lf_node *c;
+        if (idx < d->listing->n) {
+            const struct lf_dent *de = &d->listing->v[idx];
+            name = de->name;
+            lf_meta_lock(fs->meta);
+            c = fs_child_from_dent(fs, d->node, d->listing, de);
+            if (!c) {
+                lf_meta_unlock(fs->meta);
+                rc = -ENOMEM;
+                break;
+            }
+        } else if (idx - d->listing->n < d->nextra) {
+            /* A staged file the gateway's pages lacked: its own node
+             * (its offset stays its own, whether served or skipped). */
+            name = d->extra[idx - d->listing->n];
+            if (lf_listing_find(d->listing, name))
+                continue;
+            lf_meta_lock(fs->meta);
+            c = lf_meta_child(fs->meta, d->node, name);
+            if (!c || c->kind != LF_FILE || !lf_meta_attached(c)) {
+                lf_meta_unlock(fs->meta);
+                continue;
+            }
+        } else {
             break;
         }
         memset(&e, 0, sizeof(e));
@@ -358,8 +419,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         if (c->kind == LF_FILE && !c->meta_known && e.attr_timeout > LISTING_ATTR_MAX)
             e.attr_timeout = LISTING_ATTR_MAX;
         fs_fill_stat(fs, c, &e.attr);
-        need = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, de->name, &e, o + 1)
-                    : fuse_add_direntry(req, buf + pos, size - pos, de->name, &e.attr, o + 1);
+        need = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, o + 1)
+                    : fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, o + 1);
         if (need <= size - pos && plus)
             c->nlookup++; /* the kernel holds the entry now */
         else if (c->nlookup == 0 && c->pins == 0)

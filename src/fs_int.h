@@ -151,6 +151,10 @@ struct dirh {
     bool done;
     int err;          /* a failed page ends the listing for this handle */
     unsigned changes; /* the node's own-change count when listing began */
+    /* Files staged here and not stored yet when the handle opened: served
+     * after the gateway's entries, unless those have them by then. */
+    char **extra;
+    size_t nextra;
 };
 
 /* fs.c: small helpers */

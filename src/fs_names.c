@@ -905,10 +905,6 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
     }
     unsigned gen;
     struct lf_put_meta pm;
-    /* Created here and never stored: src holds nothing of ours (perhaps
-     * another client's object, whose create won), so nothing is deleted
-     * there. */
-    bool src_ours = !lf_sfile_created_here(sf);
     bool meta_only = lf_sfile_meta_only(sf, &gen, &pm);
     if (!meta_only && lf_sfile_dirty_gen(sf, &gen)) {
         /* Pending content goes to the new name; what the old name held on
@@ -924,10 +920,24 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
         if (!rc)
             rc = lf_sfile_rename(sf, dst, &gen);
     }
+    /* Created here and never stored: src holds nothing of ours (perhaps
+     * another client's object, whose create won), so nothing is deleted
+     * there. Asked only now: the re-key waited for an upload under way,
+     * which may have just stored it at src. */
+    bool src_ours = rc >= 0 && !lf_sfile_created_here(sf);
     /* With no writer left (or if the last one's release settled the file
      * meanwhile, its upload done under the old name), the new name gets
-     * it now, before the old one goes. A writer's close stores it later. */
-    if (rc == 1 && !writer) {
+     * it now, before the old one goes. So it does when every change was
+     * seen by a close or fsync (whose upload failed: a create another
+     * client won) and the handle's release has not come yet: nobody
+     * would store it otherwise. An active writer's close stores it. */
+    bool idle = false;
+    if (rc == 1 && writer) {
+        lf_meta_lock(fs->meta);
+        idle = w->synced && w->synced_gen == gen;
+        lf_meta_unlock(fs->meta);
+    }
+    if (rc == 1 && (!writer || idle)) {
         rc = lf_sfile_flush(sf, stored);
         if (rc)
             lf_sfile_rename(sf, src, NULL); /* back: staged under its old name */

@@ -108,6 +108,7 @@ struct lf_sfile {
      * renamed back, the condition holds again. NULL once stored. */
     char *created_key;
     bool manifest_written;
+    unsigned stores;              /* uploads that succeeded (a rename asks what landed) */
     unsigned gen;                 /* bumped by every change */
     unsigned writing;             /* writes whose bytes may be in before their gen bump */
     uint64_t size;
@@ -1183,6 +1184,7 @@ stored:
     f->base.size = size;
     memcpy(f->base.etag, etag, LF_ETAG_MAX);
     f->has_base = true;
+    f->stores++;
     free(f->created_key); /* stored: later uploads replace, wherever it goes */
     f->created_key = NULL;
     if (clean)
@@ -1379,6 +1381,45 @@ bool lf_staging_pending_under(struct lf_staging *s, const char *bucket, const ch
     return found;
 }
 
+int lf_staging_pending_names(struct lf_staging *s, const char *bucket, const char *prefix,
+                             char ***names, size_t *n)
+{
+    struct lf_sfile **v;
+    size_t nv, plen = strlen(prefix);
+    int rc = collect(s, bucket, prefix, &v, &nv);
+    *names = NULL;
+    *n = 0;
+    if (rc)
+        return rc;
+    char **out = nv ? calloc(nv, sizeof(*out)) : NULL;
+    if (nv && !out)
+        rc = -ENOMEM;
+    for (size_t i = 0; i < nv; i++) {
+        pthread_mutex_lock(&v[i]->lock);
+        /* The key may have moved since collect() (a rename): asked again. */
+        bool under = strncmp(v[i]->key, prefix, plen) == 0;
+        const char *rest = under ? v[i]->key + plen : "";
+        bool take = out && v[i]->dirty && *rest && !strchr(rest, '/');
+        char *name = take ? strdup(rest) : NULL;
+        pthread_mutex_unlock(&v[i]->lock);
+        if (take && !name)
+            rc = -ENOMEM;
+        if (name)
+            out[(*n)++] = name;
+        lf_sfile_unref(v[i]);
+    }
+    free(v);
+    if (rc) {
+        for (size_t i = 0; i < *n; i++)
+            free(out[i]);
+        free(out);
+        *n = 0;
+        return rc;
+    }
+    *names = out;
+    return 0;
+}
+
 int lf_staging_flush_prefix(struct lf_staging *s, const char *bucket, const char *prefix)
 {
     struct lf_sfile **v;
@@ -1401,25 +1442,52 @@ int lf_staging_rename_prefix(struct lf_staging *s, const char *bucket, const cha
     size_t n, plen = strlen(prefix);
     int rc = collect(s, bucket, prefix, &v, &n);
     unsigned *gens = rc ? NULL : calloc(n ? n : 1, sizeof(*gens));
+    unsigned *stores = rc ? NULL : calloc(n ? n : 1, sizeof(*stores));
     bool *dirty = rc ? NULL : calloc(n ? n : 1, sizeof(*dirty));
-    if (!rc && (!gens || !dirty))
+    if (!rc && (!gens || !stores || !dirty))
         rc = -ENOMEM;
     /* Which files the gateway's copy will carry as they are: the clean
      * ones, unless they change before they are re-keyed. */
-    for (size_t i = 0; !rc && i < n; i++)
+    for (size_t i = 0; !rc && i < n; i++) {
         dirty[i] = lf_sfile_dirty_gen(v[i], &gens[i]);
+        pthread_mutex_lock(&v[i]->lock);
+        stores[i] = v[i]->stores;
+        pthread_mutex_unlock(&v[i]->lock);
+    }
     if (!rc && copy)
         rc = copy(arg);
     for (size_t i = 0; !rc && i < n; i++) {
-        char *nk = NULL;
+        char *nk = NULL, *old = NULL;
         pthread_mutex_lock(&v[i]->lock);
         if (asprintf(&nk, "%s%s", new_prefix, v[i]->key + plen) < 0)
             nk = NULL;
+        old = strdup(v[i]->key);
         pthread_mutex_unlock(&v[i]->lock);
-        int r = nk ? lf_sfile_rename(v[i], nk, dirty[i] ? NULL : &gens[i]) : -ENOMEM;
+        int r = nk && old ? lf_sfile_rename(v[i], nk, dirty[i] ? NULL : &gens[i]) : -ENOMEM;
         free(nk);
         if (r < 0 && !rc)
             rc = r;
+        /* An upload that ended while the copy ran (the re-key waited for
+         * it) went to the old key, perhaps after the copy's listing: the
+         * old directory must not keep it. Whatever it stored, the new key
+         * gets the file's content below or from its writer's close. */
+        pthread_mutex_lock(&v[i]->lock);
+        bool landed = r >= 0 && v[i]->stores != stores[i];
+        char etag[LF_ETAG_MAX];
+        memcpy(etag, v[i]->base.etag, LF_ETAG_MAX);
+        pthread_mutex_unlock(&v[i]->lock);
+        if (landed) {
+            int d = s->store->ops->remove(s->store->ctx, bucket, old, etag);
+            /* Not the rename's failure: everything moved; this copy is
+             * left behind, and said so. */
+            if (d) {
+                count(s, &s->failures);
+                lf_err("rename of %s/%s: %s was uploaded under its old name while the "
+                       "directory moved, and deleting it there failed (%s): it stays there",
+                       bucket, prefix, old, strerror(-d));
+            }
+        }
+        free(old);
         /* Pending under the new key: stored now. Its writers may have
          * closed while the copy ran (their upload went to the old key,
          * about to be deleted), and then nobody else would; an active
@@ -1431,6 +1499,7 @@ int lf_staging_rename_prefix(struct lf_staging *s, const char *bucket, const cha
         lf_sfile_unref(v[i]);
     free(v);
     free(gens);
+    free(stores);
     free(dirty);
     return rc;
 }

@@ -141,6 +141,12 @@ bool lf_staging_pending_under(struct lf_staging *s, const char *bucket, const ch
  * exactly when it was pending before or changed while the copy ran. */
 int lf_staging_rename_prefix(struct lf_staging *s, const char *bucket, const char *prefix,
                              const char *new_prefix, int (*copy)(void *arg), void *arg);
+/* The names directly under prefix (keys prefix + name, no further '/')
+ * of staged files whose content waits for its upload: a listing of the
+ * gateway lacks a new one until it is stored. The caller frees each name
+ * and the array. */
+int lf_staging_pending_names(struct lf_staging *s, const char *bucket, const char *prefix,
+                             char ***names, size_t *n);
 /* Flushes every dirty file (unmount); returns how many still failed. */
 unsigned lf_staging_flush_all(struct lf_staging *s);
 

@@ -6,6 +6,7 @@ Run: /usr/bin/python3 -m pytest -q tests/integration/test_open_files.py
 """
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -124,3 +125,27 @@ def test_cp_p_keeps_mode_and_mtime_on_the_object(lakefs, repo, s3, mount, tmp_pa
     st = os.stat(m2.path / "main" / "big.bin")
     assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o751, 1400000000_123456789)
 
+
+
+def test_a_new_file_being_written_is_listed_after_the_listing_expires(lakefs, repo, s3, mount):
+    """Nothing of it is on the gateway until its close, yet it exists: a
+    listing asked of the gateway after the branch TTL still shows it (and
+    its size), in the directory and at the branch root."""
+    m = mount(uri(repo), "--branch-ttl", "0.2")
+    b = m.path / "main"
+    os.mkdir(b / "d")
+    fds = [os.open(b / name, os.O_WRONLY | os.O_CREAT, 0o644) for name in ("top.txt", "d/in.txt")]
+    try:
+        for fd in fds:
+            os.write(fd, b"x" * 100)
+        assert keys(s3, repo, "main/") == ["main/d/"]
+        for _ in range(3):   # each pass lists the gateway again
+            time.sleep(0.4)
+            assert sorted(os.listdir(b)) == ["d", "top.txt"]
+            assert os.listdir(b / "d") == ["in.txt"]
+            assert [e.stat().st_size for e in os.scandir(b / "d")] == [100]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert keys(s3, repo, "main/") == ["main/d/", "main/d/in.txt", "main/top.txt"]
+    assert sorted(os.listdir(b)) == ["d", "top.txt"]

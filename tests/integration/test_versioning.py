@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from lf_helpers import BINARY, errno_of, get, list_keys
+from lf_helpers import BINARY, errno_of, get, list_keys, wait_until
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -226,7 +226,10 @@ def test_reset_drops_staged_copies_that_failed_to_upload(lakefs, repo, s3, mount
     with pytest.raises(OSError):
         with open(m.path / "f.txt", "wb") as f:
             f.write(b"never uploaded")
-    assert "pending f.txt" in status_lines(m.path)
+    # close() returns before the kernel's release of the handle reaches
+    # the daemon, and reset keeps what a handle still holds: wait for it.
+    wait_until(lambda: status_lines(m.path) == ["pending f.txt"], 30,
+               what="f.txt pending and no longer open")
     lf("reset", m.path / "f.txt", "-y", check=0)
     lakefs.set_faults()
     assert "pending f.txt" not in status_lines(m.path)

@@ -29,6 +29,12 @@ answer the server did send:
                   its headers
 The random draw uses only the before-work kinds unless told otherwise
 (`kinds`), so a client that retries "any failure" is never wrong there.
+Rules only, never the random draw:
+  stall  the request waits `stall_ms` (default 1000) before it is served,
+         then is served normally: a test holds one request in flight
+         (an upload) while it makes another happen (a rename); the
+         stall is counted (faults_by_kind) as it begins, so the test
+         knows when the request is held.
 
 Latency: every S3 request waits `latency_ms`, plus a uniform draw from
 0..`latency_jitter_ms` (its own generator, so jitter never shifts which
@@ -53,7 +59,8 @@ import time
 BEFORE_KINDS = ("error500", "slowdown", "reset")
 GET_ONLY_KINDS = ("truncate",)
 AFTER_KINDS = ("lost", "reset_mid_body")
-ALL_KINDS = BEFORE_KINDS + GET_ONLY_KINDS + AFTER_KINDS
+RULE_ONLY_KINDS = ("stall",)
+ALL_KINDS = BEFORE_KINDS + GET_ONLY_KINDS + AFTER_KINDS + RULE_ONLY_KINDS
 DEFAULT_KINDS = BEFORE_KINDS + GET_ONLY_KINDS
 
 # What s3.classify names (a rule for any other name could never fire).
@@ -76,20 +83,21 @@ log = logging.getLogger("lakefs_sim.knobs")
 
 def _check_kinds(kinds):
     kinds = tuple(kinds)
-    if not kinds or any(k not in ALL_KINDS for k in kinds):
-        raise ValueError("kinds must be a non-empty list of %s" % ", ".join(ALL_KINDS))
+    drawable = tuple(k for k in ALL_KINDS if k not in RULE_ONLY_KINDS)
+    if not kinds or any(k not in drawable for k in kinds):
+        raise ValueError("kinds must be a non-empty list of %s" % ", ".join(drawable))
     if all(k in GET_ONLY_KINDS for k in kinds):
         raise ValueError("kinds needs one that applies to every operation")
     return kinds
 
 
 class Rule:
-    __slots__ = ("operation", "kind", "count", "skip", "path_contains")
+    __slots__ = ("operation", "kind", "count", "skip", "path_contains", "stall_ms")
 
     def __init__(self, doc):
         if not isinstance(doc, dict):
             raise ValueError("a rule is an object")
-        unknown = set(doc) - {"operation", "kind", "count", "skip", "path_contains"}
+        unknown = set(doc) - {"operation", "kind", "count", "skip", "path_contains", "stall_ms"}
         if unknown:
             raise ValueError("unknown rule fields: %s" % ", ".join(sorted(unknown)))
         self.operation = str(doc.get("operation") or "")
@@ -97,6 +105,7 @@ class Rule:
         self.count = int(doc.get("count", 1))
         self.skip = int(doc.get("skip", 0))
         self.path_contains = doc.get("path_contains")
+        self.stall_ms = int(doc.get("stall_ms", 1000))
         if self.operation != "*" and self.operation not in OPERATIONS:
             raise ValueError("a rule's operation is * or one of %s" % ", ".join(OPERATIONS))
         if self.kind not in ALL_KINDS:
@@ -106,6 +115,10 @@ class Rule:
             raise ValueError("truncate applies to GetObject and StorageGetObject only")
         if self.count < 1 or self.skip < 0:
             raise ValueError("count must be >= 1 and skip >= 0")
+        if "stall_ms" in doc and self.kind != "stall":
+            raise ValueError("stall_ms belongs to a stall rule")
+        if not 0 <= self.stall_ms <= 60000:
+            raise ValueError("stall_ms must be within [0, 60000]")
 
     def matches(self, operation, path):
         if self.operation not in ("*", operation):
@@ -117,6 +130,8 @@ class Rule:
              "skip": self.skip}
         if self.path_contains is not None:
             d["path_contains"] = self.path_contains
+        if self.kind == "stall":
+            d["stall_ms"] = self.stall_ms
         return d
 
 
@@ -246,7 +261,7 @@ class Knobs:
             r.count -= 1
             if r.count == 0:
                 del self.rules[i]
-            return r.kind
+            return r
         return None
 
     def _count_fault(self, kind):
@@ -254,9 +269,15 @@ class Knobs:
         self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
 
     def draw_fault(self, operation, path=""):
-        """None, or the fault kind to inject into this S3 request."""
+        """None, or the fault kind to inject into this S3 request. A stall
+        happens here, and the request is then served as if no rule had
+        matched."""
+        stall = 0.0
         with self._lock:
-            kind = self._from_rules(operation, path)
+            rule = self._from_rules(operation, path)
+            kind = rule.kind if rule else None
+            if kind == "stall":
+                stall = rule.stall_ms / 1000.0
             if kind is None and self.fail_rate > 0.0 and self._rng.random() < self.fail_rate:
                 kinds = [k for k in self.kinds
                          if k not in GET_ONLY_KINDS or operation == "GetObject"]
@@ -286,12 +307,16 @@ class Knobs:
                 self._storage_faults += 1
         if kind is not None:
             log.info("fault %s on %s %s", kind, operation, path)
+        if kind == "stall":
+            time.sleep(stall)
+            return None
         return kind
 
     def api_fault(self, path):
         """None, or the fault kind a rule for "API" gives this REST request."""
         with self._lock:
             kind = None
+            stall = 0.0
             for i, r in enumerate(self.rules):
                 if r.operation != "API" or not r.matches("API", path):
                     continue
@@ -299,6 +324,7 @@ class Knobs:
                     r.skip -= 1
                     break
                 kind = r.kind
+                stall = r.stall_ms / 1000.0
                 r.count -= 1
                 if r.count == 0:
                     del self.rules[i]
@@ -307,6 +333,9 @@ class Knobs:
                 self._count_fault(kind)
         if kind is not None:
             log.info("fault %s on API %s", kind, path)
+        if kind == "stall":
+            time.sleep(stall)
+            return None
         return kind
 
     # -- statistics --------------------------------------------------------

@@ -244,12 +244,31 @@ def test_rules_count_skip_and_path(lakefs, repo, faults):
     assert lakefs.faults()["rules"] == []
 
 
+def test_a_stall_rule_holds_one_request_then_serves_it(lakefs, repo, faults):
+    """The held request is counted as it begins, waits stall_ms, and is
+    then served whole; the next one is not held."""
+    lakefs.set_faults(rules=[{"operation": "PutObject", "kind": "stall",
+                              "path_contains": "/main/held", "stall_ms": 600}])
+    lakefs.reset_stats()
+    t0 = time.monotonic()
+    assert rawhttp.request(lakefs, "PUT", f"/{repo}/main/held", body=b"h").status == 200
+    assert time.monotonic() - t0 >= 0.6
+    assert lakefs.stats()["faults_by_kind"] == {"stall": 1}
+    assert rawhttp.request(lakefs, "GET", f"/{repo}/main/held").body == b"h"
+    assert rawhttp.request(lakefs, "PUT", f"/{repo}/main/held", body=b"2").status == 200
+    assert lakefs.stats()["faults_by_kind"] == {"stall": 1}
+    assert lakefs.faults()["rules"] == []
+
+
 def test_bad_fault_settings_are_refused(lakefs, faults):
     for doc in ({"kinds": ["nope"]}, {"kinds": []}, {"kinds": ["truncate"]},
                 {"rules": [{"operation": "PutObjekt", "kind": "lost"}]},
                 {"rules": [{"operation": "PutObject", "kind": "truncate"}]},
                 {"rules": [{"operation": "PutObject", "kind": "lost", "count": 0}]},
-                {"rules": [{"operation": "PutObject", "kind": "lost", "typo": 1}]}):
+                {"rules": [{"operation": "PutObject", "kind": "lost", "typo": 1}]},
+                {"kinds": ["stall"]},
+                {"rules": [{"operation": "PutObject", "kind": "lost", "stall_ms": 5}]},
+                {"rules": [{"operation": "PutObject", "kind": "stall", "stall_ms": -1}]}):
         status, _ = lakefs._http("POST", "/_sim/faults", doc, auth=False)
         assert status == 400, doc
     assert lakefs.faults()["rules"] == []
