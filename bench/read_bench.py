@@ -32,6 +32,13 @@ directory), uploads the data set, mounts lakefs://REPO with build/lakefuse
       settings (no network, no cache), synchronous and --async-read: what
       the kernel's FUSE read path alone carries on this machine.
 
+(a) runs each way over the gateway (--presign off) and over presigned
+URLs of the simulator's storage endpoint (--presign on: "presign" and
+"presign-direct-io"), and for the presigned ones also reports the bytes
+that crossed the lakeFS server (gateway and REST API) against those that
+crossed the storage. --modes picks the ways; --quick runs (a) without
+added latency only.
+
 Prints a markdown table for docs/benchmarks.md. A benchmark, not a test:
 it asserts nothing about timings and exits non-zero only if something
 broke. Every mount is unmounted (fusermount3 -u, -u -z if busy) and every
@@ -39,7 +46,7 @@ process stopped by PID at the end, also on error, SIGTERM or Ctrl-C.
 
 Run: /usr/bin/python3 bench/read_bench.py [--runs 3] [--latency-ms 20]
      [--parallel-mib 1024] [--files 10000] [--drop-caches]
-     [--lakefuse-arg=--cache-size=512 ...]
+     [--modes default,presign] [--quick] [--lakefuse-arg=--cache-size=512 ...]
 """
 import argparse
 import math
@@ -66,11 +73,14 @@ from lf_helpers import (BINARY, MiB, BigStream, PipeLimit, Signer, bulk_put,  # 
 GiB = 1 << 30
 MB = 1e6
 RATIO_TARGET = 0.8
-# (a)'s ways of mounting: the default (big objects with direct I/O), every
-# file through the page cache, and the two options that trade a property
-# for speed (docs/configuration.md)
-MODES = {"default": [], "page-cache": ["--page-cache"], "async-read": ["--async-read"],
-         "direct-io": ["--direct-io"]}
+# (a)'s ways of mounting, over the gateway: the default (big objects with
+# direct I/O), every file through the page cache, and the two options that
+# trade a property for speed (docs/configuration.md); then the presigned
+# data path (docs/configuration.md, --presign)
+OFF, ON = ["--presign", "off"], ["--presign", "on"]
+MODES = {"default": OFF, "page-cache": OFF + ["--page-cache"],
+         "async-read": OFF + ["--async-read"], "direct-io": OFF + ["--direct-io"],
+         "presign": ON, "presign-direct-io": ON + ["--direct-io"]}
 
 
 def log(msg):
@@ -275,15 +285,20 @@ def phase(sim, repo, args, workdir, cleanup, label, seq_key, next_key, par_keys,
     runs = {f"{m}_{w}": [] for m in MODES for w in ("first", "next")}
     runs["curl"] = []
     cpu = {k: [] for k in runs}
+    traffic = {m: [] for m in MODES}
     for i in range(args.runs):
         for mode, more in MODES.items():
             if args.drop_caches:
                 drop_caches()
             m = LakefuseMount(sim, uri, workdir, f"{label}-{mode}{i}", extra + more, cleanup)
+            sim.reset_stats()
             for which, key in (("first", seq_key), ("next", next_key)):
                 mbps, c = dd_read(m.path / "main" / key, seq_size, (m.pid, sim.pid))
                 runs[f"{mode}_{which}"].append(mbps)
                 cpu[f"{mode}_{which}"].append(c)
+            st = sim.stats()
+            traffic[mode].append((st["bytes_in"] + st["bytes_out"],
+                                  st["storage"]["bytes_in"] + st["storage"]["bytes_out"]))
             m.unmount()
         if args.drop_caches:
             drop_caches()
@@ -298,9 +313,14 @@ def phase(sim, repo, args, workdir, cleanup, label, seq_key, next_key, par_keys,
         res[f"{k}_cpu"] = median(cpu[k])
         res[f"{k}_runs"] = runs[k]
         res[f"{k}_ratio"] = res[k] / median(runs["curl"])
+    for mode, t in traffic.items():     # bytes of one run (two objects read)
+        res[f"{mode}_server"] = median([x[0] for x in t])
+        res[f"{mode}_storage"] = median([x[1] for x in t])
+    if args.quick:
+        return res
 
     # (b) ls -l of the big directory on a fresh mount
-    m = LakefuseMount(sim, uri, workdir, f"{label}-ls", extra, cleanup)
+    m = LakefuseMount(sim, uri, workdir, f"{label}-ls", extra + OFF, cleanup)
     d = m.path / "main" / "list"
     os.stat(d)
     sim.reset_stats()
@@ -326,7 +346,7 @@ def phase(sim, repo, args, workdir, cleanup, label, seq_key, next_key, par_keys,
     # (c) 8 parallel readers, peak RSS
     if args.drop_caches:
         drop_caches()
-    m = LakefuseMount(sim, uri, workdir, f"{label}-par", extra, cleanup)
+    m = LakefuseMount(sim, uri, workdir, f"{label}-par", extra + OFF, cleanup)
     sampler = RssSampler(m.pid)
     sampler.start()
     procs = []
@@ -432,7 +452,17 @@ def main():
     ap.add_argument("--lakefuse-arg", action="append", default=[],
                     help="extra argument for lakefuse mount (repeat; use --lakefuse-arg=--x=y)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="comma-separated ways of (a): " + ", ".join(MODES))
+    ap.add_argument("--quick", action="store_true",
+                    help="(a) only, without added latency (no ceiling, ls, parallel readers)")
     args = ap.parse_args()
+    unknown = [m for m in args.modes.split(",") if m not in MODES]
+    if unknown:
+        sys.exit(f"unknown modes {unknown}: pick from {', '.join(MODES)}")
+    for m in list(MODES):
+        if m not in args.modes.split(","):
+            del MODES[m]
 
     if subprocess.run([str(BINARY), "mount", "--help"], capture_output=True).returncode != 0:
         sys.exit(f"{BINARY} does not support `mount` yet")
@@ -480,23 +510,29 @@ def main():
             put_stream(sim, repo, f"main/{seq_key}", BigStream(1000, seq_size))
         if next_key not in par_keys:
             put_stream(sim, repo, f"main/{next_key}", BigStream(1001, seq_size))
-        for i, k in enumerate(par_keys):
+        for i, k in enumerate(par_keys if not args.quick else
+                              [k for k in par_keys if k in (seq_key, next_key)]):
             put_stream(sim, repo, f"main/{k}", BigStream(2000 + i, par_size))
         log(f"uploaded {len(par_keys)} x {par_size // MiB} MiB"
             f"{'' if seq_key in par_keys else f' + {seq_size // MiB} MiB'} in "
             f"{time.perf_counter() - t0:.0f} s")
         t0 = time.perf_counter()
-        bulk_put(sim, repo, [(f"main/list/f{i:05d}.dat", b"x" * (i % 100))
-                             for i in range(args.files)], threads=12)
-        log(f"uploaded {args.files} small files in {time.perf_counter() - t0:.0f} s")
+        if not args.quick:
+            bulk_put(sim, repo, [(f"main/list/f{i:05d}.dat", b"x" * (i % 100))
+                                 for i in range(args.files)], threads=12)
+            log(f"uploaded {args.files} small files in {time.perf_counter() - t0:.0f} s")
 
         budget = cache_budget(args.lakefuse_arg)
-        log("-- FUSE ceiling: a server answering reads from memory")
-        ceiling = fuse_ceiling(workdir, cleanup, args.seq_mib, args.runs)
+        ceiling = None
+        if not args.quick:
+            log("-- FUSE ceiling: a server answering reads from memory")
+            ceiling = fuse_ceiling(workdir, cleanup, args.seq_mib, args.runs)
         results = {}
-        for label, lat in (("0 ms", 0), (f"{args.latency_ms} ms", args.latency_ms)):
-            sim.set_faults(0.0, lat)
-            log(f"-- added gateway latency {label}")
+        latencies = [("0 ms", 0)] + ([] if args.quick else
+                                     [(f"{args.latency_ms} ms", args.latency_ms)])
+        for label, lat in latencies:
+            sim.set_faults(0.0, lat, storage={"latency_ms": lat})
+            log(f"-- added gateway and storage latency {label}")
             results[label] = phase(sim, repo, args, workdir, cleanup, label.replace(" ", ""),
                                    seq_key, next_key, par_keys, par_size, seq_size)
         sim.set_faults(0.0, 0)
@@ -527,6 +563,13 @@ def main():
         print(row(f"(a) curl GET of the same object (presigned), MB/s (CPU-s per GiB with "
                   f"gateway); ratio target >= {RATIO_TARGET}",
                   lambda r: f"{r['curl']:.0f} ({r['curl_cpu']:.2f})"))
+        for mode in MODES:
+            print(row(f"(a) {mode}: bytes through the lakeFS server (gateway + API) / through "
+                      f"the storage, reading 2 x {seq_size // MiB} MiB",
+                      lambda r, mo=mode: f"{r[mo + '_server']:,.0f} / "
+                                         f"{r[mo + '_storage']:,.0f}"))
+        if args.quick:
+            return 0
         print(row(f"(b) `ls -l` of {args.files} files, cold mount / again, s",
                   lambda r: f"{r['ls_s']:.2f} / {r['ls_warm_s']:.2f}"))
         print(row(f"(b) ListObjectsV2 / HeadObject / GetObject (target {want_lists} / 0 / 0)",

@@ -17,6 +17,11 @@ measures:
   (c) both with 20 ms added to every gateway request (the simulator's
       runtime POST /_sim/faults switch).
 
+(a) and (b) run over the gateway (--presign off) and over presigned URLs of
+the simulator's storage endpoint (--presign on), and report the bytes that
+crossed the lakeFS server (gateway and REST API) against those that
+crossed the storage. --modes picks them; --quick skips (c).
+
 Every object written is checked (size, and the multipart ETag computed
 from the bytes, which also pins the part boundaries). Prints a markdown
 table for docs/benchmarks.md. A benchmark, not a test: it asserts nothing
@@ -25,7 +30,8 @@ unmounted and processes stopped by PID at the end, also on error, SIGTERM
 or Ctrl-C.
 
 Run: /usr/bin/python3 bench/write_bench.py [--runs 3] [--mib 1024]
-     [--files 1000] [--latency-ms 20] [--lakefuse-arg=--part-size=16 ...]
+     [--files 1000] [--latency-ms 20] [--modes gateway,presign] [--quick]
+     [--lakefuse-arg=--part-size=16 ...]
 """
 import argparse
 import hashlib
@@ -48,6 +54,7 @@ from read_bench import Cleanup, LakefuseMount, log, median  # noqa: E402
 
 MB = 1e6
 RATIO_TARGET = 0.7
+MODES = {"gateway": ["--presign", "off"], "presign": ["--presign", "on"]}
 PART = 8 * MiB              # boto3's part size, and lakefuse's default
 SMALL = 4096
 
@@ -110,6 +117,12 @@ def boto_upload(s3, repo, key, stream, threads):
     return stream.size / (time.perf_counter() - t0) / MB
 
 
+def server_and_storage_bytes(sim):
+    st = sim.stats()
+    return (st["bytes_in"] + st["bytes_out"],
+            st["storage"]["bytes_in"] + st["storage"]["bytes_out"])
+
+
 def small_files(sim, src, dst, files, parallel):
     """files/s and gateway requests per file of copying src's files into
     dst (which must not exist): one `cp -r`, or `parallel` cp processes."""
@@ -170,7 +183,13 @@ def main():
     ap.add_argument("--lakefuse-arg", action="append", default=[],
                     help="extra argument for lakefuse mount (repeat; use --lakefuse-arg=--x=y)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="comma-separated data paths: " + ", ".join(MODES))
+    ap.add_argument("--quick", action="store_true", help="no run with added latency")
     args = ap.parse_args()
+    modes = {m: MODES[m] for m in args.modes.split(",") if m in MODES}
+    if not modes or len(modes) != len(args.modes.split(",")):
+        sys.exit(f"--modes: pick from {', '.join(MODES)}")
 
     if subprocess.run([str(BINARY), "mount", "--help"], capture_output=True).returncode != 0:
         sys.exit(f"{BINARY} does not support `mount` yet")
@@ -206,33 +225,49 @@ def main():
         mount_etag = None if part_size_overridden(extra) else etag
 
         results = {}
-        for label, lat in (("0 ms", 0), (f"{args.latency_ms} ms", args.latency_ms)):
-            sim.set_faults(0.0, lat)
-            log(f"-- added gateway latency {label}")
-            r = {"mount": [], "close": [], "boto": []}
+        latencies = [("0 ms", 0)] + ([] if args.quick else
+                                     [(f"{args.latency_ms} ms", args.latency_ms)])
+        for label, lat in latencies:
+            sim.set_faults(0.0, lat, storage={"latency_ms": lat})
+            log(f"-- added gateway and storage latency {label}")
+            r = {"boto": []}
+            for dp in modes:
+                r.update({f"{dp}_mount": [], f"{dp}_close": [], f"{dp}_server": [],
+                          f"{dp}_storage": []})
             for i in range(args.runs):
-                m = LakefuseMount(sim, uri, workdir, f"w{lat}-{i}", extra, cleanup)
-                mbps, close_s = write_through_mount(m.path / "main" / f"big{lat}-{i}.bin",
-                                                    stream)
-                m.unmount()
-                check_object(s3, repo, f"main/big{lat}-{i}.bin", stream.size, mount_etag)
+                line = []
+                for dp, dp_args in modes.items():
+                    m = LakefuseMount(sim, uri, workdir, f"w{lat}-{dp}-{i}", extra + dp_args,
+                                      cleanup)
+                    sim.reset_stats()
+                    key = f"big{lat}-{dp}-{i}.bin"
+                    mbps, close_s = write_through_mount(m.path / "main" / key, stream)
+                    server, storage = server_and_storage_bytes(sim)
+                    m.unmount()
+                    check_object(s3, repo, f"main/{key}", stream.size, mount_etag)
+                    r[f"{dp}_mount"].append(mbps)
+                    r[f"{dp}_close"].append(close_s)
+                    r[f"{dp}_server"].append(server)
+                    r[f"{dp}_storage"].append(storage)
+                    line.append(f"lakefuse {dp} {mbps:6.0f} MB/s (close {close_s:.1f} s; "
+                                f"server {server:,} B, storage {storage:,} B)")
                 bmbps = boto_upload(s3, repo, f"main/boto{lat}-{i}.bin", stream, args.threads)
                 check_object(s3, repo, f"main/boto{lat}-{i}.bin", stream.size, etag)
-                r["mount"].append(mbps)
-                r["close"].append(close_s)
                 r["boto"].append(bmbps)
-                log(f"  [{label}] run {i + 1}: lakefuse {mbps:6.0f} MB/s (close {close_s:.1f} s)"
-                    f"   boto3 {bmbps:6.0f} MB/s")
-            for mode, par in (("seq", 1), ("par", 10)):
-                m = LakefuseMount(sim, uri, workdir, f"s{lat}-{mode}", extra, cleanup)
-                dst = m.path / "main" / f"small{lat}-{mode}"
-                fps, rpf = small_files(sim, src, dst, args.files, par)
-                m.unmount()
-                check_small(s3, repo, f"main/small{lat}-{mode}/", args.files)
-                r[f"{mode}_fps"], r[f"{mode}_rpf"] = fps, rpf
-                log(f"  [{label}] {args.files} small files, "
-                    f"{'one cp -r' if par == 1 else f'{par} cp processes'}: {fps:.0f} files/s, "
-                    f"{rpf:.1f} requests per file")
+                log(f"  [{label}] run {i + 1}: " + "; ".join(line) +
+                    f"; boto3 {bmbps:6.0f} MB/s")
+            for dp, dp_args in modes.items():
+                for mode, par in (("seq", 1), ("par", 10)):
+                    m = LakefuseMount(sim, uri, workdir, f"s{lat}-{dp}-{mode}",
+                                      extra + dp_args, cleanup)
+                    dst = m.path / "main" / f"small{lat}-{dp}-{mode}"
+                    fps, rpf = small_files(sim, src, dst, args.files, par)
+                    m.unmount()
+                    check_small(s3, repo, f"main/small{lat}-{dp}-{mode}/", args.files)
+                    r[f"{dp}_{mode}_fps"], r[f"{dp}_{mode}_rpf"] = fps, rpf
+                    log(f"  [{label}] {dp}: {args.files} small files, "
+                        f"{'one cp -r' if par == 1 else f'{par} cp processes'}: "
+                        f"{fps:.0f} files/s, {rpf:.1f} gateway requests per file")
             results[label] = r
         sim.set_faults(0.0, 0)
 
@@ -241,8 +276,8 @@ def main():
         def row(name, fn):
             print(f"| {name} | " + " | ".join(fn(results[lbl]) for lbl in labels) + " |")
 
-        def ratio(r):
-            x = median(r["mount"]) / median(r["boto"])
+        def ratio(r, dp):
+            x = median(r[f"{dp}_mount"]) / median(r["boto"])
             return f"{x:.2f} {'OK' if x >= RATIO_TARGET else 'BELOW'}"
 
         print()
@@ -252,23 +287,30 @@ def main():
         print()
         print("| measure | " + " | ".join(f"gateway latency {lbl}" for lbl in labels) + " |")
         print("|---|" + "---|" * len(labels))
-        row(f"(a) sequential write of {args.mib} MiB through lakefuse, close included, MB/s",
-            lambda r: f"{median(r['mount']):.0f}")
-        row("(a) of which close(), s", lambda r: f"{median(r['close']):.1f}")
-        row(f"(a) boto3 multipart upload of the same bytes (8 MiB parts, {args.threads} "
-            f"threads), MB/s", lambda r: f"{median(r['boto']):.0f}")
-        row(f"(a) ratio lakefuse / boto3 (target >= {RATIO_TARGET})", ratio)
-        row(f"(b) {args.files} files of 4 KiB, one `cp -r`, files/s",
-            lambda r: f"{r['seq_fps']:.0f}")
-        row(f"(b) {args.files} files of 4 KiB, 10 `cp` processes, files/s",
-            lambda r: f"{r['par_fps']:.0f}")
-        row("(b) gateway requests per file (one cp / 10 cp)",
-            lambda r: f"{r['seq_rpf']:.1f} / {r['par_rpf']:.1f}")
+        for dp in modes:
+            row(f"(a) {dp}: sequential write of {args.mib} MiB through lakefuse, close "
+                f"included, MB/s", lambda r, d=dp: f"{median(r[d + '_mount']):.0f}")
+            row(f"(a) {dp}: of which close(), s",
+                lambda r, d=dp: f"{median(r[d + '_close']):.1f}")
+            row(f"(a) {dp}: ratio lakefuse / boto3 (target >= {RATIO_TARGET})",
+                lambda r, d=dp: ratio(r, d))
+            row(f"(a) {dp}: bytes through the lakeFS server (gateway + API) / through the "
+                f"storage", lambda r, d=dp: f"{median(r[d + '_server']):,.0f} / "
+                                            f"{median(r[d + '_storage']):,.0f}")
+        row(f"(a) boto3 multipart upload of the same bytes to the gateway (8 MiB parts, "
+            f"{args.threads} threads), MB/s", lambda r: f"{median(r['boto']):.0f}")
+        for dp in modes:
+            row(f"(b) {dp}: {args.files} files of 4 KiB, one `cp -r` / 10 `cp` processes, "
+                f"files/s", lambda r, d=dp: f"{r[d + '_seq_fps']:.0f} / {r[d + '_par_fps']:.0f}")
+            row(f"(b) {dp}: gateway requests per file (one cp / 10 cp)",
+                lambda r, d=dp: f"{r[d + '_seq_rpf']:.1f} / {r[d + '_par_rpf']:.1f}")
         print()
         for lbl in labels:
             r = results[lbl]
-            print(f"runs at {lbl}: lakefuse " + ", ".join(f"{x:.0f}" for x in r["mount"]) +
-                  " MB/s; boto3 " + ", ".join(f"{x:.0f}" for x in r["boto"]) + " MB/s")
+            print(f"runs at {lbl}: " + "; ".join(
+                f"lakefuse {dp} " + ", ".join(f"{x:.0f}" for x in r[f"{dp}_mount"]) + " MB/s"
+                for dp in modes) + "; boto3 " + ", ".join(f"{x:.0f}" for x in r["boto"]) +
+                " MB/s")
         return 0
     except KeyboardInterrupt:
         log("interrupted; cleaning up")

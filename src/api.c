@@ -49,6 +49,7 @@ struct call {
     const char *method;
     const char *url;
     const struct lf_buf *body; /* JSON, or NULL */
+    const char *header;  /* one more "Name: value" line, or NULL */
     bool change;         /* changes the repository: one attempt, fresh connection */
     bool probe;          /* 404 or 400 is an expected answer (resolve's lookups) */
 };
@@ -193,6 +194,9 @@ static int status_errno(long status)
         return -EBUSY;
     case 429:
         return -EAGAIN;
+    case 405:
+    case 501:
+        return -EOPNOTSUPP;
     default:
         return -EIO;
     }
@@ -274,9 +278,14 @@ static int perform(struct lf_api *api, const struct call *c, struct lf_buf *out,
     char *auth = auth_get(api, &gen);
     if (!auth)
         return -ENOMEM;
-    const char *hdrs[2] = {auth, "Content-Type: application/json"};
+    const char *hdrs[3] = {auth};
+    size_t nh = 1;
+    if (c->body)
+        hdrs[nh++] = "Content-Type: application/json";
+    if (c->header)
+        hdrs[nh++] = c->header;
     struct lf_http_req hr = {.method = c->method, .url = c->url, .headers = hdrs,
-                             .nheaders = c->body ? 2 : 1, .out_buf = out,
+                             .nheaders = nh, .out_buf = out,
                              .out_max = LF_JSON_MAX, .fresh_connect = c->change};
     if (c->body) {
         hr.body = c->body->data ? c->body->data : "";
@@ -684,22 +693,312 @@ int lf_api_resolve(struct lf_api *api, const char *repo, const char *ref,
     return rc;
 }
 
-int lf_api_stat(struct lf_api *api, const char *repo, const char *ref, const char *path,
-                struct lf_api_stat *out, struct lf_api_err *err)
+static int stat_object(struct lf_api *api, const char *repo, const char *ref, const char *path,
+                       bool presign, struct lf_api_stat *out, struct lf_api_err *err)
 {
     struct lf_buf url = LF_BUF_INIT;
     struct lf_json *root = NULL;
-    struct call c = {.op = "stat", .repo = repo, .ref = ref, .method = "GET"};
+    struct call c = {.op = presign ? "stat (presign)" : "stat", .repo = repo, .ref = ref,
+                     .method = "GET"};
     err_clear(err);
     int rc = url_path(api, &url, "repositories", repo, "refs", ref, "objects", "stat", NULL);
     if (!rc)
         rc = url_query(&url, "path", path);
     if (!rc)
         rc = url_query(&url, "user_metadata", "true");
+    if (!rc && presign)
+        rc = url_query(&url, "presign", "true");
     c.url = url.data;
     if (!rc && !(rc = get_doc(api, &c, &root, err)))
         rc = malformed(&c, err, lf_api_parse_stat(root, out));
     lf_json_free(root);
     lf_buf_free(&url);
+    return rc;
+}
+
+int lf_api_stat(struct lf_api *api, const char *repo, const char *ref, const char *path,
+                struct lf_api_stat *out, struct lf_api_err *err)
+{
+    return stat_object(api, repo, ref, path, false, out, err);
+}
+
+int lf_api_stat_presign(struct lf_api *api, const char *repo, const char *ref, const char *path,
+                        struct lf_api_stat *out, struct lf_api_err *err)
+{
+    return stat_object(api, repo, ref, path, true, out, err);
+}
+
+/* ---- presigned transfers ---------------------------------------------- */
+
+int lf_api_storage_config(struct lf_api *api, struct lf_api_storage *out,
+                          struct lf_api_err *err)
+{
+    struct lf_buf url = LF_BUF_INIT;
+    struct lf_json *root = NULL;
+    struct call c = {.op = "config", .repo = "", .ref = "", .method = "GET", .probe = true};
+    err_clear(err);
+    int rc = url_path(api, &url, "config", NULL);
+    c.url = url.data;
+    if (!rc)
+        rc = get_doc(api, &c, &root, err);
+    if (rc == -ENOENT) { /* before lakeFS 1.x had /config */
+        lf_buf_reset(&url);
+        c.op = "config/storage";
+        c.probe = false;
+        if (!(rc = url_path(api, &url, "config", "storage", NULL))) {
+            c.url = url.data;
+            rc = get_doc(api, &c, &root, err);
+        }
+    }
+    if (!rc)
+        rc = malformed(&c, err, lf_api_parse_storage_config(root, out));
+    lf_json_free(root);
+    lf_buf_free(&url);
+    return rc;
+}
+
+int lf_api_staging_location(struct lf_api *api, const char *repo, const char *branch,
+                            const char *path, struct lf_api_staging *out,
+                            struct lf_api_err *err)
+{
+    struct lf_buf url = LF_BUF_INIT;
+    struct lf_json *root = NULL;
+    struct call c = {.op = "staging location", .repo = repo, .ref = branch, .method = "GET"};
+    err_clear(err);
+    int rc = url_path(api, &url, "repositories", repo, "branches", branch, "staging", "backing",
+                      NULL);
+    if (!rc)
+        rc = url_query(&url, "path", path);
+    if (!rc)
+        rc = url_query(&url, "presign", "true");
+    c.url = url.data;
+    if (!rc && !(rc = get_doc(api, &c, &root, err)))
+        rc = malformed(&c, err, lf_api_parse_staging(root, out));
+    lf_json_free(root);
+    lf_buf_free(&url);
+    return rc;
+}
+
+/* The fields of a link or a completion that describe the object. */
+static int object_fields(struct lf_json *req, const struct lf_api_object *obj, bool sized)
+{
+    struct lf_json *md = lf_json_new_object();
+    int rc = md ? 0 : -ENOMEM;
+    for (size_t i = 0; !rc && i < obj->nmeta; i++)
+        rc = lf_json_set_str(md, obj->meta[i].key, obj->meta[i].value);
+    if (!rc) {
+        rc = lf_json_set(req, "user_metadata", md);
+        md = NULL;
+    }
+    if (!rc && obj->content_type)
+        rc = lf_json_set_str(req, "content_type", obj->content_type);
+    if (!rc && sized)
+        rc = lf_json_set_str(req, "checksum", obj->checksum);
+    if (!rc && sized)
+        rc = lf_json_set_int(req, "size_bytes", (int64_t)obj->size);
+    lf_json_free(md);
+    return rc;
+}
+
+/* Sends a change whose answer is ObjectStats; copies its checksum. */
+static int change_with_stats(struct lf_api *api, struct call *c, struct lf_json *req,
+                             char checksum_out[128], struct lf_api_err *err)
+{
+    struct lf_buf body = LF_BUF_INIT, answer = LF_BUF_INIT;
+    struct lf_json *root = NULL;
+    struct lf_api_stat *st = NULL;
+    int rc = lf_json_dump(req, &body);
+    c->body = &body;
+    if (!rc)
+        rc = perform(api, c, &answer, err);
+    if (!rc && checksum_out) {
+        if (!(st = malloc(sizeof(*st))))
+            rc = -ENOMEM;
+        if (!rc)
+            rc = lf_api_parse_doc(answer.data, answer.len, &root);
+        if (!rc)
+            rc = lf_api_parse_stat(root, st);
+        if (!rc)
+            memcpy(checksum_out, st->checksum, sizeof(st->checksum));
+        rc = malformed(c, err, rc);
+    }
+    free(st);
+    lf_json_free(root);
+    lf_buf_free(&body);
+    lf_buf_free(&answer);
+    return rc;
+}
+
+int lf_api_link(struct lf_api *api, const char *repo, const char *branch, const char *path,
+                const char *physical_address, const struct lf_api_object *obj,
+                char checksum_out[128], struct lf_api_err *err)
+{
+    struct lf_buf url = LF_BUF_INIT;
+    struct lf_json *req = lf_json_new_object(), *staging = lf_json_new_object();
+    struct call c = {.op = "link", .repo = repo, .ref = branch, .method = "PUT",
+                     .change = true, .header = obj->if_absent ? "If-None-Match: *" : NULL};
+    err_clear(err);
+    int rc = req && staging ? 0 : -ENOMEM;
+    if (!rc)
+        rc = lf_json_set_str(staging, "physical_address", physical_address);
+    if (!rc) {
+        rc = lf_json_set(req, "staging", staging);
+        staging = NULL;
+    }
+    if (!rc)
+        rc = object_fields(req, obj, true);
+    if (rc == -EINVAL)
+        err_set(err, 0, "user metadata must be UTF-8 text");
+    if (!rc)
+        rc = url_path(api, &url, "repositories", repo, "branches", branch, "staging", "backing",
+                      NULL);
+    if (!rc)
+        rc = url_query(&url, "path", path);
+    c.url = url.data;
+    if (!rc)
+        rc = change_with_stats(api, &c, req, checksum_out, err);
+    lf_json_free(req);
+    lf_json_free(staging);
+    lf_buf_free(&url);
+    return rc;
+}
+
+/* .../branches/{branch}/staging/pmpu[/{id}[/parts/{n}]]?path= */
+static int pmpu_url(struct lf_api *api, struct lf_buf *url, const char *repo, const char *branch,
+                    const char *path, const char *id, const char *part)
+{
+    int rc = part ? url_path(api, url, "repositories", repo, "branches", branch, "staging",
+                             "pmpu", id, "parts", part, NULL)
+             : id ? url_path(api, url, "repositories", repo, "branches", branch, "staging",
+                             "pmpu", id, NULL)
+                  : url_path(api, url, "repositories", repo, "branches", branch, "staging",
+                             "pmpu", NULL);
+    return rc ? rc : url_query(url, "path", path);
+}
+
+int lf_api_pmpu_create(struct lf_api *api, const char *repo, const char *branch,
+                       const char *path, struct lf_api_pmpu *out, struct lf_api_err *err)
+{
+    struct lf_buf url = LF_BUF_INIT, answer = LF_BUF_INIT, empty = LF_BUF_INIT;
+    struct lf_json *root = NULL;
+    struct call c = {.op = "create presigned multipart upload", .repo = repo, .ref = branch,
+                     .method = "POST", .change = true, .body = &empty};
+    err_clear(err);
+    int rc = pmpu_url(api, &url, repo, branch, path, NULL, NULL);
+    c.url = url.data;
+    if (!rc)
+        rc = perform(api, &c, &answer, err);
+    if (!rc) {
+        rc = lf_api_parse_doc(answer.data, answer.len, &root);
+        if (!rc)
+            rc = lf_api_parse_pmpu(root, out);
+        rc = malformed(&c, err, rc);
+    }
+    lf_json_free(root);
+    lf_buf_free(&url);
+    lf_buf_free(&answer);
+    return rc;
+}
+
+int lf_api_pmpu_part_url(struct lf_api *api, const char *repo, const char *branch,
+                         const char *path, const struct lf_api_pmpu *u, int number,
+                         char url_out[LF_API_URL_MAX], struct lf_api_err *err)
+{
+    struct lf_buf url = LF_BUF_INIT, body = LF_BUF_INIT, answer = LF_BUF_INIT;
+    struct lf_json *req = lf_json_new_object(), *root = NULL;
+    /* A PUT that creates nothing (a URL is signed): retried as a read. */
+    struct call c = {.op = "presigned part URL", .repo = repo, .ref = branch, .method = "PUT",
+                     .body = &body, .probe = number == 1};
+    char num[16];
+    snprintf(num, sizeof(num), "%d", number);
+    err_clear(err);
+    int rc = req ? 0 : -ENOMEM;
+    if (!rc)
+        rc = lf_json_set_str(req, "physical_address", u->physical_address);
+    if (!rc)
+        rc = lf_json_dump(req, &body);
+    if (!rc)
+        rc = pmpu_url(api, &url, repo, branch, path, u->upload_id, num);
+    c.url = url.data;
+    if (!rc)
+        rc = perform(api, &c, &answer, err);
+    if (!rc) {
+        rc = lf_api_parse_doc(answer.data, answer.len, &root);
+        if (!rc)
+            rc = lf_api_parse_upload_to(root, url_out);
+        rc = malformed(&c, err, rc);
+    }
+    lf_json_free(req);
+    lf_json_free(root);
+    lf_buf_free(&url);
+    lf_buf_free(&body);
+    lf_buf_free(&answer);
+    return rc;
+}
+
+int lf_api_pmpu_complete(struct lf_api *api, const char *repo, const char *branch,
+                         const char *path, const struct lf_api_pmpu *u,
+                         const struct lf_api_part *parts, size_t nparts,
+                         const struct lf_api_object *obj, char checksum_out[128],
+                         struct lf_api_err *err)
+{
+    struct lf_buf url = LF_BUF_INIT;
+    struct lf_json *req = lf_json_new_object(), *arr = lf_json_new_array();
+    struct call c = {.op = "complete presigned multipart upload", .repo = repo, .ref = branch,
+                     .method = "PUT", .change = true};
+    err_clear(err);
+    int rc = req && arr ? 0 : -ENOMEM;
+    for (size_t i = 0; !rc && i < nparts; i++) {
+        struct lf_json *one = lf_json_new_object();
+        rc = one ? lf_json_set_int(one, "part_number", parts[i].number) : -ENOMEM;
+        if (!rc)
+            rc = lf_json_set_str(one, "etag", parts[i].etag);
+        if (!rc)
+            rc = lf_json_push(arr, one);
+        else
+            lf_json_free(one);
+    }
+    if (!rc) {
+        rc = lf_json_set(req, "parts", arr);
+        arr = NULL;
+    }
+    if (!rc)
+        rc = lf_json_set_str(req, "physical_address", u->physical_address);
+    if (!rc)
+        rc = object_fields(req, obj, false);
+    if (!rc)
+        rc = pmpu_url(api, &url, repo, branch, path, u->upload_id, NULL);
+    c.url = url.data;
+    if (!rc)
+        rc = change_with_stats(api, &c, req, checksum_out, err);
+    lf_json_free(req);
+    lf_json_free(arr);
+    lf_buf_free(&url);
+    return rc;
+}
+
+int lf_api_pmpu_abort(struct lf_api *api, const char *repo, const char *branch,
+                      const char *path, const struct lf_api_pmpu *u, struct lf_api_err *err)
+{
+    struct lf_buf url = LF_BUF_INIT, body = LF_BUF_INIT, answer = LF_BUF_INIT;
+    struct lf_json *req = lf_json_new_object();
+    /* Aborting twice is harmless (the second finds nothing): retried. */
+    struct call c = {.op = "abort presigned multipart upload", .repo = repo, .ref = branch,
+                     .method = "DELETE", .body = &body};
+    err_clear(err);
+    int rc = req ? 0 : -ENOMEM;
+    if (!rc)
+        rc = lf_json_set_str(req, "physical_address", u->physical_address);
+    if (!rc)
+        rc = lf_json_dump(req, &body);
+    if (!rc)
+        rc = pmpu_url(api, &url, repo, branch, path, u->upload_id, NULL);
+    c.url = url.data;
+    if (!rc)
+        rc = perform(api, &c, &answer, err);
+    lf_json_free(req);
+    lf_buf_free(&url);
+    lf_buf_free(&body);
+    lf_buf_free(&answer);
     return rc;
 }

@@ -189,6 +189,22 @@ int lf_api_parse_diff(const struct lf_json *v, enum lf_api_change *kind, const c
     return 0;
 }
 
+/* An optional Unix time: missing, null or 0 is "not said". */
+static int optional_time(const struct lf_json *v, const char *key, time_t *out)
+{
+    int64_t t = 0;
+    int rc;
+    *out = 0;
+    if (lf_json_has(v, key) && (rc = lf_json_get_int(v, key, &t)))
+        return rc;
+    if (t < 0) {
+        lf_warn("JSON: negative '%s'", key);
+        return -EPROTO;
+    }
+    *out = (time_t)t;
+    return 0;
+}
+
 struct meta_fill {
     struct lf_api_stat *st;
     size_t dropped;
@@ -254,6 +270,8 @@ int lf_api_parse_stat(const struct lf_json *v, struct lf_api_stat *out)
     out->checksum[cl] = '\0';
     out->size = (uint64_t)size;
     out->mtime = (time_t)mtime;
+    if ((rc = optional_time(v, "physical_address_expiry", &out->physical_address_expiry)))
+        return rc;
     if (lf_json_has(v, "metadata")) {
         struct meta_fill f = {.st = out};
         if ((rc = lf_json_get_obj(v, "metadata", &meta)) ||
@@ -266,6 +284,101 @@ int lf_api_parse_stat(const struct lf_json *v, struct lf_api_stat *out)
                     sizeof(out->meta[0].value));
     }
     return 0;
+}
+
+static int parse_one_storage(const struct lf_json *v, struct lf_api_storage *out)
+{
+    bool mpu = false;
+    int rc;
+    memset(out, 0, sizeof(*out));
+    if ((rc = lf_json_get_bool(v, "pre_sign_support", &out->presign)))
+        return rc;
+    if (lf_json_has(v, "pre_sign_multipart_upload") &&
+        (rc = lf_json_get_bool(v, "pre_sign_multipart_upload", &mpu)))
+        return rc;
+    out->presign_multipart = out->presign && mpu;
+    const char *type;
+    if (lf_json_has(v, "blockstore_type") && lf_json_get_str(v, "blockstore_type", &type) == 0)
+        copy_cut(out->blockstore_type, sizeof(out->blockstore_type), type);
+    return 0;
+}
+
+int lf_api_parse_storage_config(const struct lf_json *v, struct lf_api_storage *out)
+{
+    const struct lf_json *sc, *list;
+    size_t n = 0;
+    int rc;
+    if (lf_json_has(v, "pre_sign_support"))
+        return parse_one_storage(v, out);
+    if (lf_json_has(v, "storage_config")) {
+        if ((rc = lf_json_get_obj(v, "storage_config", &sc)))
+            return rc;
+        return parse_one_storage(sc, out);
+    }
+    if (!lf_json_has(v, "storage_config_list") ||
+        (rc = lf_json_get_array(v, "storage_config_list", &list, &n)) || n == 0) {
+        lf_warn("JSON: configuration without storage_config");
+        return -EPROTO;
+    }
+    /* Several blockstores: one store for the whole mount presigns only
+     * if every repository's storage can. */
+    for (size_t i = 0; i < n; i++) {
+        struct lf_api_storage one;
+        if ((rc = parse_one_storage(lf_json_at(list, i), &one)))
+            return rc;
+        if (i == 0) {
+            *out = one;
+            continue;
+        }
+        out->presign &= one.presign;
+        out->presign_multipart &= one.presign_multipart;
+        if (strcmp(out->blockstore_type, one.blockstore_type) != 0)
+            snprintf(out->blockstore_type, sizeof(out->blockstore_type), "mixed");
+    }
+    return 0;
+}
+
+int lf_api_parse_staging(const struct lf_json *v, struct lf_api_staging *out)
+{
+    int rc;
+    memset(out, 0, sizeof(*out));
+    if ((rc = lf_json_copy_str(v, "physical_address", out->physical_address,
+                               sizeof(out->physical_address))) ||
+        (rc = lf_json_copy_str(v, "presigned_url", out->url, sizeof(out->url))) ||
+        (rc = optional_time(v, "presigned_url_expiry", &out->expiry)))
+        return rc;
+    if (!out->physical_address[0] || !out->url[0]) {
+        lf_warn("JSON: staging location without %s",
+                out->url[0] ? "a physical address" : "a presigned URL");
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int lf_api_parse_pmpu(const struct lf_json *v, struct lf_api_pmpu *out)
+{
+    int rc;
+    memset(out, 0, sizeof(*out));
+    if ((rc = lf_json_copy_str(v, "upload_id", out->upload_id, sizeof(out->upload_id))) ||
+        (rc = lf_json_copy_str(v, "physical_address", out->physical_address,
+                               sizeof(out->physical_address))))
+        return rc;
+    if (!out->upload_id[0] || !out->physical_address[0]) {
+        lf_warn("JSON: presigned multipart upload without %s",
+                out->upload_id[0] ? "a physical address" : "an upload ID");
+        return -EPROTO;
+    }
+    return 0;
+}
+
+int lf_api_parse_upload_to(const struct lf_json *v, char url[LF_API_URL_MAX])
+{
+    int rc = lf_json_copy_str(v, "presigned_url", url, LF_API_URL_MAX);
+    if (!rc && !url[0]) {
+        lf_warn("JSON: an empty presigned_url");
+        rc = -EPROTO;
+    }
+    return rc;
 }
 
 int lf_api_parse_created(const char *data, size_t len, char commit_id[LF_COMMIT_ID_MAX])

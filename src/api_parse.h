@@ -45,8 +45,20 @@ int lf_api_parse_ref(const struct lf_json *v, const char **name, const char **co
 int lf_api_parse_diff(const struct lf_json *v, enum lf_api_change *kind, const char **path,
                       bool *is_prefix);
 /* ObjectStats {path, checksum, physical_address, mtime, size_bytes?,
- * content_type?, metadata?}. */
+ * content_type?, metadata?, physical_address_expiry?}. */
 int lf_api_parse_stat(const struct lf_json *v, struct lf_api_stat *out);
+
+/* StorageConfig {pre_sign_support, pre_sign_multipart_upload?,
+ * blockstore_type?}, or a Config holding one (storage_config) or a list
+ * of them (storage_config_list: presigning where every one does). */
+int lf_api_parse_storage_config(const struct lf_json *v, struct lf_api_storage *out);
+/* StagingLocation {physical_address, presigned_url, presigned_url_expiry?}:
+ * the URL must be there (we asked for presign=true). */
+int lf_api_parse_staging(const struct lf_json *v, struct lf_api_staging *out);
+/* PresignMultipartUpload {upload_id, physical_address, presigned_urls?}. */
+int lf_api_parse_pmpu(const struct lf_json *v, struct lf_api_pmpu *out);
+/* UploadTo {presigned_url}. */
+int lf_api_parse_upload_to(const struct lf_json *v, char url[LF_API_URL_MAX]);
 
 /* Branch creation's answer: the new head as text/html, bare or as a JSON
  * string, around white space. */

@@ -23,7 +23,7 @@
 
 #define MiB (1024.0 * 1024.0)
 
-enum kind { K_FLAG, K_STR, K_SECONDS, K_MIB, K_UINT, K_LEVEL, K_FUSE };
+enum kind { K_FLAG, K_STR, K_SECONDS, K_MIB, K_UINT, K_LEVEL, K_PRESIGN, K_FUSE };
 
 struct opt {
     const char *name;
@@ -90,6 +90,10 @@ static const struct opt OPTS[] = {
     {"keep-staged", 0, K_FLAG, F(keep_staged), NULL, "off",
      "leave files a killed daemon staged in the cache directory instead of uploading them"},
     {"part-size", 0, K_MIB, F(part_size), "MIB", "8", "multipart upload part size (grows for huge files)"},
+    {"presign", 0, K_PRESIGN, F(presign), "MODE", "auto",
+     "object bytes go straight to and from lakeFS's object store through presigned URLs, "
+     "the server carrying metadata only: auto (when the server's storage supports it), on "
+     "(the mount fails when it does not) or off (everything through the gateway)"},
     {"config", 0, K_STR, F(config_file), "FILE", "~/.lakectl.yaml",
      "lakectl configuration to take credentials and endpoint from; given, it wins over the "
      "environment, while ~/.lakectl.yaml only fills in what the environment lacks"},
@@ -278,6 +282,18 @@ static int apply(struct lf_config *c, const struct opt *o, const char *v, FILE *
         return set_string((char **)(base + o->off), v);
     case K_FUSE:
         return mount_options(c, v, err);
+    case K_PRESIGN:
+        if (strcmp(v, "auto") == 0)
+            c->presign = LF_PRESIGN_AUTO;
+        else if (strcmp(v, "on") == 0)
+            c->presign = LF_PRESIGN_ON;
+        else if (strcmp(v, "off") == 0)
+            c->presign = LF_PRESIGN_OFF;
+        else {
+            fprintf(err, "lakefuse: --%s: '%s' is not one of auto, on, off\n", o->name, v);
+            return -EINVAL;
+        }
+        return 0;
     case K_LEVEL: {
         int l = lf_log_parse_level(v);
         if (l < 0) {

@@ -145,8 +145,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     lf_info("FUSE session ready (max_read %u, max_readahead %u)", conn->max_read,
             conn->max_readahead);
     if (fs->splice)
-        lf_info("sequential reads of objects from %zu MiB on are spliced from the gateway "
-                "to the kernel", (size_t)(fs->ra.stream_min >> 20));
+        lf_info("sequential reads of objects from %zu MiB on are spliced from the socket "
+                "(the gateway's, or the storage's with presigned URLs) to the kernel",
+                (size_t)(fs->ra.stream_min >> 20));
     tune_readahead(fs->cfg->mountpoint);
 }
 

@@ -1,7 +1,8 @@
 /* fs_io: file I/O. A file's write state (the staged file hung on its
  * node while it is written or not yet uploaded, fs_int.h), open, read
- * (from staging, the block cache, or spliced from the gateway's stream),
- * write, and the flush, fsync and release that store what was written.
+ * (from staging, the block cache, or spliced from a GET's socket: the
+ * gateway's, or the storage's with presigned URLs), write, and the flush,
+ * fsync and release that store what was written.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -147,12 +148,24 @@ static void wstate_put(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
  * comes. Whoever lets go last stores it. */
 void fs_writer_done(struct lf_fs *fs, struct lf_node *n, struct lf_sfile *sf)
 {
-    lf_meta_lock(fs->meta);
-    struct wstate *w = fs_wstate_of(n);
-    bool last = w && w->sf == sf && w->writers == 1 && lf_sfile_dirty(sf) && !fs->tearing_down;
-    lf_meta_unlock(fs->meta);
-    if (last)
+    unsigned gen = 0, flushed_gen = 0;
+    bool flushed = false;
+    for (;;) {
+        lf_meta_lock(fs->meta);
+        struct wstate *w = fs_wstate_of(n);
+        bool last = w && w->sf == sf && w->writers == 1 && lf_sfile_dirty_gen(sf, &gen) &&
+                    !fs->tearing_down;
+        lf_meta_unlock(fs->meta);
+        /* Once more only if the file changed during our flush: a rename
+         * that came meanwhile saw us still counted and left the new name
+         * to us (the flush it waited for went to the old one); a flush
+         * that failed on an unchanged file stays staged. */
+        if (!last || (flushed && gen == flushed_gen))
+            break;
+        flushed = true;
+        flushed_gen = gen;
         fs_flush_node(fs, n, sf); /* a failure stays staged; fs_flush_node says so */
+    }
     lf_meta_lock(fs->meta);
     wstate_put(fs, n, sf);
     lf_meta_unlock(fs->meta);

@@ -377,6 +377,12 @@ static void set_method(CURL *c, const struct lf_http_req *q)
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
     } else if (strcmp(m, "GET") != 0) {
+        /* A DELETE with a body (lakeFS's abort of a presigned multipart
+         * upload takes JSON): sent as a POST would be, under its name. */
+        if (q->body_len > 0) {
+            curl_easy_setopt(c, CURLOPT_POST, 1L);
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+        }
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, m);
     }
 }

@@ -269,6 +269,26 @@ int lf_json_set_str(struct lf_json *obj, const char *key, const char *value)
     return lf_json_set(obj, key, L(s));
 }
 
+int lf_json_set_int(struct lf_json *obj, const char *key, int64_t value)
+{
+    if (!json_is_object(J(obj)))
+        return -EINVAL;
+    return lf_json_set(obj, key, L(json_integer((json_int_t)value)));
+}
+
+struct lf_json *lf_json_new_array(void) { return L(json_array()); }
+
+int lf_json_push(struct lf_json *arr, struct lf_json *value)
+{
+    if (!json_is_array(J(arr))) {
+        json_decref(J(value));
+        return -EINVAL;
+    }
+    if (!value)
+        return -ENOMEM;
+    return json_array_append_new(J(arr), J(value)) ? -ENOMEM : 0;
+}
+
 int lf_json_dump(const struct lf_json *v, struct lf_buf *out)
 {
     size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;

@@ -40,6 +40,7 @@
 #include "lakefuse/log.h"
 #include "lakefuse/metrics.h"
 #include "lakefuse/mounts.h"
+#include "lakefuse/presign.h"
 #include "lakefuse/s3.h"
 #include "lakefuse/uri.h"
 #include "lakefuse/verbs.h"
@@ -94,6 +95,67 @@ static struct lf_api *open_api(const struct lf_config *cfg)
         .reload_arg = cfg->cred_file,
     };
     return lf_api_new(&o);
+}
+
+/* --presign: whether object bytes take presigned URLs, from what the
+ * server's storage configuration says. 1 yes, 0 no, or -errno after a
+ * message (on, and the server cannot). */
+static int want_presign(const struct lf_config *cfg, struct lf_api *api,
+                        struct lf_api_storage *caps)
+{
+    struct lf_api_err e = {0};
+    memset(caps, 0, sizeof(*caps));
+    if (cfg->presign == LF_PRESIGN_OFF)
+        return 0;
+    int rc = api ? lf_api_storage_config(api, caps, &e) : -ENOMEM;
+    if (rc) {
+        if (cfg->presign == LF_PRESIGN_ON) {
+            fprintf(stderr, "lakefuse: --presign on: cannot ask the lakeFS server at %s "
+                            "whether its storage supports presigned URLs: %s\n",
+                    cfg->endpoint, e.message[0] ? e.message : strerror(-rc));
+            return rc;
+        }
+        lf_warn("cannot read the server's storage configuration (%s): data goes through the "
+                "gateway", e.message[0] ? e.message : strerror(-rc));
+        return 0;
+    }
+    if (caps->presign)
+        return 1;
+    if (cfg->presign == LF_PRESIGN_ON) {
+        fprintf(stderr, "lakefuse: --presign on: the lakeFS server at %s does not support "
+                        "presigned URLs (its storage configuration says pre_sign_support: "
+                        "false, blockstore '%s'); mount with --presign auto or off to move "
+                        "data through the gateway\n", cfg->endpoint, caps->blockstore_type);
+        return -EOPNOTSUPP;
+    }
+    lf_info("the server's storage (%s) does not support presigned URLs: data goes through "
+            "the gateway", caps->blockstore_type);
+    return 0;
+}
+
+/* The gateway's store, wrapped in the presigned data path when asked. */
+static struct lf_store *open_data_store(const struct lf_config *cfg, struct lf_api *api,
+                                        const struct lf_api_storage *caps, bool presign)
+{
+    struct lf_store *gw = open_store(cfg, cfg->retries);
+    if (!gw || !presign)
+        return gw;
+    struct lf_presign_opts o = {
+        .gateway = gw,
+        .api = api,
+        .multipart = caps->presign_multipart,
+        .max_conns = cfg->max_requests + 8,
+        .connect_timeout_ms = cfg->timeout_ms < 10000 ? cfg->timeout_ms : 10000,
+        .stall_timeout_ms = cfg->timeout_ms,
+        .retries = cfg->retries,
+        .ca_bundle = cfg->ca_bundle,
+        .insecure = cfg->insecure,
+    };
+    lf_info("data path: presigned URLs of the server's storage (%s)%s; metadata through the "
+            "gateway", caps->blockstore_type,
+            caps->presign_multipart ? ", presigned multipart uploads"
+                                    : "; multipart uploads through the gateway");
+    return lf_presign_store_new(&o);
 }
 
 /* --pin: the ref becomes the commit it points to now, for the life of the
@@ -476,14 +538,24 @@ static void daemon_ready(int *ready, int status)
     *ready = -1;
 }
 
-static void log_stats(struct lf_store *st)
+static void log_stats(struct lf_store *st, bool presign)
 {
     struct lf_s3_stats s;
-    lf_s3_get_stats(st, &s);
-    lf_info("requests %llu, retries %llu, failed operations %llu, %llu bytes in, "
-            "%llu bytes out", (unsigned long long)s.requests, (unsigned long long)s.retries,
-            (unsigned long long)s.failures, (unsigned long long)s.bytes_in,
-            (unsigned long long)s.bytes_out);
+    lf_s3_get_stats(presign ? lf_presign_gateway(st) : st, &s);
+    lf_info("%srequests %llu, retries %llu, failed operations %llu, %llu bytes in, "
+            "%llu bytes out", presign ? "gateway: " : "", (unsigned long long)s.requests,
+            (unsigned long long)s.retries, (unsigned long long)s.failures,
+            (unsigned long long)s.bytes_in, (unsigned long long)s.bytes_out);
+    if (!presign)
+        return;
+    struct lf_presign_stats p;
+    lf_presign_get_stats(st, &p);
+    lf_info("storage: requests %llu, retries %llu, URLs renewed %llu, failed operations %llu, "
+            "%llu bytes in, %llu bytes out; lakeFS API calls %llu; sent to the gateway "
+            "instead %llu", (unsigned long long)p.requests, (unsigned long long)p.retries,
+            (unsigned long long)p.refreshes, (unsigned long long)p.failures,
+            (unsigned long long)p.bytes_in, (unsigned long long)p.bytes_out,
+            (unsigned long long)p.api_calls, (unsigned long long)p.fallbacks);
 }
 
 /* mount.fuse3's drop_privileges opens /dev/fuse and mounts itself, then
@@ -504,7 +576,8 @@ static int cmd_mount(int argc, char **argv, bool helper)
     struct lf_fs *fs = NULL;
     struct lf_lockdir *own = NULL;
     struct lf_api *api = NULL;
-    int log_fd = -1, ready = -1, rc, status = 1;
+    struct lf_api_storage caps;
+    int log_fd = -1, ready = -1, rc, status = 1, presign = 0;
     bool mounted = false;
 
     rc = helper ? lf_config_parse_helper(&cfg, argc, argv, stderr)
@@ -550,8 +623,10 @@ static int cmd_mount(int argc, char **argv, bool helper)
         root.ref = cfg.ref; /* the commit now */
         root.ref_is_branch = false;
     }
+    if ((presign = want_presign(&cfg, api, &caps)) < 0)
+        goto out;
 
-    store = open_store(&cfg, cfg.retries);
+    store = open_data_store(&cfg, api, &caps, presign == 1);
     lf_config_forget_secret(&cfg); /* the signer and the API client have their own copies */
     fs = store ? lf_fs_new(&cfg, store, &root) : NULL;
     if (!fs) {
@@ -609,7 +684,7 @@ static int cmd_mount(int argc, char **argv, bool helper)
     rc = fuse_session_loop_mt(se, lc);
     fuse_loop_cfg_destroy(lc);
     status = rc == 0 ? 0 : 1;
-    log_stats(store);
+    log_stats(store, presign == 1);
     lf_info("unmounted %s", cfg.mountpoint);
 out:
     lf_log_release_notes(1); /* a failed mount's notes help explain it */

@@ -3,6 +3,10 @@
 Every integration suite (tests/sim, tests/integration) reuses the `lakefs`
 fixture below. It starts tests/lakefs_sim/server.py on a free loopback port
 in a temporary data directory and stops it (by PID) when the session ends.
+Its storage supports presigned URLs (the storage endpoint of
+tests/lakefs_sim/storage.py). `other_sim(*flags)` starts, once per session
+and flag set, another simulator with extra server flags (`--no-presign`,
+`--presign-expiry 2`, ...), for the cases the session one cannot show.
 
 Under CI (CI=true in the environment, as .ci/run sets it) a skipped test is
 a failed one: CI's machine is set up to run every test, so a skip there
@@ -96,6 +100,7 @@ class Sim:
         self.secret_key = secret_key
         self.extra_args = list(extra_args)
         self.port = 0
+        self.storage_port = 0       # kept across restarts, as a real store's address is
         self.scheme = "http"
         self.proc = None
         self._log = None
@@ -110,6 +115,8 @@ class Sim:
                 "--secret-access-key", self.secret_key] + self.extra_args
         if "--seed" not in self.extra_args:
             args += ["--seed", str(SIM_SEED)]
+        if self.storage_port and "--storage-port" not in self.extra_args:
+            args += ["--storage-port", str(self.storage_port)]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
                                      stderr=self._log)
@@ -123,6 +130,12 @@ class Sim:
                 url = line.decode().split()[-1]
                 self.scheme = url.split(":", 1)[0]
                 self.port = int(url.rsplit(":", 1)[1])
+                try:
+                    storage = (self.storage_info() or {}).get("endpoint")
+                except OSError:         # TLS with a certificate urllib does not trust
+                    storage = None
+                if storage:
+                    self.storage_port = int(storage.rsplit(":", 1)[1])
                 return self
         self.stop()
         raise RuntimeError(f"simulator did not start: {line!r}; see {self.log_path}")
@@ -206,14 +219,18 @@ class Sim:
         self._http("POST", "/_sim/stats/reset", auth=False)
 
     def set_faults(self, fail_rate=0.0, latency_ms=0, kinds=None, rules=(), seed=None,
-                   latency_jitter_ms=0, clock_skew_s=0):
+                   latency_jitter_ms=0, clock_skew_s=0, storage=None):
         """Sets every fault knob (tests/lakefs_sim/knobs.py): kinds None is
         the default (before-work) kinds; rules replace those in force; a
-        seed restarts the random draw. set_faults() turns all faults off,
+        seed restarts the random draw. fail_rate, latency_ms and kinds are
+        the gateway's; storage (a dict of the same three) is the storage
+        endpoint's, off unless given. set_faults() turns all faults off,
         jitter and clock skew included."""
+        sto = {"fail_rate": 0.0, "latency_ms": 0, "kinds": None}
+        sto.update(storage or {})
         doc = {"fail_rate": fail_rate, "latency_ms": latency_ms, "kinds": kinds,
                "rules": list(rules), "latency_jitter_ms": latency_jitter_ms,
-               "clock_skew_s": clock_skew_s}
+               "clock_skew_s": clock_skew_s, "storage": sto}
         if seed is not None:
             doc["seed"] = seed
         status, body = self._http("POST", "/_sim/faults", doc, auth=False)
@@ -236,6 +253,11 @@ class Sim:
     def restore_secret(self):
         """The simulator's own key and secret again, as at start."""
         return self.set_secret(self.access_key, self.secret_key)
+
+    def storage_info(self):
+        """{"endpoint", "presign", "multipart", "expiry"} of the storage
+        endpoint presigned URLs point at."""
+        return self._http("GET", "/_sim/storage", auth=False)[1]
 
     # -- lakeFS conveniences ---------------------------------------------
     def create_repo(self, name, default_branch="main"):
@@ -267,6 +289,30 @@ def lakefs(tmp_path_factory):
     sim = Sim(tmp_path_factory.mktemp("lakefs") / "data").start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture(scope="session")
+def other_sim(tmp_path_factory):
+    """other_sim(*flags) -> a started Sim with those extra server flags,
+    one per distinct flag set for the whole session (stopped at its end).
+    Faults are switched off whenever one is handed out."""
+    sims = {}
+
+    def get(*flags):
+        key = tuple(str(f) for f in flags)
+        sim = sims.get(key)
+        if sim is None or sim.proc is None or sim.proc.poll() is not None:
+            if sim is not None:
+                sim.stop()
+            sim = Sim(tmp_path_factory.mktemp("lakefs-other") / "data",
+                      extra_args=list(key)).start()
+            sims[key] = sim
+        sim.set_faults()
+        return sim
+
+    yield get
+    for sim in sims.values():
+        sim.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 /* api: the lakeFS REST API (/api/v1) for what the S3 gateway cannot say:
- * commits, branch diffs, logs, branch creation, resets, ref resolution and
- * object metadata.
+ * commits, branch diffs, logs, branch creation, resets, ref resolution,
+ * object metadata, and the presigned URLs of the direct-to-storage data
+ * path (src/presign.c).
  *
  * Same endpoint and credentials as the gateway, HTTP basic auth, JSON
  * bodies (lf_json: size and depth limits). Reads are retried like the
@@ -9,7 +10,8 @@
  * change the server made.
  *
  * Errors: 401/403 -EACCES, 404 -ENOENT, 409 -EEXIST (conflict), 412
- * -EBUSY (precondition failed), 400 -EINVAL, 429 after retries -EAGAIN,
+ * -EBUSY (precondition failed), 400 -EINVAL, 405 and 501 -EOPNOTSUPP
+ * (the server has no such call), 429 after retries -EAGAIN,
  * 5xx after retries and any other status -EIO, no answer: the
  * transport's errno, a 2xx answer of the wrong shape -EPROTO. The message
  * lakeFS sent ("commit: no changes", ...) is copied into the caller's
@@ -128,11 +130,16 @@ int lf_api_resolve(struct lf_api *api, const char *repo, const char *ref,
                    enum lf_ref_type *type, char commit_id[LF_COMMIT_ID_MAX],
                    struct lf_api_err *err);
 
+/* Room for a presigned URL: S3's carry a session token when the server
+ * runs on temporary credentials, GCS's and Azure's signatures are long. */
+#define LF_API_URL_MAX 8192
+
 struct lf_api_stat {
     char path[1024];
     char checksum[128];      /* the ETag, no quotes */
     char content_type[128];
-    char physical_address[2048];
+    char physical_address[LF_API_URL_MAX];
+    time_t physical_address_expiry; /* a presigned URL's end; 0: not said */
     uint64_t size;
     time_t mtime;
     size_t nmeta;            /* user metadata, as lakeFS stores it */
@@ -147,5 +154,102 @@ struct lf_api_stat {
  * for it, is dropped (never cut) with a log line. */
 int lf_api_stat(struct lf_api *api, const char *repo, const char *ref, const char *path,
                 struct lf_api_stat *out, struct lf_api_err *err);
+
+/* ---- the direct-to-storage data path (presigned URLs) ------------------
+ *
+ * lakeFS can hand out presigned URLs of its underlying object store, so
+ * that data moves between the client and the store while the server
+ * carries metadata only. Presigned URLs are secrets (whoever holds one
+ * may read or write that object until it expires): nothing here logs
+ * one, and callers must not either, beyond its path. */
+
+/* What the server's storage configuration says of presigning. */
+struct lf_api_storage {
+    bool presign;           /* pre_sign_support */
+    bool presign_multipart; /* pre_sign_multipart_upload (absent: false) */
+    char blockstore_type[32];
+};
+
+/* GET /config and its storage_config, or, from a server that has no
+ * /config (404), the older GET /config/storage. A server with several
+ * blockstores (storage_config_list) presigns only where all of them do. */
+int lf_api_storage_config(struct lf_api *api, struct lf_api_storage *out,
+                          struct lf_api_err *err);
+
+/* lf_api_stat with presign=true: physical_address is a presigned GET URL
+ * of the object's bytes, good until physical_address_expiry (when said).
+ * A server whose storage cannot presign answers 400: -EINVAL. */
+int lf_api_stat_presign(struct lf_api *api, const char *repo, const char *ref, const char *path,
+                        struct lf_api_stat *out, struct lf_api_err *err);
+
+/* Where a new object's bytes go before it is linked. */
+struct lf_api_staging {
+    char physical_address[2048]; /* signed by the server for this branch and path */
+    char url[LF_API_URL_MAX];    /* presigned PUT URL */
+    time_t expiry;               /* 0: not said */
+};
+
+/* GET /repositories/{repo}/branches/{branch}/staging/backing?path=&presign=true.
+ * A read for the repository (nothing changes until the link): retried. */
+int lf_api_staging_location(struct lf_api *api, const char *repo, const char *branch,
+                            const char *path, struct lf_api_staging *out,
+                            struct lf_api_err *err);
+
+/* What a link (or a multipart completion) records of the object. */
+struct lf_api_object {
+    const char *checksum;        /* what the store answered the upload with (ETag) */
+    uint64_t size;
+    const struct lf_api_kv *meta; /* user metadata, keys as lakeFS stores them */
+    size_t nmeta;
+    const char *content_type;    /* NULL: lakeFS's default */
+    bool if_absent;              /* If-None-Match: *; -EBUSY (412) when path exists */
+};
+
+/* PUT .../staging/backing?path=: path becomes the bytes at
+ * physical_address. A change: sent once, on a fresh connection; a lost
+ * answer (status 0) may be a made link. checksum_out (may be NULL, 128
+ * bytes) receives what lakeFS recorded. */
+int lf_api_link(struct lf_api *api, const char *repo, const char *branch, const char *path,
+                const char *physical_address, const struct lf_api_object *obj,
+                char checksum_out[128], struct lf_api_err *err);
+
+/* A presigned multipart upload (lakeFS's experimental staging/pmpu). */
+struct lf_api_pmpu {
+    char upload_id[1024];
+    char physical_address[2048];
+};
+
+/* POST .../staging/pmpu?path=: an upload with no part URLs yet (each is
+ * asked for when its part is ready, so none expires waiting). Sent once:
+ * a lost answer leaves at most an upload nobody completes. 501 (the
+ * server does not offer it) is -EOPNOTSUPP. */
+int lf_api_pmpu_create(struct lf_api *api, const char *repo, const char *branch,
+                       const char *path, struct lf_api_pmpu *out, struct lf_api_err *err);
+
+/* PUT .../staging/pmpu/{id}/parts/{n}?path=: a presigned URL for part n
+ * (lakeFS 1.55 on; older servers answer 404 or 405). Changes nothing, so
+ * it is retried like a read. */
+int lf_api_pmpu_part_url(struct lf_api *api, const char *repo, const char *branch,
+                         const char *path, const struct lf_api_pmpu *u, int number,
+                         char url[LF_API_URL_MAX], struct lf_api_err *err);
+
+struct lf_api_part {
+    int number;
+    const char *etag;
+};
+
+/* PUT .../staging/pmpu/{id}?path=: assembles the parts (ascending) and
+ * links the object (obj's checksum and size are ignored: the store's
+ * answer is what lakeFS records; if_absent is not offered by lakeFS).
+ * A change: sent once. checksum_out as for lf_api_link. */
+int lf_api_pmpu_complete(struct lf_api *api, const char *repo, const char *branch,
+                         const char *path, const struct lf_api_pmpu *u,
+                         const struct lf_api_part *parts, size_t nparts,
+                         const struct lf_api_object *obj, char checksum_out[128],
+                         struct lf_api_err *err);
+
+/* DELETE .../staging/pmpu/{id}?path=. */
+int lf_api_pmpu_abort(struct lf_api *api, const char *repo, const char *branch,
+                      const char *path, const struct lf_api_pmpu *u, struct lf_api_err *err);
 
 #endif

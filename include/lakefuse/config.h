@@ -14,6 +14,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/* --presign: whether object bytes go through presigned URLs of lakeFS's
+ * object store (src/presign.c) instead of the gateway. */
+enum lf_presign_mode { LF_PRESIGN_AUTO = 0, LF_PRESIGN_ON, LF_PRESIGN_OFF };
+
 struct lf_config {
     char *endpoint;     /* gateway base URL, no trailing /api/v1 */
     char *access_key;
@@ -58,6 +62,7 @@ struct lf_config {
     size_t staging_max;     /* bytes of staged writes; 0 = automatic */
     size_t part_size;       /* multipart part size, bytes */
     bool keep_staged;       /* do not upload what an earlier run left staged */
+    enum lf_presign_mode presign;
 
     /* Arguments for libfuse (program name, -o options). */
     int fuse_argc;

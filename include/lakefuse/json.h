@@ -85,6 +85,11 @@ int lf_json_each(const struct lf_json *obj, const char *what, lf_json_member_fn 
 struct lf_json *lf_json_new_object(void);
 int lf_json_set_str(struct lf_json *obj, const char *key, const char *value);
 int lf_json_set(struct lf_json *obj, const char *key, struct lf_json *value);
+int lf_json_set_int(struct lf_json *obj, const char *key, int64_t value);
+/* An empty array, and appending to one (takes value over, as lf_json_set
+ * does; -EINVAL when arr is no array). */
+struct lf_json *lf_json_new_array(void);
+int lf_json_push(struct lf_json *arr, struct lf_json *value);
 /* Appends the compact encoding of v to out. */
 int lf_json_dump(const struct lf_json *v, struct lf_buf *out);
 

@@ -66,6 +66,20 @@ static void every_shape(const struct lf_json *v)
         abort();
     if (lf_api_parse_stat(v, &st) == 0 && st.nmeta > sizeof(st.meta) / sizeof(st.meta[0]))
         abort();
+    static struct lf_api_storage caps;
+    if (lf_api_parse_storage_config(v, &caps) == 0 &&
+        ((caps.presign_multipart && !caps.presign) ||
+         strlen(caps.blockstore_type) >= sizeof(caps.blockstore_type)))
+        abort(); /* multipart presigning implies presigning */
+    static struct lf_api_staging loc;
+    if (lf_api_parse_staging(v, &loc) == 0 && (!loc.physical_address[0] || !loc.url[0]))
+        abort();
+    static struct lf_api_pmpu up;
+    if (lf_api_parse_pmpu(v, &up) == 0 && (!up.upload_id[0] || !up.physical_address[0]))
+        abort();
+    static char url[LF_API_URL_MAX];
+    if (lf_api_parse_upload_to(v, url) == 0 && !url[0])
+        abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -14,6 +14,7 @@ import fcntl
 import os
 import pathlib
 import random
+import re
 import socket
 import subprocess
 import threading
@@ -378,6 +379,51 @@ def run(args, timeout=120, check=True, **kw):
         raise AssertionError(f"{args!r} exited {r.returncode}\nstdout: {r.stdout[-2000:]!r}\n"
                              f"stderr: {r.stderr[-2000:]!r}")
     return r
+
+
+# LAKEFUSE_TEST_PRESIGN=auto|on runs the suites over presigned URLs of the
+# simulator's storage endpoint (conftest.py): object bytes then cross the
+# storage, which /_sim/stats counts apart from the gateway.
+PRESIGNED = os.environ.get("LAKEFUSE_TEST_PRESIGN", "off") in ("auto", "on")
+
+
+def data_gets(st):
+    """GETs of object bytes in a /_sim/stats answer, wherever they went."""
+    return (st["requests"].get("GetObject", 0) +
+            st.get("storage", {}).get("by_operation", {}).get("StorageGetObject", 0))
+
+
+def data_bytes_out(st):
+    """Bytes the simulator sent: the gateway's and the storage's."""
+    return st["bytes_out"] + st.get("storage", {}).get("bytes_out", 0)
+
+
+def faults_injected(st):
+    """Faults the simulator injected: the gateway's and the storage's."""
+    return st.get("faults", 0) + st.get("storage", {}).get("faults", 0)
+
+
+def set_data_faults(sim, **kw):
+    """sim.set_faults(**kw), and the same fail_rate, latency_ms and kinds
+    on the storage endpoint when the suite runs over presigned URLs: the
+    faults then meet the object bytes wherever they go."""
+    if PRESIGNED:
+        kw["storage"] = {k: kw[k] for k in ("fail_rate", "latency_ms", "kinds") if k in kw}
+    sim.set_faults(**kw)
+
+
+CLOSED_RE = re.compile(r"closed (\S+) after \d+ reads of (\d+) bytes \(\d+ KiB each\), "
+                       r"(\d+) bytes spliced, (\d+) GETs")
+
+
+def closed_line(m, name):
+    """(bytes read, bytes spliced, GETs) from the daemon's debug line when
+    the file `name` was closed (m: a Mount of tests/integration)."""
+    def find():
+        return [mo for mo in CLOSED_RE.finditer(m.log()) if mo.group(1) == name]
+    assert wait_until(lambda: find(), timeout=10), m.log()[-2000:]
+    mo = find()[-1]
+    return int(mo.group(2)), int(mo.group(3)), int(mo.group(4))
 
 
 PIPE_MAX_SIZE = pathlib.Path("/proc/sys/fs/pipe-max-size")

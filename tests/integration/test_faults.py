@@ -24,9 +24,10 @@ import urllib.parse
 import pytest
 
 import importlib.util
-from lf_helpers import (BINARY, MiB, BigStream, det_bytes, errno_of, get, is_mounted,
-                        pid_alive, sha256_bytes, splice_pipes_available,
-                        upload_stream_multipart, wait_until)
+from lf_helpers import (BINARY, PRESIGNED, MiB, BigStream, data_gets, det_bytes, errno_of,
+                        faults_injected, get, is_mounted, pid_alive, set_data_faults,
+                        sha256_bytes, splice_pipes_available, upload_stream_multipart,
+                        wait_until)
 
 GiB = 1 << 30
 
@@ -61,8 +62,17 @@ def file_sha(path):
 
 
 def retries_logged(log):
+    """(requests, retries, failures) of the gateway's line, plus the
+    storage's on the presigned path (its line also counts renewed URLs)."""
     m = re.findall(r"requests (\d+), retries (\d+), failed operations (\d+)", log)
-    return tuple(map(int, m[-1])) if m else None
+    if not m:
+        return None
+    counts = tuple(map(int, m[-1]))
+    s = re.findall(r"storage: requests (\d+), retries (\d+), URLs renewed \d+, "
+                   r"failed operations (\d+)", log)
+    if s:
+        counts = tuple(a + int(b) for a, b in zip(counts, s[-1]))
+    return counts
 
 
 def unmount_and_count(m):
@@ -81,8 +91,8 @@ def test_reads_are_exact_with_ten_percent_of_requests_failing(lakefs, repo, s3, 
     upload_stream_multipart(s3, repo, "main/big.bin", data.pieces(), part_size=64 * MiB)
     want = stream_sha(data)
     m = mount(uri(repo), "--retries", "10")
-    lakefs.set_faults(fail_rate=0.1)
-    before = lakefs.stats().get("faults", 0)
+    set_data_faults(lakefs, fail_rate=0.1)
+    before = faults_injected(lakefs.stats())
     try:
         assert file_sha(m.path / "main" / "big.bin") == want
         rnd = random.Random(3)
@@ -99,8 +109,8 @@ def test_reads_are_exact_with_ten_percent_of_requests_failing(lakefs, repo, s3, 
                 assert os.pread(f.fileno(), n, off) == data.read_at(off, n), (off, n)
     finally:
         lakefs.set_faults(fail_rate=0.0)
-    injected = lakefs.stats().get("faults", 0) - before
-    assert injected > 0, "the gateway injected no fault: the test proved nothing"
+    injected = faults_injected(lakefs.stats()) - before
+    assert injected > 0, "the simulator injected no fault: the test proved nothing"
     requests, retries, failures = unmount_and_count(m)
     assert retries > 0 and failures == 0
     print(f"\nreads under 10% faults: gateway injected {injected} faults; lakefuse made "
@@ -118,8 +128,8 @@ def test_writes_land_exactly_with_ten_percent_of_requests_failing(lakefs, repo, 
         (src / name).write_bytes(data)
     m = mount(uri(repo), "--retries", "10")
     os.mkdir(m.path / "main" / "dst")
-    lakefs.set_faults(fail_rate=0.1)
-    before = lakefs.stats().get("faults", 0)
+    set_data_faults(lakefs, fail_rate=0.1)
+    before = faults_injected(lakefs.stats())
     big = BigStream(seed=9, size=GiB)
     try:
         subprocess.run(["cp", "-r", f"{src}/.", str(m.path / "main" / "dst")], check=True,
@@ -129,7 +139,7 @@ def test_writes_land_exactly_with_ten_percent_of_requests_failing(lakefs, repo, 
                 f.write(piece)
     finally:
         lakefs.set_faults(fail_rate=0.0)
-    injected = lakefs.stats().get("faults", 0) - before
+    injected = faults_injected(lakefs.stats()) - before
     for name, data in files.items():
         assert get(s3, repo, f"main/dst/{name}") == data, name
     h = hashlib.sha256()
@@ -276,6 +286,8 @@ def test_slow_gateway_ls_and_cat_finish_and_ctrl_c_interrupts(lakefs, repo, s3, 
     # a reader blocked on a very slow gateway, interrupted: the file is
     # open (and not cached) before the gateway slows down
     s3.put_object(Bucket=repo, Key="main/b.bin", Body=det_bytes(2, 8 * MiB))
+    # the mount sees it once its listing of main is older than the TTL
+    wait_until(lambda: (m.path / "main" / "b.bin").exists(), 30, what="b.bin on the mount")
     interrupt_a_stalled_read(lakefs, m.path / "main" / "b.bin", 4 * MiB)
     assert m.alive()
 
@@ -317,13 +329,13 @@ def interrupt_a_stalled_read(lakefs, path, off):
                          stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"
-        lakefs.set_faults(latency_ms=600_000)
-        gets = lakefs.stats()["requests"].get("GetObject", 0)
+        set_data_faults(lakefs, latency_ms=600_000)
+        gets = data_gets(lakefs.stats())
         p.stdin.write("go\n")
         p.stdin.flush()
         # the read is stuck on the gateway once its GET arrived there
-        wait_until(lambda: lakefs.stats()["requests"].get("GetObject", 0) > gets, 60,
-                   what="the read's GET at the gateway")
+        wait_until(lambda: data_gets(lakefs.stats()) > gets, 60,
+                   what="the read's GET at the gateway (or the storage)")
         p.send_signal(signal.SIGINT)
         try:
             out = p.communicate(timeout=120)[0]
@@ -443,7 +455,8 @@ def hostile(tmp_path):
 
 def test_hostile_listings_give_eio_and_never_crash(hostile, mount, lakefs):
     ep = f"http://127.0.0.1:{hostile.server_address[1]}"
-    m = mount("lakefs://evil", "--retries", "0", endpoint=ep)
+    # not lakeFS: no REST API to ask about presigned URLs
+    m = mount("lakefs://evil", "--retries", "0", "--presign", "off", endpoint=ep)
     for mode in HOSTILE:
         hostile.mode = mode
         try:
@@ -465,7 +478,8 @@ def test_hostile_listings_give_eio_and_never_crash(hostile, mount, lakefs):
 
 def test_endless_or_trickled_listings_end_with_eio(hostile, mount):
     ep = f"http://127.0.0.1:{hostile.server_address[1]}"
-    m = mount("lakefs://evil", "--retries", "1", "--timeout", "3", endpoint=ep)
+    m = mount("lakefs://evil", "--retries", "1", "--timeout", "3", "--presign", "off",
+              endpoint=ep)
     hostile.mode = "endless"
     try:
         os.listdir(m.path / "main")
@@ -714,15 +728,21 @@ def test_gateway_down_30s_in_the_middle_of_cp_r(lakefs, repo, s3, mount, tmp_pat
     dst = m.path / "main" / "dst"
     os.mkdir(dst)
     assert "cold.bin" in os.listdir(m.path / "main")
-    lakefs.set_faults(latency_ms=200)
+    # over presigned URLs the files go to the storage (a PUT there, then a
+    # link through the API)
+    put = "StoragePutObject" if PRESIGNED else "PutObject"
+
+    def puts():
+        st = lakefs.stats()
+        return st["requests"].get(put, 0) + st["storage"]["by_operation"].get(put, 0)
+    set_data_faults(lakefs, latency_ms=200)
     cp = subprocess.Popen(["cp", "-r", f"{src}/.", str(dst)], stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: lakefs.stats()["requests"].get("PutObject", 0) >= 10, 120,
-                   what="cp to be under way")
+        wait_until(lambda: puts() >= 10, 120, what="cp to be under way")
         # One upload fails at close for sure (every attempt reset), so its
         # file stays staged through the outage.
-        lakefs.set_faults(latency_ms=200, rules=[dict(operation="PutObject", kind="reset",
-                                                      count=3)])
+        set_data_faults(lakefs, latency_ms=200, rules=[dict(operation=put, kind="reset",
+                                                            count=3)])
         wait_until(lambda: lakefs.faults()["rules"] == [], 120, what="the failed upload")
         lakefs.stop()
         assert cp.poll() is None, "cp finished before the outage: it proved nothing"

@@ -73,7 +73,8 @@ def test_mount_option_forms_work_as_documented(tmp_path):
     none is refused as unknown."""
     helped = help_options()
     values = {"URL": "http://127.0.0.1:1", "NAME": "x", "DIR": str(tmp_path / "c"),
-              "LEVEL": "info", "FILE": str(tmp_path / "f"), "MIB": "16", "N": "1", "SEC": "1"}
+              "LEVEL": "info", "FILE": str(tmp_path / "f"), "MIB": "16", "N": "1", "SEC": "1",
+              "MODE": "auto"}
     for name, (arg, _) in helped.items():
         if name in ("option", "help", "config", "foreground", "log-file"):
             continue

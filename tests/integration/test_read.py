@@ -20,10 +20,10 @@ import urllib.parse
 
 import pytest
 
-from lf_helpers import (BINARY, MiB, BigStream, bulk_put, closed_port, find_daemon_pids,
-                        is_mounted, pid_alive, put_many_boto, readahead_kb, run, sha256_bytes,
-                        sha256_file, splice_pipes_available, upload_stream_multipart,
-                        wait_until)
+from lf_helpers import (BINARY, MiB, BigStream, bulk_put, closed_line, closed_port,
+                        data_bytes_out, data_gets, find_daemon_pids, is_mounted, pid_alive,
+                        put_many_boto, readahead_kb, run, sha256_bytes, sha256_file,
+                        splice_pipes_available, upload_stream_multipart, wait_until)
 
 GiB = 1 << 30
 C_LOCALE = dict(os.environ, LC_ALL="C")
@@ -236,9 +236,9 @@ def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async
     lakefs.reset_stats()
     assert sha256_file(m.path / "main" / "stream.bin") == want   # 1 MiB reads
     st = lakefs.stats()
-    gets = st["requests"].get("GetObject", 0)
+    gets = data_gets(st)
     # nothing fetched twice: 256 MiB of cache never evicts a 96 MiB file
-    assert st["bytes_out"] <= size + 64 * 1024, st
+    assert data_bytes_out(st) <= size + 64 * 1024, st
     if async_read:
         # Reads arrive in any order; one that overtakes the window fetches
         # its block on demand, as often as the schedule makes it happen.
@@ -255,20 +255,6 @@ def test_stream_is_fetched_once_in_large_requests(lakefs, repo, s3, mount, async
         pat = re.compile(r"closed stream\.bin after \d+ reads of \d+ bytes \((\d+) KiB each\)")
         assert wait_until(lambda: pat.search(m.log()), timeout=10), m.log()[-2000:]
         assert int(pat.search(m.log()).group(1)) >= 900
-
-
-CLOSED_RE = re.compile(r"closed (\S+) after \d+ reads of (\d+) bytes \(\d+ KiB each\), "
-                       r"(\d+) bytes spliced, (\d+) GETs")
-
-
-def closed_line(m, name):
-    """(bytes read, bytes spliced, GETs) from the daemon's debug line when
-    the file `name` was closed."""
-    def find():
-        return [mo for mo in CLOSED_RE.finditer(m.log()) if mo.group(1) == name]
-    assert wait_until(lambda: find(), timeout=10), m.log()[-2000:]
-    mo = find()[-1]
-    return int(mo.group(2)), int(mo.group(3)), int(mo.group(4))
 
 
 @pytest.mark.parametrize("mode", [[], ["--direct-io"], ["--no-splice"], ["--async-read"]],
@@ -290,12 +276,12 @@ def test_big_sequential_reads_are_spliced(lakefs, repo, s3, mount, mode):
     lakefs.reset_stats()
     assert sha256_file(m.path / "main" / "spliced.bin") == want   # 1 MiB reads
     st = lakefs.stats()
-    assert st["bytes_out"] <= size + 64 * 1024, st   # nothing fetched twice
+    assert data_bytes_out(st) <= size + 64 * 1024, st   # nothing fetched twice
     # Large GETs: the window's 1, 2 and 4 MiB start, then 8 MiB. Readahead
     # sent in parallel (--async-read, through the blocks) also fetches a
     # block on demand whenever a read overtakes the window, which depends
     # on the schedule: there only "whole blocks, each once" holds.
-    gets = st["requests"].get("GetObject", 0)
+    gets = data_gets(st)
     if "--async-read" in mode:
         assert gets <= -(-size // MiB), st["requests"]
     else:
@@ -524,7 +510,8 @@ def test_ls_l_5000_files_request_counts(lakefs, repo, s3, mount, where):
     t0 = time.monotonic()
     r = run(["ls", "-l", "--color=never", str(d)], env=C_LOCALE, timeout=120)
     dt = time.monotonic() - t0
-    reqs = lakefs.stats()["requests"]
+    st = lakefs.stats()
+    reqs = st["requests"]
     lines = r.stdout.decode().splitlines()
     assert lines[0].startswith("total ")
     sizes = {}
@@ -536,7 +523,7 @@ def test_ls_l_5000_files_request_counts(lakefs, repo, s3, mount, where):
     print(f"ls -l of {n} files on a {where}: {dt:.2f} s, requests {reqs}")
     assert reqs.get("HeadObject", 0) == 0, reqs
     assert reqs.get("ListObjectsV2", 0) <= 6, reqs
-    assert reqs.get("GetObject", 0) == 0, reqs
+    assert data_gets(st) == 0, st
 
 
 @pytest.mark.slow
@@ -913,7 +900,7 @@ def test_disk_cache_serves_what_memory_evicted(lakefs, repo, s3, mount):
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("1\n")
     assert sha256_file(path) == want
-    assert lakefs.stats()["requests"].get("GetObject", 0) == 0
+    assert data_gets(lakefs.stats()) == 0
     blocks = pathlib.Path(m.cmd[m.cmd.index("--cache-dir") + 1]) / "blocks"
     files = [p for p in blocks.iterdir() if p.is_file()]
     assert files and sum(p.stat().st_size for p in files) <= 64 * MiB
@@ -928,7 +915,7 @@ def small_tree(sim, repo, n):
 
 
 def gets(lakefs):
-    return lakefs.stats()["requests"].get("GetObject", 0)
+    return data_gets(lakefs.stats())
 
 
 def test_files_read_in_listing_order_are_fetched_ahead(lakefs, repo, s3, mount, tmp_path):
@@ -947,13 +934,13 @@ def test_files_read_in_listing_order_are_fetched_ahead(lakefs, repo, s3, mount, 
     assert wait_until(lambda: gets(lakefs) >= 3 + 4, timeout=10), lakefs.stats()
     for k in names[3:]:
         assert read_file(d / k) == files[k]
-    assert gets(lakefs) == len(files), lakefs.stats()["requests"]
+    assert gets(lakefs) == len(files), lakefs.stats()
     # a fresh mount: cp -r, each file fetched once
     m2 = mount(uri(repo))
     lakefs.reset_stats()
     run(["cp", "-r", str(m2.path / "main" / "small"), str(tmp_path / "copy")], timeout=120)
     assert {p.name: p.read_bytes() for p in (tmp_path / "copy").iterdir()} == files
-    assert gets(lakefs) == len(files), lakefs.stats()["requests"]
+    assert gets(lakefs) == len(files), lakefs.stats()
 
 
 def test_files_read_in_no_order_fetch_nothing_more(lakefs, repo, s3, mount):
@@ -969,7 +956,7 @@ def test_files_read_in_no_order_fetch_nothing_more(lakefs, repo, s3, mount):
     for k in order:
         assert read_file(d / k) == files[k]
     time.sleep(0.5)   # anything fetched ahead would have been sent by now
-    assert gets(lakefs) == len(set(order)), lakefs.stats()["requests"]
+    assert gets(lakefs) == len(set(order)), lakefs.stats()
 
 
 def test_default_mode_reads_big_objects_direct_and_small_ones_cached(lakefs, repo, s3, mount):
@@ -1006,9 +993,9 @@ def test_default_mode_reads_big_objects_direct_and_small_ones_cached(lakefs, rep
             # back (blocks of a file over half the cache go as they are
             # read) is fetched again, at most once; the small one comes
             # from the page cache
-            assert st["requests"].get("GetObject", 0) >= 1, st
-            assert st["bytes_out"] <= len(big) + 64 * 1024, st
+            assert data_gets(st) >= 1, st
+            assert data_bytes_out(st) <= len(big) + 64 * 1024, st
         else:
-            assert st["requests"].get("GetObject", 0) == 0, st
+            assert data_gets(st) == 0, st
         m.unmount()
 

@@ -12,21 +12,39 @@ as validator.Validate wraps them). Lists use lakeFS's pagination object
 bounds, enforced by lakeFS's request validator, not capped); `after` is
 exclusive, `next_offset` is the last returned id/path when there is more.
 
-Endpoints: healthcheck, user, config/version, repositories (list, create,
-get, delete), branches (list, create, get, delete, reset, diff of
-uncommitted changes, commit), refs (log, diff, merge, objects ls/stat/get),
-commits (get), tags (list, create, get, delete).
+Endpoints: healthcheck, user, config (the storage configuration's presign
+capabilities: /config and the older /config/storage), config/version,
+repositories (list, create, get, delete), branches (list, create, get,
+delete, reset, diff of uncommitted changes, commit), refs (log, diff,
+merge, objects ls/stat/get; stat with presign=true), commits (get), tags
+(list, create, get, delete), and the direct-to-storage write path:
+staging/backing (an address to upload to, presigned with presign=true; then
+the link of what was uploaded to a path) and presigned multipart uploads
+(staging/pmpu: create, a presigned URL per part, complete, abort). The
+presigned URLs point at the storage endpoint (storage.py).
+
+Staging addresses are signed as lakeFS's Catalog.GetAddressWithSignature
+signs them ("<namespace>/data/<addr>,<HMAC of repository, branch, path and
+address>"), under a key derived from the data directory so a restart keeps
+them valid; a link or a multipart call checks that signature
+(VerifyLinkAddress) and answers 400 when it does not hold. As in lakeFS,
+a link trusts the checksum and size the client reports.
 """
 import base64
 import bisect
+import hashlib
 import hmac
 import json
+import re
 import time
+import uuid
 from urllib.parse import unquote
 
 from . import refs
 from . import store as st
 from .httpd import Response, json_response
+from .s3 import Gateway
+from .s3errors import S3Error
 
 DEFAULT_PER_PAGE = 100
 MAX_PER_PAGE = 1000
@@ -112,6 +130,10 @@ def _pagination(more, page, key):
             "results": len(page), "max_per_page": MAX_PER_PAGE}
 
 
+def uuid_hex():
+    return uuid.uuid4().hex
+
+
 def commit_json(c):
     return {"id": c.id, "parents": list(c.parents), "committer": c.committer,
             "message": c.message, "creation_date": c.created, "meta_range_id": c.meta_range_id,
@@ -123,16 +145,24 @@ def repo_json(r):
             "storage_namespace": r.namespace, "read_only": False}
 
 
+_STAGING_ADDR = re.compile(r"data/([0-9a-f]{32}),([0-9a-f]{64})")
+
+
 class API:
-    def __init__(self, store, secrets):
+    def __init__(self, store, secrets, storage=None):
         self.store = store
         self.secrets = secrets
+        self.storage = storage      # storage.Storage, or None: no presigning at all
+        self._link_key = hashlib.sha256(b"lakefs-sim link addresses\0" +
+                                        store.dir.encode("utf-8", "surrogateescape")).digest()
         self.started = int(time.time())
         R = self._route
         self.routes = [
             R("GET", "healthcheck", self.healthcheck, auth=False),
             R("GET", "user", self.user),
             R("GET", "config/version", self.version),
+            R("GET", "config", self.config),
+            R("GET", "config/storage", self.storage_config),
             R("GET", "repositories", self.list_repos),
             R("POST", "repositories", self.create_repo),
             R("GET", "repositories/*", self.get_repo),
@@ -145,6 +175,12 @@ class API:
             R("POST", "repositories/*/branches/*/commits", self.commit),
             R("GET", "repositories/*/branches/*/diff", self.diff_branch),
             R("DELETE", "repositories/*/branches/*/objects", self.delete_object),
+            R("GET", "repositories/*/branches/*/staging/backing", self.get_physical_address),
+            R("PUT", "repositories/*/branches/*/staging/backing", self.link_physical_address),
+            R("POST", "repositories/*/branches/*/staging/pmpu", self.create_pmpu),
+            R("PUT", "repositories/*/branches/*/staging/pmpu/*", self.complete_pmpu),
+            R("DELETE", "repositories/*/branches/*/staging/pmpu/*", self.abort_pmpu),
+            R("PUT", "repositories/*/branches/*/staging/pmpu/*/parts/*", self.pmpu_part_url),
             R("GET", "repositories/*/refs/*/commits", self.log),
             R("GET", "repositories/*/refs/*/diff/*", self.diff_refs),
             R("POST", "repositories/*/refs/*/merge/*", self.merge),
@@ -631,12 +667,250 @@ class API:
             return repo, e
 
     def stat_object(self, req, repo_name, ref):
+        """StatObject; with presign=true physical_address is a presigned
+        GET URL of the object's body and physical_address_expiry says
+        until when (a store that cannot presign: 400, lakeFS's answer to
+        block.ErrOperationNotSupported)."""
         path = req.query_first("path")
         with_meta = _bool_param("user_metadata", req.query_first("user_metadata"), True)
+        presign = _bool_param("presign", req.query_first("presign"), False)
         repo, e = self._entry(repo_name, ref, path)
         d = self._stats(repo, path, e, with_meta)
         d.setdefault("metadata", {})
+        if presign:
+            self._require_presign()
+            d["physical_address"], d["physical_address_expiry"] = self.storage.presign(
+                "GET", repo.namespace, e.addr)
         return json_response(200, d)
+
+    # -- storage configuration -------------------------------------------------
+    def _storage_config(self):
+        """StorageConfig as lakeFS's getStorageConfig fills it."""
+        on = self.storage is not None and self.storage.enabled
+        return {"blockstore_type": "s3" if on else "local",
+                "blockstore_namespace_example": "s3://example-bucket/" if on else
+                "local://example-bucket/",
+                "blockstore_namespace_ValidityRegex": "^(s3|local)://",
+                "default_namespace_prefix": "",
+                "pre_sign_support": on, "pre_sign_support_ui": on,
+                "import_support": False, "import_validity_regex": "^(s3|local)://",
+                "pre_sign_multipart_upload": bool(on and self.storage.multipart)}
+
+    def config(self, req):
+        return json_response(200, {
+            "version_config": {"version": "1.0.0-lakefs-sim", "upgrade_recommended": False},
+            "storage_config": self._storage_config(), "storage_config_list": [],
+            "ui_config": {}, "capabilities_config": {}})
+
+    def storage_config(self, req):
+        return json_response(200, self._storage_config())
+
+    def _require_presign(self, status=400):
+        if self.storage is None or not self.storage.enabled:
+            raise APIError(status, "presigned URLs are not supported by this block adapter: "
+                                   "operation not supported")
+
+    # -- staging: direct uploads to the storage --------------------------------
+    def _link_signature(self, repo_name, branch, path, addr):
+        """getAddressJSON's fields, signed (Catalog.signAddress)."""
+        doc = json.dumps({"repository": repo_name, "branch": branch, "path": path,
+                          "physical_address": "data/" + addr}, sort_keys=True)
+        return hmac.new(self._link_key, doc.encode("utf-8", "surrogateescape"),
+                        hashlib.sha256).hexdigest()
+
+    def _new_address(self, repo, branch, path):
+        """(blob address, signed physical address) for a new upload."""
+        addr = uuid_hex()
+        sig = self._link_signature(repo.name, branch, path, addr)
+        return addr, "%s/data/%s,%s" % (repo.namespace.rstrip("/"), addr, sig)
+
+    def _verify_address(self, repo, branch, path, physical_address):
+        """The blob address of a physical address this server handed out
+        for this branch and path (VerifyLinkAddress), else 400."""
+        if not isinstance(physical_address, str) or not physical_address:
+            raise APIError(400, "physical_address is required")
+        prefix = repo.namespace.rstrip("/") + "/"
+        m = _STAGING_ADDR.fullmatch(physical_address[len(prefix):]) \
+            if physical_address.startswith(prefix) else None
+        if m is None:
+            raise APIError(400, "physical address must be relative to the storage namespace: "
+                                "invalid address")
+        want = self._link_signature(repo.name, branch, path, m.group(1))
+        if not hmac.compare_digest(want, m.group(2)):
+            raise APIError(400, "invalid address signature: invalid address")
+        return m.group(1)
+
+    def _staging_repo(self, repo_name, branch, path, need_branch=True):
+        if not path:
+            raise APIError(400, "path is required")
+        with self.store.lock:
+            repo = self.store.repo(repo_name)
+            if need_branch:
+                _branch_id(branch)
+                self.store.branch(repo, branch)
+            return repo
+
+    def get_physical_address(self, req, repo_name, branch):
+        """getPhysicalAddress: lakeFS checks the repository only (a branch
+        that does not exist fails at the link)."""
+        path = req.query_first("path")
+        presign = _bool_param("presign", req.query_first("presign"), False)
+        repo = self._staging_repo(repo_name, branch, path, need_branch=False)
+        addr, physical = self._new_address(repo, branch, path)
+        d = {"physical_address": physical}
+        if presign:
+            self._require_presign(500)
+            d["presigned_url"], d["presigned_url_expiry"] = self.storage.presign(
+                "PUT", repo.namespace, addr)
+        return json_response(200, d)
+
+    @staticmethod
+    def _user_metadata(doc, field):
+        meta = doc.get(field)
+        if meta is None:
+            return None
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in meta.items()):
+            raise APIError(400, "%s: must be an object of strings" % field)
+        return dict(meta) or None
+
+    def _create_entry(self, req, repo, branch, path, entry, upload=None):
+        if_none_match = req.header("If-None-Match")
+        if req.header("If-Match") is not None:
+            raise APIError(501, "If-Match is not supported")
+        if if_none_match is not None and if_none_match != "*":
+            raise APIError(400, "If-None-Match only supports '*'")
+        try:
+            if upload is None:
+                self.store.put(repo.name, branch, path, entry, if_none_match == "*")
+            else:
+                self.store.complete_upload(upload, repo.name, branch, path, entry,
+                                           if_none_match == "*")
+        except st.PreconditionFailed:
+            raise APIError(412, "Precondition failed") from None
+        d = self._stats(repo, path, entry)
+        d.setdefault("metadata", {})
+        return json_response(200, d)
+
+    def link_physical_address(self, req, repo_name, branch):
+        """linkPhysicalAddress: the object at path becomes what was uploaded
+        to the staging address, with the checksum, size and metadata the
+        client reports (lakeFS does not look at the body)."""
+        path = req.query_first("path")
+        doc = self._body(req)
+        repo = self._staging_repo(repo_name, branch, path)
+        staging = doc.get("staging")
+        if not isinstance(staging, dict):
+            raise APIError(400, "staging: required value")
+        addr = self._verify_address(repo, branch, path, staging.get("physical_address"))
+        checksum = doc.get("checksum")
+        checksum = checksum.strip().strip('"').strip() if isinstance(checksum, str) else ""
+        if not checksum:
+            raise APIError(400, "checksum is required")
+        size = doc.get("size_bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise APIError(400, "size_bytes: required value")
+        mtime = doc.get("mtime")
+        ctype = doc.get("content_type")
+        entry = st.Entry(addr, size, checksum,
+                         float(mtime) if isinstance(mtime, int) else round(time.time(), 3),
+                         ctype if isinstance(ctype, str) and ctype else
+                         "application/octet-stream",
+                         self._user_metadata(doc, "user_metadata"))
+        return self._create_entry(req, repo, branch, path, entry)
+
+    # -- presigned multipart uploads ------------------------------------------
+    def _require_pmpu(self):
+        if self.storage is None or not self.storage.multipart:
+            raise APIError(501, "presign multipart upload API is not supported")
+
+    def create_pmpu(self, req, repo_name, branch):
+        """createPresignMultipartUpload: an upload ID, the signed address
+        of the object to be, and `parts` presigned part URLs (1..parts)."""
+        self._require_pmpu()
+        path = req.query_first("path")
+        repo = self._staging_repo(repo_name, branch, path)
+        raw = req.query_first("parts")
+        try:
+            parts = int(raw) if raw else 0
+        except ValueError:
+            raise APIError(400, 'parameter "parts" in query has an error: invalid integer') \
+                from None
+        if not 0 <= parts <= 10000:
+            raise APIError(400, "parts can be between 0 and 10000")
+        addr, physical = self._new_address(repo, branch, path)
+        uid = self.store.create_upload(repo.name, path, None, None, addr=addr)
+        d = {"upload_id": uid, "physical_address": physical}
+        if parts:
+            d["presigned_urls"] = [self.storage.presign(
+                "PUT", repo.namespace, addr, [("partNumber", n), ("uploadId", uid)])[0]
+                for n in range(1, parts + 1)]
+        return json_response(201, d)
+
+    def _pmpu(self, req, repo_name, branch, uid, doc):
+        self._require_pmpu()
+        path = req.query_first("path")
+        repo = self._staging_repo(repo_name, branch, path)
+        addr = self._verify_address(repo, branch, path, doc.get("physical_address"))
+        try:
+            up = self.store.get_upload(uid)
+        except st.NotFound:
+            raise APIError(404, "upload not found: not found") from None
+        if up.addr != addr:
+            raise APIError(404, "upload not found: not found")
+        return repo, addr, up
+
+    def pmpu_part_url(self, req, repo_name, branch, uid, number):
+        """uploadPart: a presigned URL for one part (lakeFS >= 1.55)."""
+        doc = self._body(req)
+        repo, addr, _ = self._pmpu(req, repo_name, branch, uid, doc)
+        try:
+            n = int(number)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= 10000:
+            raise APIError(400, "partNumber: number must be between 1 and 10000")
+        url, _ = self.storage.presign("PUT", repo.namespace, addr,
+                                      [("partNumber", n), ("uploadId", uid)])
+        return json_response(200, {"presigned_url": url})
+
+    def complete_pmpu(self, req, repo_name, branch, uid):
+        """completePresignMultipartUpload: assembles the listed parts (S3's
+        rules; a refusal is relayed as lakeFS relays block-store errors)
+        and links the object; its checksum is the multipart ETag, "-N"
+        included, as the block store reports it."""
+        doc = self._body(req)
+        repo, addr, up = self._pmpu(req, repo_name, branch, uid, doc)
+        listed = doc.get("parts")
+        if not isinstance(listed, list) or not listed:
+            raise APIError(400, "parts are required")
+        try:
+            wanted = [(int(p["part_number"]), str(p["etag"]).strip().strip('"'))
+                      for p in listed]
+        except (KeyError, TypeError, ValueError):
+            raise APIError(400, "parts: each needs part_number and etag") from None
+        with self.store.lock:
+            have = dict(up.parts)
+        try:
+            parts = Gateway._validate_parts(wanted, have)
+        except S3Error as e:
+            raise APIError(500, str(e)) from None
+        digest = hashlib.md5(b"".join(bytes.fromhex(m) for m, _s, _n in parts)).hexdigest()
+        etag = "%s-%d" % (digest, len(parts))
+        _, size = self.store.assemble_upload(up, parts, addr)
+        self.storage.remember_etag(addr, etag)
+        ctype = doc.get("content_type")
+        entry = st.Entry(addr, size, etag, round(time.time(), 3),
+                         ctype if isinstance(ctype, str) and ctype else
+                         "application/octet-stream",
+                         self._user_metadata(doc, "user_metadata"))
+        return self._create_entry(req, repo, branch, up.path, entry, upload=uid)
+
+    def abort_pmpu(self, req, repo_name, branch, uid):
+        doc = self._body(req)
+        self._pmpu(req, repo_name, branch, uid, doc)
+        self.store.abort_upload(uid)
+        return Response(204, [], b"")
 
     def get_object(self, req, repo_name, ref):
         path = req.query_first("path")

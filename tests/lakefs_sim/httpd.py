@@ -12,7 +12,9 @@ blob file.
 Routing: /_sim/... and /_health are the simulator's own endpoints (no
 auth); /api/v1/... without an AWS signature is the REST API; everything else
 is the S3 gateway, where latency, fault injection and request counting
-happen (knobs.py).
+happen (knobs.py). The storage endpoint (storage.py) is a second Server
+with its own App (StorageApp) on its own port: presigned URLs only, with
+latency, faults and counters of its own.
 """
 import fcntl
 import hashlib
@@ -288,13 +290,19 @@ class App:
         self.verbose = verbose
 
     def handle(self, req):
-        """Returns (Response, is_s3)."""
+        """Returns (Response, kind): kind "s3", "api" or "sim" says whose
+        counters the request's bytes go to."""
         path = req.path
         if path.startswith("/_sim/") or path in ("/_sim", "/_health"):
-            return self.sim(req), False
+            return self.sim(req), "sim"
         if (path == "/api/v1" or path.startswith("/api/v1/")) and not req.is_aws_signed():
-            return self.rest(req), False
-        return self.s3(req), True
+            return self.rest(req), "api"
+        return self.s3(req), "s3"
+
+    def internal_error(self, req, kind):
+        if kind == "s3":
+            return self.gateway.error_response(req, "InternalError")
+        return json_response(500, {"message": "internal error"})
 
     def s3(self, req):
         operation = self.gateway.classify(req)
@@ -354,6 +362,13 @@ class App:
             return json_response(404, {"message": "no such blob"})
         if path == "/_sim/stats" and m == "GET":
             return json_response(200, self.knobs.stats())
+        if path == "/_sim/storage" and m == "GET":
+            sto = self.api.storage
+            return json_response(200, {
+                "endpoint": sto.base if sto else None,
+                "presign": bool(sto and sto.enabled),
+                "multipart": bool(sto and sto.multipart),
+                "expiry": sto.expiry if sto else None})
         if path == "/_sim/stats/reset" and m == "POST":
             self.knobs.reset_stats()
             return json_response(200, self.knobs.stats())
@@ -367,7 +382,8 @@ class App:
                     return json_response(200, self.knobs.configure(
                         doc.get("fail_rate"), doc.get("latency_ms"), doc.get("seed"),
                         rules=doc.get("rules"), latency_jitter_ms=doc.get("latency_jitter_ms"),
-                        clock_skew_s=doc.get("clock_skew_s"), **kw))
+                        clock_skew_s=doc.get("clock_skew_s"), storage=doc.get("storage"),
+                        **kw))
                 except (ValueError, TypeError, AttributeError) as e:
                     return json_response(400, {"message": str(e)})
         if path == "/_sim/credentials":
@@ -400,6 +416,44 @@ class App:
             secrets[ak] = sk
             log.info("credentials: %s has a new secret", ak)
         return json_response(200, {"access_key_ids": sorted(secrets)})
+
+
+class StorageApp:
+    """The storage endpoint's application: every request is a presigned
+    one (storage.py), delayed and faulted by the storage knobs."""
+
+    def __init__(self, storage, knobs, verbose=False):
+        self.storage = storage
+        self.knobs = knobs
+        self.verbose = verbose
+
+    def handle(self, req):
+        st = self.storage
+        operation = st.classify(req)
+        self.knobs.count_storage_request(operation)
+        latency = self.knobs.storage_latency()
+        if latency:
+            time.sleep(latency / 1000.0)
+        fault = self.knobs.draw_storage_fault(operation, req.raw_path)
+        if fault == "reset":
+            raise ResetConnection()
+        if fault in ("error500", "slowdown"):
+            return st.error(req, "InternalError" if fault == "error500" else "SlowDown"), \
+                "storage"
+        resp = st.handle(req)
+        if fault == "lost":
+            raise ResetConnection()
+        if fault == "reset_mid_body":
+            resp.cut = True
+        if fault == "truncate":
+            if resp.file_path is not None and resp.count > 0:
+                resp.truncate = True
+            else:
+                return st.error(req, "InternalError"), "storage"
+        return resp, "storage"
+
+    def internal_error(self, req, kind):
+        return self.storage.error(req, "InternalError")
 
 
 # ----------------------------------------------------------------------
@@ -449,9 +503,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._write(None, Response(400, [], b"bad request\n"), False)
             return
-        is_s3 = True
+        kind = "s3"
         try:
-            resp, is_s3 = app.handle(req)
+            resp, kind = app.handle(req)
         except ResetConnection:
             self._reset()
             return
@@ -461,20 +515,19 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:
             log.error("unhandled error on %s %s\n%s", req.method, req.raw_path,
                       traceback.format_exc())
-            if req.path.startswith("/api/"):
-                resp = json_response(500, {"message": "internal error"})
-            else:
-                resp = app.gateway.error_response(req, "InternalError")
+            if isinstance(app, App) and req.path.startswith("/api/"):
+                kind = "api"
+            resp = app.internal_error(req, kind)
         if req.method == "HEAD":
             resp.head = True
         try:
             self._finish_body(req)
-            sent = self._write(req, resp, is_s3)
+            sent = self._write(req, resp, kind)
         except (ConnectionError, TimeoutError, socket.timeout, ClientGone):
             self.close_connection = True
             sent = 0
-        if is_s3:
-            app.knobs.add_bytes(req.raw_body.bytes_read, sent)
+        if kind != "sim":
+            app.knobs.add_bytes(req.raw_body.bytes_read, sent, kind)
         if app.verbose:
             self.log_request(resp.status)
 
@@ -492,7 +545,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.close_connection = True
 
-    def _write(self, req, resp, is_s3):
+    def _write(self, req, resp, kind):
         """Sends the response; returns the number of body bytes sent."""
         f = None
         count = 0
@@ -501,8 +554,9 @@ class Handler(BaseHTTPRequestHandler):
                 f = open(resp.file_path, "rb")
             except OSError as e:
                 log.error("cannot open blob %s: %s", resp.file_path, e)
-                resp = (self.server.app.gateway.error_response(req, "InternalError")
-                        if is_s3 else json_response(500, {"message": "missing data"}))
+                resp = (self.server.app.internal_error(req, kind)
+                        if kind in ("s3", "storage") else
+                        json_response(500, {"message": "missing data"}))
             else:
                 count = resp.count
         if f is None:

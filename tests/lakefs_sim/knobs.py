@@ -1,7 +1,9 @@
 """Test knobs: injected faults, added latency and request statistics.
 
-Faults and latency apply to S3 gateway requests only, never to /_sim/ or
-/api/. Two sources of faults, rules first:
+Faults and latency apply to S3 gateway requests and, with settings of
+their own, to the storage endpoint (storage.py: what presigned URLs point
+at); never to /_sim/, and to /api/ only through rules naming "API". Two
+sources of faults, rules first:
 
 - rules: "the next `count` requests of `operation` (whose path contains
   `path_contains`, if given), after letting `skip` of them through, get
@@ -42,6 +44,12 @@ Clock: `clock_skew_s` moves the gateway's clock (signature checks and the
 Date header of every answer) that many seconds from the machine's, as a
 server whose clock drifted: more than 15 minutes either way and SigV4
 requests are refused as lakeFS refuses them (sigv4.py).
+
+The storage endpoint has its own fail_rate, latency_ms and kinds (the
+"storage" object of /_sim/faults; the command line's --fail-rate and
+--latency-ms set both) and its own random generator, seeded from the same
+seed, so turning storage faults on never shifts the gateway's draw. Rules
+name storage requests by their Storage* operations.
 """
 import logging
 import random
@@ -63,6 +71,9 @@ OPERATIONS = (
     "HeadObject", "ListBuckets", "ListMultipartUploads", "ListObjects", "ListObjectsV2",
     "ListParts", "PostObject", "PutObject", "PutObjectTagging", "UploadPart", "UploadPartCopy",
     "Unknown",
+    # The storage endpoint (storage.py), apart from the gateway's names.
+    "StorageGetObject", "StorageHeadObject", "StoragePutObject", "StorageUploadPart",
+    "StorageUnknown",
     # REST API requests (/api/v1/...): rules naming "API" exactly, never
     # "*" and never the random draw, which stay the gateway's.
     "API")
@@ -99,8 +110,9 @@ class Rule:
             raise ValueError("a rule's operation is * or one of %s" % ", ".join(OPERATIONS))
         if self.kind not in ALL_KINDS:
             raise ValueError("a rule's kind is one of %s" % ", ".join(ALL_KINDS))
-        if self.kind in GET_ONLY_KINDS and self.operation != "GetObject":
-            raise ValueError("truncate applies to GetObject only")
+        if self.kind in GET_ONLY_KINDS and self.operation not in ("GetObject",
+                                                                   "StorageGetObject"):
+            raise ValueError("truncate applies to GetObject and StorageGetObject only")
         if self.count < 1 or self.skip < 0:
             raise ValueError("count must be >= 1 and skip >= 0")
         if "stall_ms" in doc and self.kind != "stall":
@@ -124,6 +136,7 @@ class Rule:
 
 
 _UNSET = object()
+STORAGE_PREFIX = "Storage"
 
 
 class Knobs:
@@ -135,6 +148,9 @@ class Knobs:
         self.clock_skew_s = 0.0
         self._jitter_rng = random.Random()
         self.kinds = DEFAULT_KINDS
+        self.storage_fail_rate = float(fail_rate)
+        self.storage_latency_ms = int(latency_ms)
+        self.storage_kinds = DEFAULT_KINDS
         self.rules = []
         self._reseed(seed if seed is not None else random.SystemRandom().randrange(1, 2 ** 31))
         log.info("fault seed %d", self.seed)
@@ -143,6 +159,7 @@ class Knobs:
     def _reseed(self, seed):
         self.seed = int(seed)
         self._rng = random.Random(self.seed)
+        self._storage_rng = random.Random("storage-%d" % self.seed)
 
     # -- faults and latency ----------------------------------------------
     def settings(self):
@@ -151,26 +168,52 @@ class Knobs:
                     "latency_jitter_ms": self.latency_jitter_ms,
                     "clock_skew_s": self.clock_skew_s,
                     "seed": self.seed, "kinds": list(self.kinds),
-                    "rules": [r.doc() for r in self.rules]}
+                    "rules": [r.doc() for r in self.rules],
+                    "storage": {"fail_rate": self.storage_fail_rate,
+                                "latency_ms": self.storage_latency_ms,
+                                "kinds": list(self.storage_kinds)}}
+
+    @staticmethod
+    def _rate(v):
+        rate = float(v)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("fail_rate must be within [0, 1]")
+        return rate
+
+    @staticmethod
+    def _ms(v):
+        ms = int(v)
+        if ms < 0:
+            raise ValueError("latency_ms must not be negative")
+        return ms
 
     def configure(self, fail_rate=None, latency_ms=None, seed=None, kinds=_UNSET,
-                  rules=None, latency_jitter_ms=None, clock_skew_s=None):
+                  rules=None, latency_jitter_ms=None, clock_skew_s=None, storage=None):
         """Changes what is given. kinds=None restores the default kinds;
         rules replace the rules in force (an empty list clears them); a
-        seed restarts the random draw from that seed."""
+        seed restarts the random draws from that seed; storage, a dict of
+        fail_rate, latency_ms and kinds, sets the storage endpoint's."""
         new_rules = [Rule(r) for r in rules] if rules is not None else None
         new_kinds = _UNSET if kinds is _UNSET else (
             DEFAULT_KINDS if kinds is None else _check_kinds(kinds))
+        sto = {}
+        if storage is not None:
+            if not isinstance(storage, dict) or set(storage) - {"fail_rate", "latency_ms",
+                                                                "kinds"}:
+                raise ValueError("storage is an object of fail_rate, latency_ms and kinds")
+            if storage.get("fail_rate") is not None:
+                sto["fail_rate"] = self._rate(storage["fail_rate"])
+            if storage.get("latency_ms") is not None:
+                sto["latency_ms"] = self._ms(storage["latency_ms"])
+            if "kinds" in storage:
+                sto["kinds"] = (DEFAULT_KINDS if storage["kinds"] is None
+                                else _check_kinds(storage["kinds"]))
+        rate = self._rate(fail_rate) if fail_rate is not None else None
+        ms = self._ms(latency_ms) if latency_ms is not None else None
         with self._lock:
-            if fail_rate is not None:
-                rate = float(fail_rate)
-                if not 0.0 <= rate <= 1.0:
-                    raise ValueError("fail_rate must be within [0, 1]")
+            if rate is not None:
                 self.fail_rate = rate
-            if latency_ms is not None:
-                ms = int(latency_ms)
-                if ms < 0:
-                    raise ValueError("latency_ms must not be negative")
+            if ms is not None:
                 self.latency_ms = ms
             if latency_jitter_ms is not None:
                 ms = int(latency_jitter_ms)
@@ -188,6 +231,9 @@ class Knobs:
                 self.kinds = new_kinds
             if new_rules is not None:
                 self.rules = new_rules
+            self.storage_fail_rate = sto.get("fail_rate", self.storage_fail_rate)
+            self.storage_latency_ms = sto.get("latency_ms", self.storage_latency_ms)
+            self.storage_kinds = sto.get("kinds", self.storage_kinds)
         return self.settings()
 
     def delay(self):
@@ -206,6 +252,9 @@ class Knobs:
         for i, r in enumerate(self.rules):
             if not r.matches(operation, path):
                 continue
+            # "*" means any gateway operation: storage requests are named.
+            if r.operation == "*" and operation.startswith(STORAGE_PREFIX):
+                continue
             if r.skip > 0:
                 r.skip -= 1
                 return None
@@ -214,6 +263,10 @@ class Knobs:
                 del self.rules[i]
             return r
         return None
+
+    def _count_fault(self, kind):
+        self._faults += 1
+        self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
 
     def draw_fault(self, operation, path=""):
         """None, or the fault kind to inject into this S3 request. A stall
@@ -230,8 +283,28 @@ class Knobs:
                          if k not in GET_ONLY_KINDS or operation == "GetObject"]
                 kind = self._rng.choice(kinds)
             if kind is not None:
-                self._faults += 1
-                self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
+                self._count_fault(kind)
+        if kind is not None:
+            log.info("fault %s on %s %s", kind, operation, path)
+        return kind
+
+    def storage_latency(self):
+        return self.storage_latency_ms
+
+    def draw_storage_fault(self, operation, path=""):
+        """None, or the fault kind to inject into this storage request
+        (path without its query: a presigned URL's signature is a secret
+        even here)."""
+        with self._lock:
+            kind = self._from_rules(operation, path)
+            if (kind is None and self.storage_fail_rate > 0.0
+                    and self._storage_rng.random() < self.storage_fail_rate):
+                kinds = [k for k in self.storage_kinds
+                         if k not in GET_ONLY_KINDS or operation == "StorageGetObject"]
+                kind = self._storage_rng.choice(kinds)
+            if kind is not None:
+                self._count_fault(kind)
+                self._storage_faults += 1
         if kind is not None:
             log.info("fault %s on %s %s", kind, operation, path)
         if kind == "stall":
@@ -257,8 +330,7 @@ class Knobs:
                     del self.rules[i]
                 break
             if kind is not None:
-                self._faults += 1
-                self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
+                self._count_fault(kind)
         if kind is not None:
             log.info("fault %s on API %s", kind, path)
         if kind == "stall":
@@ -274,18 +346,45 @@ class Knobs:
             self._bytes_out = 0
             self._faults = 0
             self._by_kind = {}
+            self._api = {"requests": 0, "bytes_in": 0, "bytes_out": 0}
+            self._storage = {"requests": 0, "bytes_in": 0, "bytes_out": 0}
+            self._storage_ops = {}
+            self._storage_faults = 0
 
     def count_request(self, operation):
         with self._lock:
             self._requests[operation] = self._requests.get(operation, 0) + 1
 
-    def add_bytes(self, bytes_in=0, bytes_out=0):
+    def count_storage_request(self, operation):
         with self._lock:
+            self._storage["requests"] += 1
+            self._storage_ops[operation] = self._storage_ops.get(operation, 0) + 1
+
+    def add_bytes(self, bytes_in=0, bytes_out=0, kind="s3"):
+        """Counts a request's bytes: "s3" (the gateway) and "api" in the
+        top-level totals, "storage" apart from them."""
+        with self._lock:
+            if kind == "storage":
+                self._storage["bytes_in"] += bytes_in
+                self._storage["bytes_out"] += bytes_out
+                return
             self._bytes_in += bytes_in
             self._bytes_out += bytes_out
+            if kind == "api":
+                self._api["requests"] += 1
+                self._api["bytes_in"] += bytes_in
+                self._api["bytes_out"] += bytes_out
 
     def stats(self):
+        """requests: per gateway operation; bytes_in/bytes_out: the gateway
+        and the REST API together (what the lakeFS server carries); "api":
+        the REST API's share; "storage": the storage endpoint's traffic,
+        counted apart."""
         with self._lock:
+            storage = dict(self._storage)
+            storage["by_operation"] = dict(self._storage_ops)
+            storage["faults"] = self._storage_faults
             return {"requests": dict(self._requests), "bytes_in": self._bytes_in,
                     "bytes_out": self._bytes_out, "faults": self._faults,
-                    "faults_by_kind": dict(self._by_kind)}
+                    "faults_by_kind": dict(self._by_kind), "api": dict(self._api),
+                    "storage": storage}

@@ -4,11 +4,17 @@
   /usr/bin/python3 tests/lakefs_sim/server.py --listen 127.0.0.1:PORT \\
       --data-dir DIR --access-key-id AK --secret-access-key SK \\
       [--latency-ms N] [--fail-rate F] [--seed N] [--region us-east-1] \\
-      [--tls-cert FILE --tls-key FILE] [--verbose]
+      [--presign-expiry SEC] [--no-presign] [--no-presign-multipart] \\
+      [--storage-port PORT] [--tls-cert FILE --tls-key FILE] [--verbose]
 
 PORT 0 picks a free port. When ready the server prints exactly one line,
 "listening on http://HOST:PORT" (https:// with TLS), to stdout; logs go to
-stderr. It binds loopback addresses only (--allow-non-loopback overrides).
+stderr. The storage endpoint that presigned URLs point at (storage.py)
+listens on the same host, on --storage-port (default: any free port;
+GET /_sim/storage names it); --fail-rate and --latency-ms apply to it too.
+--no-presign answers as a lakeFS whose storage cannot presign (no storage
+endpoint); --no-presign-multipart keeps presigned single uploads but not
+presigned multipart uploads. It binds loopback addresses only (--allow-non-loopback overrides).
 SIGTERM and SIGINT shut it down cleanly; every acknowledged write is already
 on disk, so SIGKILL loses nothing acknowledged either.
 """
@@ -31,7 +37,7 @@ import socket  # noqa: E402
 import ssl  # noqa: E402
 import threading  # noqa: E402
 
-from lakefs_sim import api, httpd, knobs, s3, store  # noqa: E402
+from lakefs_sim import api, httpd, knobs, s3, storage, store  # noqa: E402
 
 
 def parse_listen(value, allow_any):
@@ -67,6 +73,13 @@ def main(argv=None):
     p.add_argument("--fail-rate", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--region", default="us-east-1")
+    p.add_argument("--presign-expiry", type=int, default=900,
+                   help="lifetime of presigned URLs, seconds")
+    p.add_argument("--no-presign", action="store_true",
+                   help="storage without presigned URLs (pre_sign_support false)")
+    p.add_argument("--no-presign-multipart", action="store_true",
+                   help="presigned uploads, but no presigned multipart uploads")
+    p.add_argument("--storage-port", type=int, default=0)
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--allow-non-loopback", action="store_true")
@@ -81,6 +94,8 @@ def main(argv=None):
         p.error(str(e))
     if bool(args.tls_cert) != bool(args.tls_key):
         p.error("--tls-cert and --tls-key go together")
+    if args.presign_expiry < 1:
+        p.error("--presign-expiry must be at least 1 second")
     ctx = None
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -95,9 +110,21 @@ def main(argv=None):
         return 1
     secrets = {args.access_key_id: args.secret_access_key}
     kn = knobs.Knobs(args.fail_rate, args.latency_ms, args.seed)
-    app = httpd.App(s3.Gateway(st, secrets, args.region, clock=kn.now), api.API(st, secrets), kn,
+    sto = storage.Storage(st, args.presign_expiry, enabled=not args.no_presign,
+                          multipart=not args.no_presign_multipart)
+    app = httpd.App(s3.Gateway(st, secrets, args.region, clock=kn.now), api.API(st, secrets, sto), kn,
                     verbose=args.verbose)
     server = httpd.Server((host, port), app, ctx, family)
+    storage_server = None
+    if sto.enabled:
+        storage_server = httpd.Server((host, args.storage_port),
+                                      httpd.StorageApp(sto, kn, verbose=args.verbose), ctx,
+                                      family)
+        sh, sp = storage_server.server_address[:2]
+        sto.base = "%s://%s:%d" % (storage_server.scheme,
+                                   "[%s]" % sh if family == socket.AF_INET6 else sh, sp)
+        threading.Thread(target=storage_server.serve_forever, kwargs={"poll_interval": 0.5},
+                         name="storage", daemon=True).start()
 
     stopping = threading.Event()
 
@@ -105,6 +132,8 @@ def main(argv=None):
         if not stopping.is_set():
             stopping.set()
             threading.Thread(target=server.shutdown, daemon=True).start()
+            if storage_server is not None:
+                threading.Thread(target=storage_server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -114,10 +143,19 @@ def main(argv=None):
     sys.stdout.write("listening on %s://%s:%d\n" % (server.scheme, shown, bound_port))
     sys.stdout.flush()
     logging.getLogger("lakefs_sim").info("serving %s on %s:%d", args.data_dir, shown, bound_port)
+    if storage_server is not None:
+        logging.getLogger("lakefs_sim").info("storage endpoint %s (presigned URLs live %d s%s)",
+                                             sto.base, sto.expiry,
+                                             "" if sto.multipart else "; no multipart")
+    else:
+        logging.getLogger("lakefs_sim").info("no presigned URLs (--no-presign)")
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
+        if storage_server is not None:
+            storage_server.server_close()
+            storage_server.wait_idle(5.0)
         server.wait_idle(5.0)        # let requests in progress answer
         st.close()
     logging.getLogger("lakefs_sim").info("stopped")

@@ -151,9 +151,10 @@ class Repo:
 
 
 class Upload:
-    __slots__ = ("id", "repo", "path", "meta", "ctype", "created", "parts")
+    __slots__ = ("id", "repo", "path", "meta", "ctype", "created", "parts", "addr")
 
-    def __init__(self, uid, repo, path, meta, ctype, created):
+    def __init__(self, uid, repo, path, meta, ctype, created, addr=None):
+        self.addr = addr            # a presigned upload's blob address (storage.py)
         self.id = uid
         self.repo = repo
         self.path = path
@@ -428,7 +429,8 @@ class Store:
                 repo.branches[br.name] = br
             repo.tags.update(r["tags"])
         for u in doc.get("uploads", []):
-            up = Upload(u["id"], u["repo"], u["path"], u["meta"], u["ctype"], u["created"])
+            up = Upload(u["id"], u["repo"], u["path"], u["meta"], u["ctype"], u["created"],
+                        u.get("addr"))
             self.uploads[up.id] = up
         return doc["journal"]
 
@@ -478,7 +480,8 @@ class Store:
                 "tags": repo.tags,
             })
         uploads = [{"id": u.id, "repo": u.repo, "path": u.path, "meta": u.meta,
-                    "ctype": u.ctype, "created": u.created} for u in self.uploads.values()]
+                    "ctype": u.ctype, "created": u.created, "addr": u.addr}
+                   for u in self.uploads.values()]
         return {"version": 1, "journal": self._jgen + 1, "repos": repos, "uploads": uploads}
 
     def _write_snapshot(self):
@@ -682,7 +685,7 @@ class Store:
             del self.repos[rec["repo"]].tags[rec["name"]]
         elif op == "mpu":
             up = Upload(rec["id"], rec["repo"], rec["path"], rec["meta"], rec["ctype"],
-                        rec["created"])
+                        rec["created"], rec.get("addr"))
             self.uploads[up.id] = up
         elif op == "mpu_del":
             self.uploads.pop(rec["id"], None)
@@ -958,9 +961,10 @@ class Store:
     def blob_path(self, addr):
         return os.path.join(self.dir, "blobs", addr[:2], addr)
 
-    def new_blob(self):
-        """A FileWriter for a new object body; its address is writer.addr."""
-        addr = uuid.uuid4().hex
+    def new_blob(self, addr=None):
+        """A FileWriter for a new object body (at addr, or a new address);
+        its address is writer.addr."""
+        addr = addr or uuid.uuid4().hex
         w = FileWriter(self, self.blob_path(addr))
         w.addr = addr
         return w
@@ -1003,15 +1007,20 @@ class Store:
         for num, (_t, md5, size, name) in best.items():
             up.parts[num] = (md5, size, name)
 
-    def create_upload(self, repo_name, path, meta, ctype):
+    def create_upload(self, repo_name, path, meta, ctype, addr=None):
+        """A new multipart upload; addr, for a presigned one, is the blob
+        its parts will be assembled into."""
         uid = uuid.uuid4().hex
         d = self._upload_dir(uid)
         os.mkdir(d)
         _fsync_dir(os.path.dirname(d))
         with self.lock:
             self.repo(repo_name)
-            seq = self._commit_record({"op": "mpu", "id": uid, "repo": repo_name, "path": path,
-                                       "meta": meta, "ctype": ctype, "created": time.time()})
+            rec = {"op": "mpu", "id": uid, "repo": repo_name, "path": path, "meta": meta,
+                   "ctype": ctype, "created": time.time()}
+            if addr is not None:
+                rec["addr"] = addr
+            seq = self._commit_record(rec)
         self._sync(seq)
         return uid
 
@@ -1049,9 +1058,10 @@ class Store:
     def part_path(self, uid, name):
         return os.path.join(self._upload_dir(uid), name)
 
-    def assemble_upload(self, up, parts):
-        """Concatenates the given (md5, size, name) parts into a new blob."""
-        w = self.new_blob()
+    def assemble_upload(self, up, parts, addr=None):
+        """Concatenates the given (md5, size, name) parts into a new blob
+        (at addr when given)."""
+        w = self.new_blob(addr)
         try:
             total = 0
             for _md5, size, name in parts:

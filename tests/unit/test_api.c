@@ -46,6 +46,7 @@ struct seen {
     char target[1024];
     char auth[256];
     char ctype[64];
+    char inm[16];    /* If-None-Match */
     char body[4096];
     int conn;
 };
@@ -98,6 +99,7 @@ static bool get_request(int fd, int conn, struct seen *s)
     char len[32];
     header_value(buf, "Authorization", s->auth, sizeof(s->auth));
     header_value(buf, "Content-Type", s->ctype, sizeof(s->ctype));
+    header_value(buf, "If-None-Match", s->inm, sizeof(s->inm));
     header_value(buf, "Content-Length", len, sizeof(len));
     size_t want = (size_t)atol(len), have = n - (size_t)(end + 4 - buf);
     if (want >= sizeof(s->body))
@@ -574,6 +576,159 @@ static void test_stat(struct lf_api *api)
     free(st);
 }
 
+#define STATS(sum) \
+    "{\"path\": \"p\", \"path_type\": \"object\", \"physical_address\": \"s3://b/data/x\"," \
+    " \"checksum\": \"" sum "\", \"size_bytes\": 5, \"mtime\": 1, \"metadata\": {}}"
+
+/* The presigned data path's calls: what is asked (paths, queries, bodies,
+ * If-None-Match, one attempt for changes) and what comes back. */
+static void test_presign_calls(struct lf_api *api)
+{
+    struct lf_api_err err;
+    struct lf_api_storage caps;
+    /* /config, with storage_config */
+    script(200, "{\"version_config\": {}, \"storage_config\": {\"blockstore_type\": \"s3\","
+                " \"pre_sign_support\": true, \"pre_sign_support_ui\": false,"
+                " \"pre_sign_multipart_upload\": true}}", END);
+    CHECK_INT(lf_api_storage_config(api, &caps, &err), 0);
+    CHECK_STR(req(0)->target, "/api/v1/config");
+    CHECK(caps.presign && caps.presign_multipart);
+    CHECK_STR(caps.blockstore_type, "s3");
+    /* an older server: /config is 404, /config/storage answers */
+    script(404, "{\"message\": \"path not found\"}", 200,
+           "{\"blockstore_type\": \"gs\", \"pre_sign_support\": true}", END);
+    CHECK_INT(lf_api_storage_config(api, &caps, &err), 0);
+    CHECK_INT(nseen(), 2);
+    CHECK_STR(req(1)->target, "/api/v1/config/storage");
+    CHECK(caps.presign && !caps.presign_multipart);
+    /* several blockstores: presigning only where every one can */
+    script(200, "{\"storage_config_list\": [{\"blockstore_type\": \"s3\","
+                " \"pre_sign_support\": true, \"pre_sign_multipart_upload\": true},"
+                " {\"blockstore_type\": \"local\", \"pre_sign_support\": false}]}", END);
+    CHECK_INT(lf_api_storage_config(api, &caps, &err), 0);
+    CHECK(!caps.presign && !caps.presign_multipart);
+    CHECK_STR(caps.blockstore_type, "mixed");
+    script(200, "{\"storage_config\": {\"blockstore_type\": \"s3\"}}", END);
+    CHECK_INT(lf_api_storage_config(api, &caps, &err), -EPROTO);
+
+    /* stat with presign=true */
+    struct lf_api_stat *st = malloc(sizeof(*st));
+    script(200, "{\"path\": \"a b\", \"path_type\": \"object\", \"physical_address\":"
+                " \"https://bucket.s3.example/data/x?X-Amz-Signature=abc&X-Amz-Expires=900\","
+                " \"physical_address_expiry\": 1800000000, \"checksum\": \"0a1b\","
+                " \"size_bytes\": 10, \"mtime\": 1}", END);
+    CHECK_INT(lf_api_stat_presign(api, "repo1", "main", "a b", st, &err), 0);
+    CHECK_STR(req(0)->target, "/api/v1/repositories/repo1/refs/main/objects/stat?path=a%20b"
+                              "&user_metadata=true&presign=true");
+    CHECK_STR(st->physical_address,
+              "https://bucket.s3.example/data/x?X-Amz-Signature=abc&X-Amz-Expires=900");
+    CHECK_INT(st->physical_address_expiry, 1800000000);
+    script(400, "{\"message\": \"operation not supported\"}", END);
+    CHECK_INT(lf_api_stat_presign(api, "repo1", "main", "a", st, &err), -EINVAL);
+    CHECK_STR(err.message, "operation not supported");
+    free(st);
+
+    /* staging location */
+    struct lf_api_staging *loc = malloc(sizeof(*loc));
+    script(200, "{\"physical_address\": \"s3://b/data/g1,sig\", \"presigned_url\":"
+                " \"http://s/data/g1?sig=1\", \"presigned_url_expiry\": 1800000001}", END);
+    CHECK_INT(lf_api_staging_location(api, "repo1", "br", "d/f", loc, &err), 0);
+    CHECK_STR(req(0)->method, "GET");
+    CHECK_STR(req(0)->target,
+              "/api/v1/repositories/repo1/branches/br/staging/backing?path=d%2Ff&presign=true");
+    CHECK_STR(loc->physical_address, "s3://b/data/g1,sig");
+    CHECK_STR(loc->url, "http://s/data/g1?sig=1");
+    CHECK_INT(loc->expiry, 1800000001);
+    script(200, "{\"physical_address\": \"s3://b/data/g1,sig\", \"presigned_url\": null}",
+           END);
+    CHECK_INT(lf_api_staging_location(api, "repo1", "br", "d/f", loc, &err), -EPROTO);
+    free(loc);
+
+    /* link: the body lakeFS's StagingMetadata describes, once, If-None-Match */
+    struct lf_api_kv meta[] = {{"X-Amz-Meta-mode", "33188"}, {"X-Amz-Meta-uid", "1000"}};
+    struct lf_api_object obj = {.checksum = "0123abcd", .size = 12345678901ULL, .meta = meta,
+                                .nmeta = 2, .content_type = "text/plain", .if_absent = true};
+    char sum[128];
+    script(200, STATS("0123abcd"), END);
+    CHECK_INT(lf_api_link(api, "repo1", "br", "d/f", "s3://b/data/g1,sig", &obj, sum, &err), 0);
+    CHECK_STR(req(0)->method, "PUT");
+    CHECK_STR(req(0)->target, "/api/v1/repositories/repo1/branches/br/staging/backing?path=d%2Ff");
+    CHECK_STR(req(0)->inm, "*");
+    CHECK_STR(req(0)->ctype, "application/json");
+    struct lf_json *root = NULL;
+    const struct lf_json *o;
+    const char *v;
+    int64_t n;
+    CHECK_INT(lf_json_parse(req(0)->body, strlen(req(0)->body), 4096, &root, NULL), 0);
+    CHECK(lf_json_get_obj(root, "staging", &o) == 0 &&
+          lf_json_get_str(o, "physical_address", &v) == 0 && strcmp(v, "s3://b/data/g1,sig") == 0);
+    CHECK(lf_json_get_str(root, "checksum", &v) == 0 && strcmp(v, "0123abcd") == 0);
+    CHECK(lf_json_get_int(root, "size_bytes", &n) == 0 && n == 12345678901LL);
+    CHECK(lf_json_get_str(root, "content_type", &v) == 0 && strcmp(v, "text/plain") == 0);
+    CHECK(lf_json_get_obj(root, "user_metadata", &o) == 0 &&
+          lf_json_get_str(o, "X-Amz-Meta-mode", &v) == 0 && strcmp(v, "33188") == 0);
+    lf_json_free(root);
+    CHECK_STR(sum, "0123abcd");
+    int before = conns();
+    script(412, "{\"message\": \"Precondition failed\"}", END);
+    CHECK_INT(lf_api_link(api, "repo1", "br", "d/f", "s3://b/data/g1,sig", &obj, sum, &err),
+              -EBUSY);
+    script(503, "{\"message\": \"busy\"}", 200, STATS("x"), END);
+    CHECK_INT(lf_api_link(api, "repo1", "br", "d/f", "s3://b/data/g1,sig", &obj, sum, &err),
+              -EIO);
+    CHECK_INT(nseen(), 1); /* a change: never sent twice */
+    CHECK_INT(err.status, 503);
+    CHECK(conns() >= before + 2); /* each on a fresh connection */
+    obj.if_absent = false;
+    script(200, STATS("y"), END);
+    CHECK_INT(lf_api_link(api, "repo1", "br", "d/f", "s3://b/data/g1,sig", &obj, NULL, &err), 0);
+    CHECK_STR(req(0)->inm, "");
+
+    /* presigned multipart: create, a part's URL, complete, abort */
+    struct lf_api_pmpu *u = malloc(sizeof(*u));
+    script(201, "{\"upload_id\": \"up 1\", \"physical_address\": \"s3://b/data/m,sig\"}", END);
+    CHECK_INT(lf_api_pmpu_create(api, "repo1", "br", "big", u, &err), 0);
+    CHECK_STR(req(0)->method, "POST");
+    CHECK_STR(req(0)->target, "/api/v1/repositories/repo1/branches/br/staging/pmpu?path=big");
+    CHECK_STR(u->upload_id, "up 1");
+    script(501, "{\"message\": \"presign multipart upload API is not supported\"}", END);
+    CHECK_INT(lf_api_pmpu_create(api, "repo1", "br", "big", u, &err), -EOPNOTSUPP);
+    strcpy(u->upload_id, "up 1");
+    strcpy(u->physical_address, "s3://b/data/m,sig");
+    char *url = malloc(LF_API_URL_MAX);
+    script(503, "{\"message\": \"busy\"}", 200, "{\"presigned_url\": \"http://s/m?part=2\"}", END);
+    CHECK_INT(lf_api_pmpu_part_url(api, "repo1", "br", "big", u, 2, url, &err), 0);
+    CHECK_INT(nseen(), 2); /* only a URL is made: asked again */
+    CHECK_STR(req(1)->method, "PUT");
+    CHECK_STR(req(1)->target,
+              "/api/v1/repositories/repo1/branches/br/staging/pmpu/up%201/parts/2?path=big");
+    CHECK_STR(req(1)->body, "{\"physical_address\":\"s3://b/data/m,sig\"}");
+    CHECK_STR(url, "http://s/m?part=2");
+    script(404, "{\"message\": \"path not found\"}", END);
+    CHECK_INT(lf_api_pmpu_part_url(api, "repo1", "br", "big", u, 1, url, &err), -ENOENT);
+    struct lf_api_part parts[] = {{1, "\"e1\""}, {2, "e2"}};
+    obj = (struct lf_api_object){.meta = meta, .nmeta = 1};
+    script(200, STATS("abc-2"), END);
+    CHECK_INT(lf_api_pmpu_complete(api, "repo1", "br", "big", u, parts, 2, &obj, sum, &err), 0);
+    CHECK_STR(req(0)->target, "/api/v1/repositories/repo1/branches/br/staging/pmpu/up%201?path=big");
+    CHECK_STR(req(0)->body, "{\"parts\":[{\"part_number\":1,\"etag\":\"\\\"e1\\\"\"},"
+                            "{\"part_number\":2,\"etag\":\"e2\"}],\"physical_address\":"
+                            "\"s3://b/data/m,sig\",\"user_metadata\":{\"X-Amz-Meta-mode\":"
+                            "\"33188\"}}");
+    CHECK_STR(sum, "abc-2");
+    script(0, NULL, 200, STATS("abc-2"), END);
+    CHECK_INT(lf_api_pmpu_complete(api, "repo1", "br", "big", u, parts, 2, &obj, sum, &err),
+              -ECONNRESET);
+    CHECK_INT(err.status, 0); /* lost: may have been made */
+    CHECK_INT(nseen(), 1);
+    script(204, "", END);
+    CHECK_INT(lf_api_pmpu_abort(api, "repo1", "br", "big", u, &err), 0);
+    CHECK_STR(req(0)->method, "DELETE");
+    CHECK_STR(req(0)->body, "{\"physical_address\":\"s3://b/data/m,sig\"}");
+    free(url);
+    free(u);
+}
+
 static void test_retries(struct lf_api *api)
 {
     struct lf_api_err err;
@@ -738,6 +893,7 @@ int main(void)
     test_log_and_lists(api);
     test_changes(api);
     test_stat(api);
+    test_presign_calls(api);
     test_retries(api);
     test_parsers();
     test_secret_not_logged(api, logfd);
