@@ -47,7 +47,7 @@ process stopped by PID at the end, also on error, SIGTERM or Ctrl-C.
 
 Run: /usr/bin/python3 bench/peers.py [--runs 5] [--latencies 0,20]
      [--rows read,ls,tree,create,write] [--peers default,direct-io,...]
-     [--read-mib 1024] [--write-mib 1024]
+     [--read-mib 1024] [--write-mib 1024] [--sync-bodies]
 """
 import argparse
 import hashlib
@@ -477,6 +477,9 @@ def main():
     ap.add_argument("--creates", type=int, default=300)
     ap.add_argument("--lakefuse-arg", action="append", default=[],
                     help="extra argument for every lakefuse mount (--lakefuse-arg=--x=y)")
+    ap.add_argument("--sync-bodies", action="store_true",
+                    help="the gateway fsyncs every body and part (lakeFS's local block "
+                         "adapter does not; before issue #11 the local gateway did)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     args.rows = [r for r in args.rows.split(",") if r]
@@ -504,7 +507,7 @@ def main():
     try:
         pipes = PipeLimit().raise_()
         cleanup.push(pipes.restore, "fs.pipe-max-size")
-        sim = Sim(workdir / "data")
+        sim = Sim(workdir / "data", extra_args=["--sync-bodies"] if args.sync_bodies else [])
         sim.start()
         cleanup.push(sim.stop, f"gateway pid {sim.pid}")
         repo = new_repo_name("peers")

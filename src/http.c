@@ -313,6 +313,8 @@ static size_t on_read(char *dst, size_t size, size_t nitems, void *arg)
         }
         want = (size_t)got;
     }
+    if (q->body_tap)
+        q->body_tap(q->body_tap_arg, dst, want, x->sent);
     x->sent += want;
     return want;
 }

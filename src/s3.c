@@ -73,6 +73,8 @@ struct call {
     struct lf_sigv4_kv hdr[MAX_HEADERS];
     size_t nhdr;
     const struct lf_body *body;
+    void (*body_tap)(void *arg, const void *p, size_t n, uint64_t at); /* as in lf_http_req */
+    void *body_tap_arg;
     bool retry_ok;           /* safe to send again after a lost answer */
     bool own_failures;       /* the caller retries too, and counts a failed operation */
     /* Response sinks, as in lf_http_req. */
@@ -489,6 +491,8 @@ static int perform_ex(struct s3 *s, const struct call *c, struct lf_http_resp *r
             hr.body_fd = c->body->fd;
             hr.body_off = c->body->off;
             hr.body_len = c->body->len;
+            hr.body_tap = c->body_tap;
+            hr.body_tap_arg = c->body_tap_arg;
         }
         if (c->ctl && c->ctl->cancelled) {
             hr.cancel = c->ctl->cancelled;
@@ -1130,28 +1134,61 @@ static int s3_mpu_create(void *ctx, const char *bucket, const char *key,
     return rc;
 }
 
+/* The MD5 of a body taken from the bytes as they are sent: valid when
+ * every byte went out once, in order, in the last attempt. */
+struct md5_tap {
+    struct lf_hash *h;
+    uint64_t next;  /* the offset the next byte must have */
+    bool broken;    /* a jump other than back to 0: hash the file instead */
+};
+
+static void md5_tap(void *arg, const void *p, size_t n, uint64_t at)
+{
+    struct md5_tap *t = arg;
+    if (at == 0 && t->next != 0) { /* a new attempt: start over */
+        struct lf_hash_result drop;
+        t->broken = t->h == NULL || lf_hash_final(t->h, &drop) != 0;
+        t->next = 0;
+    }
+    if (t->broken || at != t->next || !t->h || lf_hash_update(t->h, p, n) != 0) {
+        t->broken = true;
+        return;
+    }
+    t->next += n;
+}
+
+/* No Content-MD5 on parts: lakeFS does not check it, so the check is the
+ * ETag it answers (the MD5 of what it stored) against the MD5 of the bytes
+ * that went out, hashed as they were read for sending: one pass over the
+ * part instead of two, and no wait before its first byte. A part never
+ * counts until that check held, and only checked parts are completed. */
 static int s3_mpu_part(void *ctx, const char *bucket, const char *key, const char *upload_id,
                        int number, const struct lf_body *body, char etag_out[LF_ETAG_MAX])
 {
     struct s3 *s = ctx;
     struct lf_http_resp r;
     char num[16], md5[LF_MD5_B64_SIZE], hex[LF_MD5_HEX_SIZE];
+    struct md5_tap tap = {.h = lf_hash_new(LF_HASH_MD5)};
     struct call c = {.op = "UploadPart", .method = "PUT", .bucket = bucket, .key = key,
-                     .body = body, .retry_ok = true};
-    int rc = body_md5(body, md5, hex);
-    if (rc)
-        return rc;
+                     .body = body, .body_tap = md5_tap, .body_tap_arg = &tap, .retry_ok = true};
     snprintf(num, sizeof(num), "%d", number);
     add_query(&c, "partNumber", num);
     add_query(&c, "uploadId", upload_id);
-    add_header(&c, "content-md5", md5);
     lf_http_resp_init(&r);
-    rc = perform(s, &c, &r);
+    int rc = perform(s, &c, &r);
     if (!rc) {
         lf_etag_copy(etag_out, r.etag);
-        rc = check_etag("UploadPart", key, etag_out, hex);
+        struct lf_hash_result res;
+        if (!tap.broken && tap.h && tap.next == body->len && lf_hash_final(tap.h, &res) == 0)
+            lf_hex_fill(hex, res.md5, LF_MD5_LEN);
+        else if (!(rc = body_md5(body, md5, hex)))
+            lf_dbg("UploadPart %d of %s: not sent in one pass; hashed from its file", number,
+                   key);
+        if (!rc)
+            rc = check_etag("UploadPart", key, etag_out, hex);
     }
     lf_http_resp_free(&r);
+    lf_hash_free(tap.h);
     return rc;
 }
 

@@ -73,6 +73,11 @@ struct lf_http_req {
     int body_fd;                /* used when body == NULL and body_len > 0 */
     off_t body_off;
     uint64_t body_len;
+    /* Sees every body byte as it goes out, with its offset in the body
+     * (a rewind starts over at 0), so the bytes sent can be hashed in the
+     * same pass that reads them. Optional. */
+    void (*body_tap)(void *arg, const void *p, size_t n, uint64_t at);
+    void *body_tap_arg;
 
     /* Response body (for status < 300): into a caller buffer of fixed
      * size or an iovec (ranged reads land where they are needed, no extra

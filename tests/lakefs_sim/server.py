@@ -83,6 +83,9 @@ def main(argv=None):
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--allow-non-loopback", action="store_true")
+    p.add_argument("--sync-bodies", action="store_true",
+                   help="fsync object and part bodies before answering (lakeFS's local "
+                        "block adapter does not; this survives a power loss too)")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = p.parse_args(argv)
 
@@ -102,7 +105,7 @@ def main(argv=None):
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
 
     os.makedirs(args.data_dir, exist_ok=True)
-    st = store.Store(args.data_dir)
+    st = store.Store(args.data_dir, sync_bodies=args.sync_bodies)
     try:
         st.open()
     except RuntimeError as e:

@@ -12,9 +12,10 @@ Layout of the data directory:
   tmp/                files being written
 
 Durability: a mutation is acknowledged only after everything it depends on
-is on disk. Object bodies are written to tmp/, fsynced, renamed into blobs/
-and the directory fsynced; then the metadata record is appended to the
-journal and the journal fsynced (group commit: one fsync covers every record
+is written. Object bodies are written to tmp/ and renamed into blobs/ (and
+not fsynced, as lakeFS's local block adapter does not: see FileWriter; with
+sync_bodies they are fsynced and so is their directory); then the metadata
+record is appended to the journal and the journal fsynced (group commit: one fsync covers every record
 written before it, so an acknowledged record implies all earlier ones are
 durable). Mutations are applied to memory and written to the journal under
 one lock, so the journal order is the order in which readers saw them. At
@@ -286,13 +287,20 @@ def _copy_range(src_fd, dst_fd, offset, length):
 
 class FileWriter:
     """Writes a new file under tmp/, computing its MD5 as it goes; `finish`
-    fsyncs it and renames it to its final place (fsyncing that directory).
-    Past a few MiB the MD5 moves to a helper thread so hashing overlaps the
-    writes (both release the GIL)."""
+    renames it to its final place. Past a few MiB the MD5 moves to a helper
+    thread so hashing overlaps the writes (both release the GIL).
+
+    Bodies are not fsynced unless the store was opened with sync_bodies,
+    as lakeFS's local block adapter (pkg/block/local/adapter.go) does not
+    sync them: its Put, UploadPart and CompleteMultiPartUpload (which
+    copies the parts into one file) are os.Create + io.Copy + Close. They
+    survive a kill of the server, as the kernel keeps them, not a power
+    loss. Metadata stays fsynced (the journal), as lakeFS's KV store does."""
     _PIPELINE_AFTER = 4 << 20
 
     def __init__(self, store, final_path):
         self.final_path = final_path
+        self.sync = store.sync_bodies
         self.tmp_path = os.path.join(store.dir, "tmp", uuid.uuid4().hex)
         self.fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.md5 = hashlib.md5()
@@ -336,11 +344,13 @@ class FileWriter:
 
     def finish(self):
         self._stop_hasher()
-        os.fsync(self.fd)
+        if self.sync:
+            os.fsync(self.fd)
         os.close(self.fd)
         self.fd = None
         os.replace(self.tmp_path, self.final_path)
-        _fsync_dir(os.path.dirname(self.final_path))
+        if self.sync:
+            _fsync_dir(os.path.dirname(self.final_path))
 
     def abort(self):
         self._stop_hasher()
@@ -354,8 +364,9 @@ class FileWriter:
 
 
 class Store:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, sync_bodies=False):
         self.dir = os.path.abspath(data_dir)
+        self.sync_bodies = sync_bodies
         self.lock = threading.RLock()
         self.repos = {}
         self.uploads = {}

@@ -89,8 +89,9 @@ def _verify(sim, st):
     s3.delete_object(Bucket=repo, Key="main/after-restart")
 
 
-def test_c27_restart_keeps_everything(sim_factory):
-    sim = sim_factory("graceful")
+@pytest.mark.parametrize("extra", [[], ["--sync-bodies"]], ids=["lakefs-like", "sync-bodies"])
+def test_c27_restart_keeps_everything(sim_factory, extra):
+    sim = sim_factory("graceful", extra_args=extra)
     st = _populate(sim)
     sim.restart(kill9=False)
     _verify(sim, st)

@@ -3,7 +3,8 @@
  * request out and then loses its answer; listings answered 400; a key
  * rotated on the server (the client reads fresh credentials and sends
  * again); a server whose clock is an hour off (the client signs with the
- * server's time after its first refusal). What the client did is read
+ * server's time after its first refusal); parts whose answered ETag is or
+ * is not the MD5 of the bytes the server got. What the client did is read
  * from the server's counts and state, never from timing. */
 #include "check.h"
 #include "scripted.h"
@@ -34,6 +35,9 @@ enum script {
     CLOCK_BEHIND,               /* an hour behind: 403 AccessDenied, not valid yet */
     LIST_400_ONCE,              /* a listing fails with 400 once, then works */
     LIST_400_ALWAYS,            /* every listing answers 400 (an unknown ref) */
+    PART_OK,                    /* a part's ETag is the MD5 of what arrived */
+    PART_DAMAGED,               /* ... of what arrived with its first byte changed */
+    PART_CUT_ONCE,              /* the first PUT is cut mid-body, the next is whole */
 };
 
 static struct {
@@ -42,14 +46,17 @@ static struct {
     bool stored;
     char etag[64];     /* the object's, unquoted */
     char complete_etag[64];
-    int posts, deletes, heads, gets, refused;
+    int posts, deletes, heads, gets, refused, puts;
     char head[16384];  /* the request being answered */
+    char part_md5[LF_MD5_HEX_SIZE]; /* of the last whole body a PUT carried */
 } srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static struct scripted server;
 
 static void put_all(int fd, const char *p) { scripted_put_all(fd, p, strlen(p)); }
 
-/* Reads one request (head and body); false at EOF. */
+/* Reads one request (head and body); false at EOF. A PUT's body is
+ * hashed into srv.part_md5 (its first byte changed for PART_DAMAGED);
+ * for PART_CUT_ONCE the first PUT is read half way and dropped. */
 static bool get_request(int fd, char *method, size_t mcap)
 {
     char buf[16384];
@@ -72,13 +79,49 @@ static bool get_request(int fd, char *method, size_t mcap)
     const char *cl = strcasestr(buf, "\r\nContent-Length:");
     size_t body = cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
     size_t have = n - (size_t)(end + 4 - buf);
-    while (have < body) {
+    bool put = strcmp(method, "PUT") == 0;
+    pthread_mutex_lock(&srv.lock);
+    enum script script = srv.script;
+    bool cut = put && script == PART_CUT_ONCE && srv.puts == 0;
+    if (put)
+        srv.puts++;
+    pthread_mutex_unlock(&srv.lock);
+    struct lf_hash *h = put ? lf_hash_new(LF_HASH_MD5) : NULL;
+    char first = '\0';
+    bool seen_first = false;
+    const char *p = end + 4;
+    size_t len = have;
+    for (;;) {
+        if (h && len > 0) {
+            if (!seen_first && script == PART_DAMAGED) {
+                first = (char)(p[0] ^ 1);
+                lf_hash_update(h, &first, 1);
+                lf_hash_update(h, p + 1, len - 1);
+            } else {
+                lf_hash_update(h, p, len);
+            }
+            seen_first = true;
+        }
+        if (have >= body || (cut && have >= body / 2))
+            break;
         ssize_t r = recv(fd, buf, sizeof(buf), 0);
-        if (r <= 0)
+        if (r <= 0) {
+            lf_hash_free(h);
             return false;
+        }
         have += (size_t)r;
+        p = buf;
+        len = (size_t)r;
     }
-    return true;
+    if (h) {
+        struct lf_hash_result res;
+        lf_hash_final(h, &res);
+        lf_hash_free(h);
+        pthread_mutex_lock(&srv.lock);
+        lf_hex_fill(srv.part_md5, res.md5, LF_MD5_LEN);
+        pthread_mutex_unlock(&srv.lock);
+    }
+    return !cut;
 }
 
 static void answer_head(int fd)
@@ -202,6 +245,12 @@ static bool answer(int fd, const char *method)
                    "<Size>1</Size><ETag>\"e\"</ETag></Contents></ListBucketResult>");
         return true;
     }
+    if (strcmp(method, "PUT") == 0) {
+        snprintf(doc, sizeof(doc), "HTTP/1.1 200 OK\r\nETag: \"%s\"\r\nContent-Length: 0\r\n\r\n",
+                 srv.part_md5);
+        put_all(fd, doc);
+        return true;
+    }
     if (strcmp(method, "DELETE") == 0) {
         int n = ++srv.deletes;
         if (n == 1 && srv.script == DELETE_LOST_BEFORE)
@@ -237,7 +286,7 @@ static struct lf_store *new_store(enum script script)
     char ep[64];
     pthread_mutex_lock(&srv.lock);
     srv.script = script;
-    srv.posts = srv.deletes = srv.heads = srv.gets = srv.refused = 0;
+    srv.posts = srv.deletes = srv.heads = srv.gets = srv.refused = srv.puts = 0;
     pthread_mutex_unlock(&srv.lock);
     snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", server.port);
     struct lf_s3_opts o = {.endpoint = ep, .access_key = "AK", .secret_key = "SK",
@@ -481,6 +530,35 @@ static void test_clock_off(enum script script, int64_t want)
     lf_s3_store_free(st);
 }
 
+/* A part of 3 MiB from a file: the ETag the server answers must be the MD5
+ * of the bytes that went out, also when the first attempt was cut. */
+static void test_part(enum script script, int want_rc, int want_puts)
+{
+    struct lf_store *st = new_store(script);
+    CHECK(st != NULL);
+    char path[] = "/tmp/lakefuse-test-s3-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    unlink(path);
+    size_t n = 3u << 20;
+    char *data = malloc(n);
+    CHECK(data != NULL);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (char)(i * 131 + (i >> 12));
+    CHECK(write(fd, data, n) == (ssize_t)n);
+    char want[LF_MD5_HEX_SIZE], etag[LF_ETAG_MAX] = "";
+    lf_md5_hex(data, n, want);
+    struct lf_body body = {.fd = fd, .off = 0, .len = n};
+    int rc = st->ops->mpu_part(st->ctx, "b", "k", "upload-1", 1, &body, etag);
+    CHECK_INT(rc, want_rc);
+    CHECK_INT(count(&srv.puts), want_puts);
+    if (want_rc == 0)
+        CHECK_STR(etag, want);
+    free(data);
+    close(fd);
+    lf_s3_store_free(st);
+}
+
 int main(void)
 {
     start_server();
@@ -500,5 +578,8 @@ int main(void)
     test_rotated_key();
     test_clock_off(CLOCK_AHEAD, 3600);
     test_clock_off(CLOCK_BEHIND, -3600);
+    test_part(PART_OK, 0, 1);
+    test_part(PART_DAMAGED, -EIO, 1);
+    test_part(PART_CUT_ONCE, 0, 2);
     return check_summary("test_s3");
 }
