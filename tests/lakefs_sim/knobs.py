@@ -286,6 +286,9 @@ class Knobs:
                 self._count_fault(kind)
         if kind is not None:
             log.info("fault %s on %s %s", kind, operation, path)
+        if kind == "stall":
+            time.sleep(stall)
+            return None
         return kind
 
     def storage_latency(self):
@@ -295,8 +298,12 @@ class Knobs:
         """None, or the fault kind to inject into this storage request
         (path without its query: a presigned URL's signature is a secret
         even here)."""
+        stall = 0.0
         with self._lock:
-            kind = self._from_rules(operation, path)
+            rule = self._from_rules(operation, path)
+            kind = rule.kind if rule else None
+            if kind == "stall":
+                stall = rule.stall_ms / 1000.0
             if (kind is None and self.storage_fail_rate > 0.0
                     and self._storage_rng.random() < self.storage_fail_rate):
                 kinds = [k for k in self.storage_kinds
