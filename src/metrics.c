@@ -132,6 +132,25 @@ int lf_metrics_prometheus(const struct lf_metrics *m, struct lf_buf *out)
            "Bytes of response bodies received from the gateway.", s->bytes_in);
     single(&p, "lakefuse_sent_bytes_total", "counter",
            "Bytes of request bodies sent to the gateway.", s->bytes_out);
+    if (s->storage.on) { /* presigned URLs: the data's own counters */
+        single(&p, "lakefuse_storage_requests_total", "counter",
+               "Requests sent to the object store by presigned URL, retries included.",
+               s->storage.requests);
+        single(&p, "lakefuse_storage_retries_total", "counter",
+               "Requests to the object store sent again.", s->storage.retries);
+        single(&p, "lakefuse_storage_url_renewals_total", "counter",
+               "Presigned URLs asked for again (expired or refused).", s->storage.refreshes);
+        single(&p, "lakefuse_storage_failed_operations_total", "counter",
+               "Object store operations that still failed after their retries.",
+               s->storage.failures);
+        single(&p, "lakefuse_storage_api_calls_total", "counter",
+               "lakeFS API calls for presigned URLs, links and completions.",
+               s->storage.api_calls);
+        single(&p, "lakefuse_storage_received_bytes_total", "counter",
+               "Bytes received from the object store.", s->storage.bytes_in);
+        single(&p, "lakefuse_storage_sent_bytes_total", "counter",
+               "Bytes sent to the object store.", s->storage.bytes_out);
+    }
 
     family(&p, "lakefuse_cache_hits_total", "counter",
            "Data blocks found in the cache, by tier.");
@@ -251,13 +270,24 @@ int lf_metrics_json(const struct lf_metrics *m, struct lf_buf *out)
             "\"staging\":{\"files\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"limit_bytes\":%" PRIu64
             "},\"uploads\":{\"waiting_files\":%" PRIu64 ",\"waiting_bytes\":%" PRIu64
             ",\"done\":%" PRIu64 ",\"parts\":%" PRIu64 ",\"failed\":%" PRIu64 "},"
-            "\"open_files\":{\"read\":%" PRIu64 ",\"write\":%" PRIu64 "}}\n",
+            "\"open_files\":{\"read\":%" PRIu64 ",\"write\":%" PRIu64 "}",
             s->failures, s->bytes_in, s->bytes_out, m->mem.hits, m->mem.misses,
             m->mem.evictions, m->mem.bytes, m->mem.limit_bytes, m->mem.blocks, m->disk.hits,
             m->disk.writes, m->disk.bytes, m->disk.limit_bytes, m->ra_blocks, m->ra_wasted,
             m->ra_refused, m->staged_files, m->staged_bytes, m->staging_limit_bytes,
             m->waiting_files, m->waiting_bytes, m->uploads, m->upload_parts,
             m->upload_failures, m->open_read, m->open_write);
+    if (!rc && s->storage.on)
+        rc = lf_buf_printf(out,
+                           ",\"storage\":{\"requests\":%" PRIu64 ",\"retries\":%" PRIu64
+                           ",\"url_renewals\":%" PRIu64 ",\"failed_operations\":%" PRIu64
+                           ",\"api_calls\":%" PRIu64 ",\"bytes\":{\"received\":%" PRIu64
+                           ",\"sent\":%" PRIu64 "}}",
+                           s->storage.requests, s->storage.retries, s->storage.refreshes,
+                           s->storage.failures, s->storage.api_calls, s->storage.bytes_in,
+                           s->storage.bytes_out);
+    if (!rc)
+        rc = lf_buf_puts(out, "}\n");
     return rc;
 }
 
@@ -330,6 +360,13 @@ int lf_metrics_text(const struct lf_metrics *m, struct lf_buf *out)
                                 "transfer    %s received, %s sent\n",
                            s->failures, lf_human_bytes(s->bytes_in, a, sizeof(a)),
                            lf_human_bytes(s->bytes_out, b, sizeof(b)));
+    if (!rc && s->storage.on)
+        rc = lf_buf_printf(out, "storage     %" PRIu64 " requests, %" PRIu64 " retries, %" PRIu64
+                                " URLs renewed, %" PRIu64 " failed; %s received, %s sent\n",
+                           s->storage.requests, s->storage.retries, s->storage.refreshes,
+                           s->storage.failures,
+                           lf_human_bytes(s->storage.bytes_in, a, sizeof(a)),
+                           lf_human_bytes(s->storage.bytes_out, b, sizeof(b)));
     uint64_t looked = m->mem.hits + m->disk.hits + m->mem.misses;
     if (!rc)
         rc = lf_buf_printf(out, "cache       memory %s", lf_human_bytes(m->mem.bytes, a, sizeof(a)));

@@ -1222,12 +1222,22 @@ static int ps_remove(void *ctx, const char *bucket, const char *key, const char 
     return s->gw->ops->remove(s->gw->ctx, bucket, key, etag);
 }
 
-/* The gateway store's counters: metadata and small bodies go there. */
+/* The gateway store's counters (metadata and small bodies go there), and
+ * the storage's beside them. */
 static void ps_stats(void *ctx, struct lf_store_stats *out)
 {
     struct ps *s = ctx;
     if (s->gw->ops->stats)
         s->gw->ops->stats(s->gw->ctx, out);
+    out->storage.on = true;
+    out->storage.requests = atomic_load(&s->requests);
+    out->storage.retries = atomic_load(&s->nretries);
+    out->storage.refreshes = atomic_load(&s->refreshes);
+    out->storage.failures = atomic_load(&s->failures);
+    out->storage.api_calls = atomic_load(&s->api_calls);
+    out->storage.fallbacks = atomic_load(&s->fallbacks);
+    out->storage.bytes_in = atomic_load(&s->bytes_in);
+    out->storage.bytes_out = atomic_load(&s->bytes_out);
 }
 
 static void ps_destroy(void *ctx)
@@ -1296,15 +1306,17 @@ struct lf_store *lf_presign_store_new(const struct lf_presign_opts *o)
 
 void lf_presign_get_stats(struct lf_store *store, struct lf_presign_stats *out)
 {
-    struct ps *s = store->ctx;
-    out->requests = atomic_load(&s->requests);
-    out->retries = atomic_load(&s->nretries);
-    out->refreshes = atomic_load(&s->refreshes);
-    out->failures = atomic_load(&s->failures);
-    out->api_calls = atomic_load(&s->api_calls);
-    out->fallbacks = atomic_load(&s->fallbacks);
-    out->bytes_in = atomic_load(&s->bytes_in);
-    out->bytes_out = atomic_load(&s->bytes_out);
+    struct lf_store_stats st;
+    memset(&st, 0, sizeof(st));
+    ps_stats(store->ctx, &st);
+    out->requests = st.storage.requests;
+    out->retries = st.storage.retries;
+    out->refreshes = st.storage.refreshes;
+    out->failures = st.storage.failures;
+    out->api_calls = st.storage.api_calls;
+    out->fallbacks = st.storage.fallbacks;
+    out->bytes_in = st.storage.bytes_in;
+    out->bytes_out = st.storage.bytes_out;
 }
 
 struct lf_store *lf_presign_gateway(struct lf_store *store)

@@ -150,6 +150,13 @@ struct lf_store_stats {
     uint64_t retries[LF_ERR_COUNT]; /* attempts sent again, by why the last one failed */
     uint64_t failures;              /* operations that failed after their retries */
     uint64_t bytes_in, bytes_out;   /* bodies received and sent */
+    /* The object store behind presigned URLs (lakefuse/presign.h), when
+     * the mount uses them (on): data moves there, apart from the above. */
+    struct {
+        bool on;
+        uint64_t requests, retries, refreshes, failures, api_calls, fallbacks;
+        uint64_t bytes_in, bytes_out;
+    } storage;
 };
 
 const char *lf_store_op_name(enum lf_store_op op);

@@ -11,6 +11,7 @@ Run: /usr/bin/python3 -m pytest -q tests/integration/test_presign.py
 """
 import errno
 import hashlib
+import json
 import os
 import re
 import signal
@@ -89,6 +90,12 @@ def test_large_read_moves_its_bytes_through_storage(lakefs, repo, s3, mount):
     assert st["storage"]["bytes_out"] >= BIG, st
     assert server_bytes(st) < SERVER_BUDGET, st
     assert st["requests"].get("GetObject", 0) == 0, st
+    # The mount's own counters (stats, metrics) say where the bytes went.
+    own = json.loads(subprocess.run([str(BINARY), "stats", "--json", str(m.path)],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert own["storage"]["requests"] == st["storage"]["requests"], (own, st)
+    assert own["storage"]["bytes"]["received"] == BIG, own
+    assert own["requests"]["by_op"]["GetObject"] == 0, own
     # bounded memory: the cache's 64 MiB and the daemon's own, not the object
     hwm_mib = vm_status(m.pid)["VmHWM"] / 1024
     assert hwm_mib < 64 + 160, f"daemon peak RSS {hwm_mib:.0f} MiB"

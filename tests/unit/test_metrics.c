@@ -331,8 +331,32 @@ static void test_json(void)
     CHECK_INT(json_at(root, "uploads", NULL, "waiting_files"), 1);
     CHECK_INT(json_at(root, "uploads", NULL, "failed"), 6);
     CHECK_INT(json_at(root, "open_files", NULL, "read"), 3);
+    CHECK_INT(json_at(root, "storage", NULL, "requests"), -1); /* no presigned URLs */
     lf_json_free(root);
     lf_buf_free(&b);
+    /* With presigned URLs the storage's counters come beside the gateway's,
+     * in every rendering. */
+    m.store.storage.on = true;
+    m.store.storage.requests = 41;
+    m.store.storage.refreshes = 2;
+    m.store.storage.bytes_in = 1 << 30;
+    CHECK_INT(lf_metrics_json(&m, &b), 0);
+    root = NULL;
+    CHECK_INT(lf_json_parse(b.data, b.len, LF_JSON_MAX, &root, NULL), 0);
+    CHECK_INT(json_at(root, "storage", NULL, "requests"), 41);
+    CHECK_INT(json_at(root, "storage", NULL, "url_renewals"), 2);
+    CHECK_INT(json_at(root, "storage", "bytes", "received"), 1 << 30);
+    CHECK_INT(json_at(root, "open_files", NULL, "read"), 3);
+    lf_json_free(root);
+    lf_buf_free(&b);
+    CHECK_INT(lf_metrics_prometheus(&m, &b), 0);
+    CHECK(b.data && strstr(b.data, "\nlakefuse_storage_requests_total{mountpoint=") &&
+          strstr(strstr(b.data, "\nlakefuse_storage_requests_total{"), "} 41\n"));
+    lf_buf_free(&b);
+    CHECK_INT(lf_metrics_text(&m, &b), 0);
+    CHECK(b.data && strstr(b.data, "storage     41 requests, 0 retries, 2 URLs renewed"));
+    lf_buf_free(&b);
+    m.store.storage.on = false;
     m.mountpoint = NULL;
     CHECK_INT(lf_metrics_json(&m, &b), 0);
     CHECK(strncmp(b.data, "{\"mountpoint\":null,", 19) == 0);
