@@ -1008,6 +1008,8 @@ static int s3_put(void *ctx, const char *bucket, const char *key, const struct l
         if (!rc) {
             lf_etag_copy(etag, r.etag);
             rc = check_etag("PutObject", key, etag, hex);
+            if (rc) /* but stored: see store.h */
+                rc = -EBADMSG;
         }
         enum lf_store_err why = failure_kind(rc, r.status, NULL);
         lf_http_resp_free(&r);

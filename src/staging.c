@@ -1142,6 +1142,14 @@ stored:
     /* A write under way may have put bytes in that its gen bump will
      * announce only later: it counts as a change already. */
     bool changed = f->gen != gen || f->writing > 0;
+    if (rc == -EBADMSG) {
+        /* Stored, but not the bytes hashed: the key holds our object now,
+         * which the next upload replaces (a create's condition would
+         * find it there and call it another client's). */
+        free(f->created_key);
+        f->created_key = NULL;
+        rc = -EIO;
+    }
     pthread_mutex_unlock(&f->lock);
     if (rc == -EEXIST && cond == LF_PUT_IF_ABSENT) {
         count(f->s, &f->s->failures);

@@ -188,6 +188,9 @@ struct lf_store_ops {
     int (*get_stream)(void *ctx, const char *bucket, const char *key, uint64_t off,
                       uint64_t len, const char *etag, const struct lf_read_ctl *ctl,
                       struct lf_stream **out);
+    /* -EBADMSG: stored, but not the bytes the body had when it was hashed
+     * (they changed while they went): the key holds this client's object
+     * now, whatever cond asked. */
     int (*put)(void *ctx, const char *bucket, const char *key,
                const struct lf_body *body, const struct lf_put_meta *meta,
                enum lf_put_cond cond, char etag_out[LF_ETAG_MAX]);
@@ -269,7 +272,9 @@ const void *lf_mem_store_data(struct lf_mem_store *m, const char *bucket,
 unsigned long lf_mem_store_calls(struct lf_mem_store *m, enum lf_mem_op op);
 uint64_t lf_mem_store_bytes_out(struct lf_mem_store *m);
 void lf_mem_store_reset_calls(struct lf_mem_store *m);
-/* The next `count` calls of `op` fail with `err` (negative errno). */
+/* The next `count` calls of `op` fail with `err` (negative errno); a put
+ * failing with -EBADMSG stores the object first, as a gateway does that
+ * received other bytes than were hashed. */
 void lf_mem_store_fail(struct lf_mem_store *m, enum lf_mem_op op, int err,
                        unsigned count);
 /* The next `count` streams opened fail with `err` once `after` bytes of

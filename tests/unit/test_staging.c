@@ -706,6 +706,18 @@ static void test_create_only_where_nothing_is(struct lf_mem_store *m, struct lf_
     CHECK_INT(lf_sfile_flush(g, NULL), 0);
     CHECK(stored_equals(m, "main/free", "ok", 2));
     lf_sfile_unref(g);
+    /* A create the gateway stored with other bytes than were hashed (they
+     * changed on the way): the object there is ours, and the next upload
+     * replaces it instead of taking it for another client's. */
+    CHECK_INT(lf_sfile_new(s, "repo", "main/torn", NULL, &g), 0);
+    CHECK_INT(lf_sfile_write(g, "whole", 5, 0), 5);
+    lf_mem_store_fail(m, LF_MEM_PUT, -EBADMSG, 1);
+    CHECK_INT(lf_sfile_flush(g, NULL), -EIO);
+    CHECK(lf_sfile_dirty(g));
+    CHECK_INT(lf_sfile_flush(g, NULL), 0);
+    CHECK(stored_equals(m, "main/torn", "whole", 5));
+    CHECK(!lf_sfile_dirty(g));
+    lf_sfile_unref(g);
     lf_staging_free(s);
 }
 
