@@ -1291,7 +1291,9 @@ bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *m
 bool lf_sfile_created_here(struct lf_sfile *f)
 {
     pthread_mutex_lock(&f->lock);
-    bool v = !f->has_base;
+    /* Without its create condition (lf_sfile_replaces, an upload the
+     * gateway stored with other bytes), the key may hold ours. */
+    bool v = !f->has_base && f->created_key;
     pthread_mutex_unlock(&f->lock);
     return v;
 }

@@ -110,8 +110,9 @@ bool lf_sfile_stored(struct lf_sfile *f, struct lf_obj_attr *out);
 /* Whether what is pending is metadata only (the bytes are the object's at
  * its key): then *meta and *gen are what a copy of it must carry. */
 bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *meta);
-/* A file created through this mount and never stored: nothing of it is
- * on the gateway, so removing or renaming it must delete nothing there
+/* A file created through this mount and never stored, nor replacing one
+ * of ours: nothing of it is on the gateway, so removing or renaming it
+ * must delete nothing there
  * (the name may hold another client's object by now). Its first upload
  * only creates (If-None-Match: *): -EEXIST if another client created the
  * name first, the data staying staged. A rename lifts that condition. */

@@ -193,6 +193,10 @@ def test_racing_writers_renames_and_unlinks_match_the_model(lakefs, repo, s3, mo
     assert not st.errors, (st.errors, [l for l in m.log().splitlines()
                                        if " error: " in l or " warn: " in l][-20:])
     assert st.ops > 20, f"only {st.ops} operations ran"
+    # One mount alone: no create of its own may meet an object of its own
+    # and take it for another client's (EEXIST at close).
+    assert "another client created" not in m.log(), [
+        l for l in m.log().splitlines() if "another client created" in l][:3]
 
     # A read sees one record or nothing, or a record being written over
     # (a read racing a write to the same bytes), never another length.

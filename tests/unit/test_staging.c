@@ -714,6 +714,7 @@ static void test_create_only_where_nothing_is(struct lf_mem_store *m, struct lf_
     lf_mem_store_fail(m, LF_MEM_PUT, -EBADMSG, 1);
     CHECK_INT(lf_sfile_flush(g, NULL), -EIO);
     CHECK(lf_sfile_dirty(g));
+    CHECK(!lf_sfile_created_here(g)); /* an unlink now deletes what is there */
     CHECK_INT(lf_sfile_flush(g, NULL), 0);
     CHECK(stored_equals(m, "main/torn", "whole", 5));
     CHECK(!lf_sfile_dirty(g));
