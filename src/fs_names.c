@@ -841,6 +841,8 @@ static int tree_copy(void *arg)
         if (!rc)
             rc = t->fs->store->ops->copy(t->fs->store->ctx, t->repo, t->keys[i], to.data, NULL,
                                          etag);
+        if (!rc && t->fs->staging)
+            lf_staging_note_own(t->fs->staging, t->repo, to.data, etag);
         if (rc == -ENOENT) { /* deleted since the listing (another client): gone either way */
             t->keys[i][0] = '\0';
             rc = 0;
@@ -901,6 +903,8 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
     lf_meta_unlock(fs->meta);
     if (!sf) {
         rc = fs->store->ops->copy(fs->store->ctx, repo, src, dst, NULL, etag);
+        if (!rc && fs->staging)
+            lf_staging_note_own(fs->staging, repo, dst, etag);
         return rc ? rc : fs->store->ops->remove(fs->store->ctx, repo, src, etag);
     }
     unsigned gen;
@@ -917,6 +921,8 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
          * descriptors' next writes reach the new name. A change that
          * slipped in between makes it pending again. */
         rc = fs->store->ops->copy(fs->store->ctx, repo, src, dst, meta_only ? &pm : NULL, etag);
+        if (!rc && fs->staging)
+            lf_staging_note_own(fs->staging, repo, dst, etag);
         if (!rc)
             rc = lf_sfile_rename(sf, dst, &gen);
     }

@@ -59,6 +59,8 @@ struct part {
     char etag[LF_ETAG_MAX];
 };
 
+#define OWN_MAX 1024
+
 struct lf_staging {
     struct lf_store *store;
     struct lf_workq *wq;
@@ -76,6 +78,10 @@ struct lf_staging {
     uint64_t puts, parts, completes, aborts, failures;
     void (*hook)(void *arg, const char *point, struct lf_sfile *f); /* tests only */
     void *hook_arg;
+    /* The versions this mount stored or copied last (see own_version):
+     * a create that finds one of them at its key met our own object. */
+    struct own { uint64_t key; char etag[LF_ETAG_MAX]; } own[OWN_MAX];
+    unsigned own_next;
 };
 
 struct lf_sfile {
@@ -163,6 +169,46 @@ static void count(struct lf_staging *s, uint64_t *counter)
     pthread_mutex_lock(&s->lock);
     (*counter)++;
     pthread_mutex_unlock(&s->lock);
+}
+
+static uint64_t own_hash(const char *bucket, const char *key)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = bucket; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ '/') * 1099511628211ull;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h;
+}
+
+void lf_staging_note_own(struct lf_staging *s, const char *bucket, const char *key,
+                         const char *etag)
+{
+    if (!etag || !etag[0])
+        return;
+    pthread_mutex_lock(&s->lock);
+    struct own *o = &s->own[s->own_next++ % OWN_MAX];
+    o->key = own_hash(bucket, key);
+    lf_etag_copy(o->etag, etag);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Whether key holds a version this mount stored or copied lately: a
+ * create of ours that met it (412) raced our own rename, unlink or
+ * earlier upload of the name, not another client. */
+static bool own_version(struct lf_staging *s, const char *bucket, const char *key)
+{
+    struct lf_obj_attr a;
+    if (s->store->ops->head(s->store->ctx, bucket, key, &a) != 0 || !a.etag[0])
+        return false;
+    uint64_t h = own_hash(bucket, key);
+    bool found = false;
+    pthread_mutex_lock(&s->lock);
+    for (unsigned i = 0; i < OWN_MAX && !found; i++)
+        found = s->own[i].key == h && s->own[i].etag[0] && lf_etag_same(s->own[i].etag, a.etag);
+    pthread_mutex_unlock(&s->lock);
+    return found;
 }
 
 /* The disk is full: whether others sharing it gave some back, worth one
@@ -1151,6 +1197,18 @@ stored:
         rc = -EIO;
     }
     pthread_mutex_unlock(&f->lock);
+    if (rc == -EEXIST && cond == LF_PUT_IF_ABSENT && ++tries < 3 &&
+        own_version(f->s, f->bucket, key)) {
+        lf_info("%s/%s: the object there is one this mount stored; replacing it", f->bucket,
+                key);
+        pthread_mutex_lock(&f->lock);
+        free(f->created_key);
+        f->created_key = NULL;
+        pthread_mutex_unlock(&f->lock);
+        free(key);
+        key = NULL;
+        goto again;
+    }
     if (rc == -EEXIST && cond == LF_PUT_IF_ABSENT) {
         count(f->s, &f->s->failures);
         lf_err("%s/%s: another client created it while this mount was writing it; theirs is "
@@ -1198,6 +1256,7 @@ stored:
     if (clean)
         f->manifest_written = false;
     pthread_mutex_unlock(&f->lock);
+    lf_staging_note_own(f->s, f->bucket, key, etag);
     if (clean)
         unlink(f->manifest);
 done:
@@ -1292,8 +1351,10 @@ bool lf_sfile_created_here(struct lf_sfile *f)
 {
     pthread_mutex_lock(&f->lock);
     /* Without its create condition (lf_sfile_replaces, an upload the
-     * gateway stored with other bytes), the key may hold ours. */
-    bool v = !f->has_base && f->created_key;
+     * gateway stored with other bytes), the key may hold ours; under
+     * another key (a rename, which replaced whatever was there) it may
+     * hold the replaced file's object, ours to delete. */
+    bool v = !f->has_base && f->created_key && strcmp(f->created_key, f->key) == 0;
     pthread_mutex_unlock(&f->lock);
     return v;
 }

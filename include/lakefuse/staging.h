@@ -110,9 +110,9 @@ bool lf_sfile_stored(struct lf_sfile *f, struct lf_obj_attr *out);
 /* Whether what is pending is metadata only (the bytes are the object's at
  * its key): then *meta and *gen are what a copy of it must carry. */
 bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *meta);
-/* A file created through this mount and never stored, nor replacing one
- * of ours: nothing of it is on the gateway, so removing or renaming it
- * must delete nothing there
+/* A file created through this mount under its key, never stored, and
+ * replacing nothing of ours: nothing of it is on the gateway, so
+ * removing or renaming it must delete nothing there
  * (the name may hold another client's object by now). Its first upload
  * only creates (If-None-Match: *): -EEXIST if another client created the
  * name first, the data staying staged. A rename lifts that condition. */
@@ -148,6 +148,11 @@ int lf_staging_rename_prefix(struct lf_staging *s, const char *bucket, const cha
  * and the array. */
 int lf_staging_pending_names(struct lf_staging *s, const char *bucket, const char *prefix,
                              char ***names, size_t *n);
+/* key now holds a version this mount made (etag): a copy the caller made
+ * (a rename). Uploads note their own. A create of ours that finds one of
+ * the last such versions at its key replaces it instead of failing. */
+void lf_staging_note_own(struct lf_staging *s, const char *bucket, const char *key,
+                         const char *etag);
 /* Flushes every dirty file (unmount); returns how many still failed. */
 unsigned lf_staging_flush_all(struct lf_staging *s);
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lakefuse/hash.h"
 #include "lakefuse/staging.h"
 
 #define MiB (1u << 20)
@@ -680,9 +681,12 @@ static void test_create_only_where_nothing_is(struct lf_mem_store *m, struct lf_
         CHECK_INT(lf_sfile_flush(f, NULL), -EEXIST);
         CHECK(stored_equals(m, key, "theirs", 6));
         CHECK_INT(lf_mem_store_open_uploads(m), 0);
-        /* Renamed away and back: still only a create there. */
+        /* Renamed away and back: still only a create there. Away, the
+         * key may hold what the rename replaced: not a create there. */
         CHECK_INT(lf_sfile_rename(f, "main/elsewhere", NULL), 1);
+        CHECK(!lf_sfile_created_here(f));
         CHECK_INT(lf_sfile_rename(f, key, NULL), 1);
+        CHECK(lf_sfile_created_here(f));
         CHECK_INT(lf_sfile_flush(f, NULL), -EEXIST);
         CHECK(stored_equals(m, key, "theirs", 6));
         /* Under another name (a rename replaces its target) it is stored;
@@ -718,6 +722,24 @@ static void test_create_only_where_nothing_is(struct lf_mem_store *m, struct lf_
     CHECK_INT(lf_sfile_flush(g, NULL), 0);
     CHECK(stored_equals(m, "main/torn", "whole", 5));
     CHECK(!lf_sfile_dirty(g));
+    lf_sfile_unref(g);
+    /* A create that finds a version this mount made (a rename's copy it
+     * raced) replaces it; one it did not make stays, as above. */
+    char md5[LF_MD5_HEX_SIZE];
+    CHECK_INT(lf_sfile_new(s, "repo", "main/ours", NULL, &g), 0);
+    CHECK_INT(lf_sfile_write(g, "new", 3, 0), 3);
+    CHECK_INT(lf_mem_store_put(m, "repo", "main/ours", "copied", 6), 0);
+    lf_md5_hex("copied", 6, md5);
+    lf_staging_note_own(s, "repo", "main/ours", md5);
+    CHECK_INT(lf_sfile_flush(g, NULL), 0);
+    CHECK(stored_equals(m, "main/ours", "new", 3));
+    lf_sfile_unref(g);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/theirs", NULL, &g), 0);
+    CHECK_INT(lf_sfile_write(g, "new", 3, 0), 3);
+    CHECK_INT(lf_mem_store_put(m, "repo", "main/theirs", "other", 5), 0);
+    lf_staging_note_own(s, "repo", "main/ours", "0123456789abcdef0123456789abcdef");
+    CHECK_INT(lf_sfile_flush(g, NULL), -EEXIST);
+    CHECK(stored_equals(m, "main/theirs", "other", 5));
     lf_sfile_unref(g);
     lf_staging_free(s);
 }
