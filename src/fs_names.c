@@ -930,7 +930,7 @@ static int rename_file(struct lf_fs *fs, struct lf_node *n, const char *repo, co
      * another client's object, whose create won), so nothing is deleted
      * there. Asked only now: the re-key waited for an upload under way,
      * which may have just stored it at src. */
-    bool src_ours = rc >= 0 && !lf_sfile_created_here(sf);
+    bool src_ours = rc >= 0 && !lf_sfile_created_at(sf, src);
     /* With no writer left (or if the last one's release settled the file
      * meanwhile, its upload done under the old name), the new name gets
      * it now, before the old one goes. So it does when every change was

@@ -1349,12 +1349,19 @@ bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *m
 
 bool lf_sfile_created_here(struct lf_sfile *f)
 {
+    return lf_sfile_created_at(f, NULL);
+}
+
+bool lf_sfile_created_at(struct lf_sfile *f, const char *key)
+{
     pthread_mutex_lock(&f->lock);
+    if (!key)
+        key = f->key;
     /* Without its create condition (lf_sfile_replaces, an upload the
      * gateway stored with other bytes), the key may hold ours; under
      * another key (a rename, which replaced whatever was there) it may
      * hold the replaced file's object, ours to delete. */
-    bool v = !f->has_base && f->created_key && strcmp(f->created_key, f->key) == 0;
+    bool v = !f->has_base && f->created_key && strcmp(f->created_key, key) == 0;
     pthread_mutex_unlock(&f->lock);
     return v;
 }

@@ -117,6 +117,9 @@ bool lf_sfile_meta_only(struct lf_sfile *f, unsigned *gen, struct lf_put_meta *m
  * only creates (If-None-Match: *): -EEXIST if another client created the
  * name first, the data staying staged. A rename lifts that condition. */
 bool lf_sfile_created_here(struct lf_sfile *f);
+/* The same of key, which the file may have left (a rename): whether
+ * nothing of ours can be there. */
+bool lf_sfile_created_at(struct lf_sfile *f, const char *key);
 /* The new file takes the place of one of ours whose object may be at its
  * key already: its uploads replace (no If-None-Match). */
 void lf_sfile_replaces(struct lf_sfile *f);
