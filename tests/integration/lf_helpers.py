@@ -534,3 +534,21 @@ def build_deb(outdir, binary=BINARY):
     lines = r.stdout.strip().splitlines()
     deb = lines[-1] if r.returncode == 0 and lines else None
     return r, deb
+
+
+def file_tree(root):
+    """{relative name: bytes} of every file under root (a mount's view)."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = fh.read()
+    return out
+
+
+def gateway_files(s3, repo, prefix="main/"):
+    """{name under prefix: bytes} of every object there but directory
+    markers (the gateway's view of the same tree)."""
+    return {k[len(prefix):]: get(s3, repo, k) for k in list_keys(s3, repo, prefix)
+            if not k.endswith("/")}

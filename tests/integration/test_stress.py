@@ -27,6 +27,8 @@ import time
 
 import pytest
 
+from lf_helpers import file_tree, gateway_files
+
 RECORD = 4096
 FILES = ["a", "b", "c", "d1/x", "d1/y", "d2/x"]
 DIRS = ["d1", "d2"]
@@ -154,33 +156,6 @@ class Stress:
             t.join()
 
 
-def tree(root):
-    """{relative name: bytes} of every file under root."""
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = fh.read()
-    return out
-
-
-def gateway_tree(s3, repo):
-    out, token = {}, None
-    while True:
-        kw = dict(Bucket=repo, Prefix="main/")
-        if token:
-            kw["ContinuationToken"] = token
-        r = s3.list_objects_v2(**kw)
-        for c in r.get("Contents", []):
-            if not c["Key"].endswith("/"):  # directory markers
-                out[c["Key"][len("main/"):]] = s3.get_object(
-                    Bucket=repo, Key=c["Key"])["Body"].read()
-        if not r.get("IsTruncated"):
-            return out
-        token = r["NextContinuationToken"]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed,dir_renames", [(1, False), (2, True)],
                          ids=["files", "with-directory-renames"])
@@ -201,15 +176,15 @@ def test_racing_writers_renames_and_unlinks_match_the_model(lakefs, repo, s3, mo
     # A read sees one record or nothing, or a record being written over
     # (a read racing a write to the same bytes), never another length.
     assert all(len(d) in (0, RECORD) for d in st.reads)
-    seen = tree(m.path / "main")
+    seen = file_tree(m.path / "main")
     for name, data in seen.items():
         assert data in st.written, f"{name}: {len(data)} bytes that no write produced"
-    on_gateway = gateway_tree(s3, repo)
+    on_gateway = gateway_files(s3, repo)
     assert sorted(on_gateway) == sorted(seen), "names on the gateway differ from the mount"
     for name in seen:
         assert on_gateway[name] == seen[name], f"{name}: gateway bytes differ from the mount"
     m2 = mount(uri(repo))
-    assert tree(m2.path / "main") == seen
+    assert file_tree(m2.path / "main") == seen
     cache = m.cmd[m.cmd.index("--cache-dir") + 1]
     assert m.unmount() == []
     left = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(cache, "staging"))

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from lf_helpers import get, list_keys as keys, wait_until
+from lf_helpers import file_tree, gateway_files, wait_until
 
 STALL_MS = 1500
 
@@ -52,21 +52,6 @@ def held_close(lakefs, path, data, key):
     return t
 
 
-def tree(root):
-    out = {}
-    for d, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(d, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = fh.read()
-    return out
-
-
-def files_on_gateway(s3, repo):
-    return {k[len("main/"):]: get(s3, repo, k) for k in keys(s3, repo, "main/")
-            if not k.endswith("/")}
-
-
 def test_rename_of_a_new_file_while_its_first_upload_is_under_way(lakefs, repo, s3, mount):
     """The old name's upload lands after the rename began: the rename
     deletes it there (it is this mount's object, stored a moment ago)."""
@@ -76,8 +61,8 @@ def test_rename_of_a_new_file_while_its_first_upload_is_under_way(lakefs, repo, 
     os.rename(b / "src", b / "dst")
     t.join()
     assert t.error is None
-    assert tree(b) == {"dst": b"first upload"}
-    assert files_on_gateway(s3, repo) == {"dst": b"first upload"}
+    assert file_tree(b) == {"dst": b"first upload"}
+    assert gateway_files(s3, repo) == {"dst": b"first upload"}
 
 
 @pytest.mark.parametrize("target_exists", [False, True], ids=["to-new", "onto-empty-dir"])
@@ -95,13 +80,13 @@ def test_directory_rename_while_a_new_file_inside_uploads(lakefs, repo, s3, moun
     os.rename(b / "d1", b / "d2")
     t.join()
     assert t.error is None
-    assert tree(b) == {"d2/x": b"inside"}
-    assert files_on_gateway(s3, repo) == {"d2/x": b"inside"}
+    assert file_tree(b) == {"d2/x": b"inside"}
+    assert gateway_files(s3, repo) == {"d2/x": b"inside"}
     # And the old directory is gone for good: a fresh create there is a
     # new file, not a conflict with a leftover.
     os.mkdir(b / "d1")
     (b / "d1" / "x").write_bytes(b"again")
-    assert files_on_gateway(s3, repo) == {"d1/x": b"again", "d2/x": b"inside"}
+    assert gateway_files(s3, repo) == {"d1/x": b"again", "d2/x": b"inside"}
 
 
 def test_unlink_of_a_new_file_while_its_first_upload_is_under_way(lakefs, repo, s3, mount):
@@ -111,5 +96,5 @@ def test_unlink_of_a_new_file_while_its_first_upload_is_under_way(lakefs, repo, 
     t = held_close(lakefs, b / "gone", b"short-lived", "main/gone")
     os.unlink(b / "gone")
     t.join()
-    assert tree(b) == {}
-    assert files_on_gateway(s3, repo) == {}
+    assert file_tree(b) == {}
+    assert gateway_files(s3, repo) == {}
