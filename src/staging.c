@@ -738,8 +738,10 @@ ssize_t lf_sfile_write(struct lf_sfile *f, const void *buf, size_t len, uint64_t
     pthread_mutex_unlock(&f->lock);
     pthread_rwlock_unlock(&f->io);
     if (w < 0) {
+        pthread_mutex_lock(&f->lock); /* the key is a rename's to change */
         lf_err("staging %s/%s: write to %s failed: %s", f->bucket, f->key, f->path,
                strerror(err));
+        pthread_mutex_unlock(&f->lock);
         return err == ENOSPC ? -ENOSPC : -EIO;
     }
     start_streaming_parts(f);
@@ -1308,9 +1310,12 @@ void lf_sfile_restore(struct lf_sfile *f, bool dirty)
         f->bytes_changed = true;
     }
     pthread_mutex_unlock(&f->lock);
-    if (dirty && ensure_manifest(f) != 0)
+    if (dirty && ensure_manifest(f) != 0) {
+        pthread_mutex_lock(&f->lock);
         lf_err("staging %s/%s: its manifest is lost; a crash now would lose it", f->bucket,
                f->key);
+        pthread_mutex_unlock(&f->lock);
+    }
 }
 
 int lf_sfile_load(struct lf_sfile *f)
@@ -1417,11 +1422,13 @@ int lf_sfile_rename(struct lf_sfile *f, const char *new_key, const unsigned *sto
     return rc ? rc : dirty;
 }
 
-/* Every staged file of bucket under prefix, referenced, in an array. */
+/* Every staged file of bucket under prefix, referenced, in an array. The
+ * key is a rename's to change under f->lock, which is taken before s->lock
+ * (charge), so it is compared after the list is taken, not while. */
 static int collect(struct lf_staging *s, const char *bucket, const char *prefix,
                    struct lf_sfile ***out, size_t *n)
 {
-    size_t cap = 0, plen = prefix ? strlen(prefix) : 0;
+    size_t cap = 0, plen = prefix ? strlen(prefix) : 0, all = 0;
     struct lf_sfile **v = NULL;
     *n = 0;
     pthread_mutex_lock(&s->lock);
@@ -1431,12 +1438,19 @@ static int collect(struct lf_staging *s, const char *bucket, const char *prefix,
     for (struct lf_sfile *f = s->files; v && f; f = f->next) {
         if (bucket && strcmp(f->bucket, bucket) != 0)
             continue;
-        if (prefix && strncmp(f->key, prefix, plen) != 0)
-            continue;
         f->refs++;
-        v[(*n)++] = f;
+        v[all++] = f;
     }
     pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < all; i++) {
+        pthread_mutex_lock(&v[i]->lock);
+        bool under = !prefix || strncmp(v[i]->key, prefix, plen) == 0;
+        pthread_mutex_unlock(&v[i]->lock);
+        if (under)
+            v[(*n)++] = v[i];
+        else
+            lf_sfile_unref(v[i]);
+    }
     *out = v;
     return v ? 0 : -ENOMEM;
 }

@@ -2,6 +2,7 @@
  * failures kept staged, limits enforced. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -744,6 +745,58 @@ static void test_create_only_where_nothing_is(struct lf_mem_store *m, struct lf_
     lf_staging_free(s);
 }
 
+/* A listing asks for the staged names under a directory while another
+ * thread renames one of those files: the key it reads is the rename's to
+ * change, so it must read it under the file's lock (the TSan build turns
+ * any other order into a failure), and it sees the file in one directory
+ * or the other, never a torn name. */
+struct mover {
+    struct lf_sfile *f;
+    int rounds, rc;
+};
+
+static void *move_back_and_forth(void *arg)
+{
+    struct mover *mv = arg;
+    for (int i = 0; i < mv->rounds && mv->rc >= 0; i++)
+        mv->rc = lf_sfile_rename(mv->f, i % 2 ? "main/d1/x" : "main/d2/x", NULL);
+    return NULL;
+}
+
+static void test_listing_during_a_rename(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 64 * 1024);
+    struct lf_sfile *f;
+    CHECK_INT(lf_sfile_new(s, "repo", "main/d1/x", NULL, &f), 0);
+    CHECK_INT(lf_sfile_write(f, "abc", 3, 0), 3);
+    struct mover mv = {.f = f, .rounds = 400};
+    pthread_t t;
+    CHECK_INT(pthread_create(&t, NULL, move_back_and_forth, &mv), 0);
+    unsigned bad = 0, listings = 0;
+    for (int i = 0; i < 400; i++) {
+        char **names;
+        size_t n;
+        const char *dirs[] = {"main/d1/", "main/d2/"};
+        if (lf_staging_pending_names(s, "repo", dirs[i % 2], &names, &n) != 0) {
+            bad++;
+            continue;
+        }
+        listings++;
+        if (n > 1 || (n == 1 && strcmp(names[0], "x") != 0))
+            bad++;
+        for (size_t j = 0; j < n; j++)
+            free(names[j]);
+        free(names);
+    }
+    pthread_join(t, NULL);
+    CHECK_INT(mv.rc >= 0, 1);
+    CHECK_INT(bad, 0);
+    CHECK_INT(listings, 400);
+    lf_sfile_discard(f);
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
 int main(void)
 {
     if (!mkdtemp(root)) {
@@ -771,6 +824,7 @@ int main(void)
     test_metadata_only_change_sends_no_bytes(m, wq);
     test_stats_of_waiting_uploads(m, wq);
     test_create_only_where_nothing_is(m, wq);
+    test_listing_during_a_rename(m, wq);
     lf_workq_free(wq);
     lf_mem_store_free(m);
     char cmd[128];
