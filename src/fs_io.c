@@ -706,7 +706,7 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
     }
     /* A write changes the modification time, as on a local disk; set
      * before the bytes, so an upload that sees them sees it too. */
-    struct lf_put_meta m = {.has = LF_ATTR_MTIME};
+    struct lf_put_meta m = {.has = LF_ATTR_MTIME, .implicit = LF_ATTR_MTIME};
     fs_now_realtime(&m.mtime);
     lf_sfile_set_meta(fh->sf, &m, false);
     ssize_t n = lf_sfile_write(fh->sf, buf, size, (uint64_t)off);

@@ -1091,12 +1091,13 @@ static void multipart_etag(const struct lf_part *parts, size_t nparts, char out[
 
 static int ps_mpu_complete(void *ctx, const char *bucket, const char *key,
                            const char *upload_id, const struct lf_part *parts, size_t nparts,
-                           enum lf_put_cond cond, char etag_out[LF_ETAG_MAX])
+                           enum lf_put_cond cond, const struct lf_put_meta *meta,
+                           char etag_out[LF_ETAG_MAX])
 {
     struct ps *s = ctx;
     if (!is_ours(upload_id))
         return s->gw->ops->mpu_complete(s->gw->ctx, bucket, key, upload_id, parts, nparts,
-                                        cond, etag_out);
+                                        cond, meta, etag_out);
     /* lakeFS's presigned completion takes no condition: a create asks
      * first whether the name is taken (a window the gateway's conditional
      * complete does not have; see docs/semantics.md). */
@@ -1124,7 +1125,9 @@ static int ps_mpu_complete(void *ctx, const char *bucket, const char *key,
     for (size_t i = 0; i < nparts; i++)
         list[i] = (struct lf_api_part){parts[i].number, parts[i].etag};
     multipart_etag(parts, nparts, want);
-    meta_fill(&mkv, &u->meta);
+    /* The completion names the object's metadata: today's, which spares
+     * the copy onto itself that S3's completion needs for late changes. */
+    meta_fill(&mkv, meta ? meta : &u->meta);
     struct lf_api_object obj = {.meta = mkv.kv, .nmeta = mkv.n,
                                 .content_type = u->content_type ? u->content_type
                                                                 : "application/octet-stream"};
@@ -1163,7 +1166,7 @@ out:
     free(ref);
     free(list);
     upload_free(u);
-    return rc;
+    return rc ? rc : meta != NULL;
 }
 
 static int ps_mpu_abort(void *ctx, const char *bucket, const char *key, const char *upload_id)

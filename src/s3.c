@@ -1238,8 +1238,10 @@ static bool completed(struct s3 *s, const char *bucket, const char *key, const c
  * is stored; otherwise it is sent again. */
 static int s3_mpu_complete(void *ctx, const char *bucket, const char *key,
                            const char *upload_id, const struct lf_part *parts, size_t nparts,
-                           enum lf_put_cond cond, char etag_out[LF_ETAG_MAX])
+                           enum lf_put_cond cond, const struct lf_put_meta *meta,
+                           char etag_out[LF_ETAG_MAX])
 {
+    (void)meta; /* S3's completion takes no metadata: the create's stays */
     struct s3 *s = ctx;
     struct lf_buf req = LF_BUF_INIT, body = LF_BUF_INIT;
     struct lf_http_resp r;

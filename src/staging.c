@@ -820,6 +820,7 @@ void lf_sfile_set_meta(struct lf_sfile *f, const struct lf_put_meta *m, bool mar
     if (m->has & LF_ATTR_MTIME)
         f->meta.mtime = m->mtime;
     f->meta.has = has;
+    f->meta.implicit = (f->meta.implicit & ~m->has) | (m->implicit & m->has);
     if (mark_dirty)
         touch(f);
     pthread_mutex_unlock(&f->lock);
@@ -855,15 +856,29 @@ static int abort_upload(struct lf_sfile *f)
 
 static bool meta_same(const struct lf_put_meta *a, const struct lf_put_meta *b)
 {
-    return a->has == b->has && a->mode == b->mode && a->uid == b->uid && a->gid == b->gid &&
-           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+    unsigned h = a->has;
+    return h == b->has && (!(h & LF_ATTR_MODE) || a->mode == b->mode) &&
+           (!(h & LF_ATTR_UID) || a->uid == b->uid) && (!(h & LF_ATTR_GID) || a->gid == b->gid) &&
+           (!(h & LF_ATTR_MTIME) || (a->mtime.tv_sec == b->mtime.tv_sec &&
+                                     a->mtime.tv_nsec == b->mtime.tv_nsec));
+}
+
+/* What a multipart upload must carry of meta: a write's own time is left
+ * to the object's (it is completed after the last write), so a plain
+ * streamed write needs no copy onto itself to bring it up to date. */
+static struct lf_put_meta explicit_meta(const struct lf_put_meta *m)
+{
+    struct lf_put_meta e = *m;
+    e.has &= ~m->implicit;
+    e.implicit = 0;
+    return e;
 }
 
 /* Opens the multipart upload with part size ps. Called with flush_lock. */
 static int begin_upload(struct lf_sfile *f, size_t ps)
 {
     pthread_mutex_lock(&f->lock);
-    struct lf_put_meta meta = f->meta;
+    struct lf_put_meta meta = explicit_meta(&f->meta);
     char *key = strdup(f->key);
     pthread_mutex_unlock(&f->lock);
     char *id = NULL;
@@ -1105,18 +1120,23 @@ static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
         rc = -ENOMEM;
     struct lf_put_meta created = f->up_meta;
     pthread_mutex_unlock(&f->lock);
+    bool meta_set = false;
     if (!rc) {
         rc = f->s->store->ops->mpu_complete(f->s->store->ctx, f->bucket, key, id, list, n, cond,
-                                            etag);
+                                            meta, etag);
         count(f->s, &f->s->completes);
+        meta_set = rc == 1;
+        rc = rc > 0 ? 0 : rc;
         if (rc && rc != -EEXIST) /* a lost create: lf_sfile_flush says it */
             lf_err("CompleteMultipartUpload %s/%s (%zu parts) failed: %s", f->bucket, key, n,
                    strerror(-rc));
     }
-    if (!rc && !meta_same(&created, meta)) {
+    struct lf_put_meta want = explicit_meta(meta);
+    if (!rc && !meta_set && !meta_same(&created, &want)) {
         /* The upload streamed before the writer set the mode or times
-         * (cp -p does so after its last write): the object gets them by a
-         * copy onto itself, which moves no data. */
+         * (cp -p does so after its last write), and the completion could
+         * not carry them: the object gets them by a copy onto itself (on
+         * lakeFS a copy of every byte, so only when the caller asked). */
         rc = f->s->store->ops->copy(f->s->store->ctx, f->bucket, key, key, meta, etag);
         if (rc)
             lf_err("%s/%s: setting its metadata after the upload failed: %s", f->bucket, key,

@@ -663,8 +663,10 @@ static int mem_mpu_part(void *ctx, const char *bucket, const char *key,
 
 static int mem_mpu_complete(void *ctx, const char *bucket, const char *key,
                             const char *upload_id, const struct lf_part *parts,
-                            size_t nparts, enum lf_put_cond cond, char etag_out[LF_ETAG_MAX])
+                            size_t nparts, enum lf_put_cond cond,
+                            const struct lf_put_meta *meta, char etag_out[LF_ETAG_MAX])
 {
+    (void)meta; /* as S3: the create's metadata stays */
     struct lf_mem_store *m = ctx;
     struct mem_upload **link = NULL;
     unsigned char *data = NULL;

@@ -71,6 +71,11 @@ struct lf_put_meta {
     uint32_t mode, uid, gid;
     struct timespec mtime;
     const char *content_type;
+    /* Of has: the fields that only say when the last write happened (a
+     * write's mtime), which the object's own time at completion says as
+     * well; a multipart upload may leave them out rather than copy the
+     * object onto itself to bring them up to date. */
+    unsigned implicit;
 };
 
 struct lf_part {
@@ -208,11 +213,14 @@ struct lf_store_ops {
                     const char *upload_id, int number,
                     const struct lf_body *body, char etag_out[LF_ETAG_MAX]);
     /* cond as for put: LF_PUT_IF_ABSENT completes only if the key holds
-     * nothing (-EEXIST otherwise). */
+     * nothing (-EEXIST otherwise). meta: the object's metadata as of now
+     * (NULL: the create's). A store whose completion can set metadata
+     * (lakeFS's presigned completion) does and returns 1; one that cannot
+     * (S3's) returns 0 and the object has the create's. */
     int (*mpu_complete)(void *ctx, const char *bucket, const char *key,
                         const char *upload_id, const struct lf_part *parts,
                         size_t nparts, enum lf_put_cond cond,
-                        char etag_out[LF_ETAG_MAX]);
+                        const struct lf_put_meta *meta, char etag_out[LF_ETAG_MAX]);
     int (*mpu_abort)(void *ctx, const char *bucket, const char *key,
                      const char *upload_id);
     void (*destroy)(void *ctx);

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import tarfile
 import threading
+import time
 
 import pytest
 
@@ -460,3 +461,37 @@ def test_files_created_in_parallel_all_listed_while_listings_expire(lakefs, repo
     assert all(p.wait(timeout=300) == 0 for p in procs)
     assert sorted(os.listdir(dst)) == names
     assert len([k for k in keys(s3, repo, "main/dst/") if not k.endswith("/")]) == 600
+
+
+@pytest.mark.parametrize("presign", ["off", "on"])
+def test_a_streamed_write_is_not_copied_onto_itself_after_completion(lakefs, repo, s3, mount,
+                                                                     presign):
+    """A plain write of a multipart-sized file: its mtime is the time of its
+    last write, which the object's own time at completion says as well, so
+    no CopyObject follows (on lakeFS a copy moves every byte again). Over
+    presigned URLs the completion carries the exact mtime; through the
+    gateway the object's Last-Modified stands for it."""
+    data = BigStream(seed=31, size=20 * MiB + 77)
+    m = mount(uri(repo), "--presign", presign)
+    lakefs.reset_stats()
+    t0 = time.time()
+    fd = os.open(m.path / "main" / "dd.bin", os.O_CREAT | os.O_WRONLY, 0o640)
+    for piece in data.pieces():
+        for off in range(0, len(piece), MiB):
+            os.write(fd, piece[off:off + MiB])
+    mtime_ns = os.fstat(fd).st_mtime_ns
+    os.close(fd)
+    t1 = time.time()
+    st = lakefs.stats()
+    assert "CopyObject" not in st["requests"], st["requests"]
+    assert sha256_bytes(get(s3, repo, "main/dd.bin")) == data.sha256()
+    head = s3.head_object(Bucket=repo, Key="main/dd.bin")
+    meta = {k.lower(): v for k, v in head["Metadata"].items()}
+    assert int(meta["mode"]) & 0o777 == 0o640
+    m2 = mount(uri(repo), "--presign", presign)
+    got = os.stat(m2.path / "main" / "dd.bin").st_mtime_ns
+    if presign == "on":
+        assert got == mtime_ns
+    else:
+        assert "mtime" not in meta, meta
+        assert int(t0) - 1 <= got / 1e9 <= t1 + 1, (t0, got / 1e9, t1)

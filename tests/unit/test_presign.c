@@ -838,7 +838,7 @@ static void test_multipart(void)
         CHECK_INT(s->ops->mpu_part(s->ctx, "r", "main/big", id, i + 1, &b, parts[i].etag), 0);
     }
     SET(lose_completes, 1); /* made, the answer lost: a stat finds the multipart ETag */
-    CHECK_INT(s->ops->mpu_complete(s->ctx, "r", "main/big", id, parts, 3, LF_PUT_ANY, etag), 0);
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "r", "main/big", id, parts, 3, LF_PUT_ANY, NULL, etag), 0);
     CHECK_INT(GET(completes), 1);
     CHECK(strstr(etag, "-3") != NULL);
     const struct blob *b = stored("big");
@@ -855,6 +855,19 @@ static void test_multipart(void)
     struct lf_body one = {.mem = data, .len = 5 * MiB};
     CHECK_INT(s->ops->mpu_part(s->ctx, "r", "main/big2", id, 1, &one, parts[0].etag), -ENOENT);
     free(id);
+    /* metadata that changed after the create rides on the completion,
+     * which says so (1): no copy onto itself is needed */
+    CHECK_INT(s->ops->mpu_create(s->ctx, "r", "main/late", &meta, &id), 0);
+    CHECK_INT(s->ops->mpu_part(s->ctx, "r", "main/late", id, 1, &one, parts[0].etag), 0);
+    struct lf_put_meta late = {.has = LF_ATTR_UID | LF_ATTR_MTIME, .uid = 1001,
+                               .mtime = {.tv_sec = 1700000000, .tv_nsec = 42}};
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "r", "main/late", id, parts, 1, LF_PUT_ANY, &late,
+                                   etag), 1);
+    o = obj_find("late");
+    CHECK(o && strstr(o->meta, "\"X-Amz-Meta-uid\":\"1001\"") != NULL);
+    CHECK(o && strstr(o->meta, "\"X-Amz-Meta-mtime\":\"1700000000\"") != NULL);
+    CHECK(o && strstr(o->meta, "\"X-Amz-Meta-mtime-nsec\":\"42\"") != NULL);
+    free(id);
     free_store(s);
 
     /* a server without per-part URLs: the first upload finds out, is
@@ -868,7 +881,10 @@ static void test_multipart(void)
     CHECK_INT(lf_mem_store_calls(mem, LF_MEM_MPU_CREATE), 1);
     struct lf_body p1 = {.mem = data, .len = 5 * MiB};
     CHECK_INT(s->ops->mpu_part(s->ctx, "r", "main/g", id, 1, &p1, parts[0].etag), 0);
-    CHECK_INT(s->ops->mpu_complete(s->ctx, "r", "main/g", id, parts, 1, LF_PUT_ANY, etag), 0);
+    /* the gateway's completion cannot set metadata: 0, the create's stays */
+    struct lf_put_meta any = {.has = LF_ATTR_UID, .uid = 7};
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "r", "main/g", id, parts, 1, LF_PUT_ANY, &any, etag),
+              0);
     size_t len = 0;
     const void *got = lf_mem_store_data(mem, "r", "main/g", &len);
     CHECK(got && len == 5 * MiB && memcmp(got, data, len) == 0);

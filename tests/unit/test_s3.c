@@ -335,7 +335,7 @@ static void test_complete(enum script script, int want_posts)
      * reused connection closes before any answer. */
     CHECK_INT(st->ops->head(st->ctx, "b", "k", &a), 0);
     int rc = st->ops->mpu_complete(st->ctx, "b", "k", "upload-1", parts, 2, LF_PUT_ANY,
-                                     etag);
+                                     NULL, etag);
     CHECK_INT(rc, 0);
     CHECK_STR(etag, srv.complete_etag);
     CHECK_INT(count(&srv.posts), want_posts);
@@ -435,7 +435,7 @@ static void test_stats(void)
     pthread_mutex_unlock(&srv.lock);
     s = new_store(COMPLETE_500_AFTER_STORE);
     CHECK_INT(s->ops->head(s->ctx, "b", "k", &a), 0);
-    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, LF_PUT_ANY, etag), 0);
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, LF_PUT_ANY, NULL, etag), 0);
     s->ops->stats(s->ctx, &st);
     CHECK_INT(st.requests[LF_OP_HEAD], 2);
     CHECK_INT(st.requests[LF_OP_MPU_COMPLETE], 1);
@@ -451,7 +451,7 @@ static void test_stats(void)
     pthread_mutex_unlock(&srv.lock);
     s = new_store(COMPLETE_LOST_BEFORE_STORE);
     CHECK_INT(s->ops->head(s->ctx, "b", "k", &a), 0);
-    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, LF_PUT_ANY, etag), 0);
+    CHECK_INT(s->ops->mpu_complete(s->ctx, "b", "k", "upload-1", parts, 2, LF_PUT_ANY, NULL, etag), 0);
     s->ops->stats(s->ctx, &st);
     CHECK_INT(st.requests[LF_OP_MPU_COMPLETE], 2);
     CHECK_INT(st.retries[LF_ERR_CONNECT] + st.retries[LF_ERR_PROTOCOL], 1);

@@ -623,6 +623,50 @@ static void test_streamed_upload_gets_late_metadata(struct lf_mem_store *m, stru
     lf_staging_free(s);
 }
 
+/* A plain streamed write (no chmod or utimens after the upload began):
+ * only the writes' own times changed since, which the object's time at
+ * completion says as well, so no copy follows the completion (on lakeFS a
+ * copy moves every byte again). The mode set at create is on the object. */
+static void test_streamed_write_needs_no_copy(struct lf_mem_store *m, struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    size_t total = 3 * PS + 4321;
+    unsigned char *data = malloc(total);
+    fill(data, total, 12);
+    lf_mem_store_reset_calls(m);
+    CHECK_INT(lf_sfile_new(s, "repo", "main/dd.bin", NULL, &f), 0);
+    struct lf_put_meta created = {.has = LF_ATTR_MODE | LF_ATTR_MTIME, .mode = 0100640,
+                                  .mtime = {.tv_sec = 1600000000}};
+    lf_sfile_set_meta(f, &created, false);
+    for (size_t off = 0; off < total; off += MiB) {
+        size_t n = total - off < MiB ? total - off : MiB;
+        /* What a write does: its time becomes the file's mtime. */
+        struct lf_put_meta w = {.has = LF_ATTR_MTIME, .implicit = LF_ATTR_MTIME,
+                                .mtime = {.tv_sec = 1600000001 + (time_t)(off / MiB)}};
+        lf_sfile_set_meta(f, &w, false);
+        CHECK_INT(lf_sfile_write(f, data + off, n, off), (long long)n);
+    }
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK(stored_equals(m, "main/dd.bin", data, total));
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_MPU_COMPLETE), 1);
+    CHECK_INT(lf_mem_store_calls(m, LF_MEM_COPY), 0);
+    struct lf_obj_attr a;
+    struct lf_store *st = lf_mem_store_view(m);
+    CHECK_INT(st->ops->head(st->ctx, "repo", "main/dd.bin", &a), 0);
+    CHECK_INT(a.mode, 0100640);
+    /* A time set on purpose after the writes still reaches the object. */
+    struct lf_put_meta touched = {.has = LF_ATTR_MTIME, .mtime = {.tv_sec = 1234567890}};
+    CHECK_INT(lf_sfile_write(f, "x", 1, 0), 1);
+    lf_sfile_set_meta(f, &touched, true);
+    CHECK_INT(lf_sfile_flush(f, NULL), 0);
+    CHECK_INT(st->ops->head(st->ctx, "repo", "main/dd.bin", &a), 0);
+    CHECK_INT(a.mtime.tv_sec, 1234567890);
+    lf_sfile_unref(f);
+    free(data);
+    lf_staging_free(s);
+}
+
 /* What waits for upload, as `lakefuse stats` shows it: the files whose
  * upload is pending and their sizes, while a failed one stays. */
 static void test_stats_of_waiting_uploads(struct lf_mem_store *m, struct lf_workq *wq)
@@ -821,6 +865,7 @@ int main(void)
     test_discarded_file_stays_local(m, wq);
     test_rename_of_a_stored_file(m, wq);
     test_streamed_upload_gets_late_metadata(m, wq);
+    test_streamed_write_needs_no_copy(m, wq);
     test_metadata_only_change_sends_no_bytes(m, wq);
     test_stats_of_waiting_uploads(m, wq);
     test_create_only_where_nothing_is(m, wq);
