@@ -523,7 +523,9 @@ const struct lf_dent *lf_listing_find(const struct lf_listing *l, const char *na
 static int listing_unshare(struct lf_listing **lp)
 {
     struct lf_listing *l = *lp;
-    if (l->refs == 1)
+    /* A handle lets go of its snapshot without the lock (releasedir): an
+     * acquire, so its last reads come before our edits in place. */
+    if (__atomic_load_n(&l->refs, __ATOMIC_ACQUIRE) == 1)
         return 0;
     struct lf_listing *c = lf_listing_new();
     if (!c || reserve(c, l->n + 1)) {

@@ -4,6 +4,8 @@
 #include "lakefuse/meta.h"
 #include "lakefuse/store.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,6 +121,71 @@ static void test_copy_on_write(void)
     lf_listing_put(l);
 }
 
+/* A directory handle reads its snapshot of the listing with no lock held
+ * and lets go of it (fs_dir_release) outside the metadata lock; the
+ * directory's next change (fs_listing_note, under the lock) then finds
+ * the node's listing unshared and edits it in place. Nothing but the
+ * listing's reference count orders the two: the handle's turn ends with
+ * a relaxed store, which synchronises nothing. */
+#define SNAPSHOTS 200
+
+struct snapshot_reader {
+    struct lf_listing *handed[SNAPSHOTS]; /* each handle's snapshot, published (release) */
+    size_t want_n[SNAPSHOTS];             /* its size when handed */
+    unsigned released;                    /* handles done (relaxed) */
+    unsigned bad;
+};
+
+static void *read_snapshots(void *arg)
+{
+    struct snapshot_reader *sr = arg;
+    for (int i = 0; i < SNAPSHOTS; i++) {
+        struct lf_listing *l;
+        while (!(l = __atomic_load_n(&sr->handed[i], __ATOMIC_ACQUIRE)))
+            sched_yield();
+        /* A readdir: the entries as they were at opendir. */
+        const struct lf_dent *d = lf_listing_find(l, "x");
+        if (l->n != sr->want_n[i] || !d || d->attr.size != 1)
+            sr->bad++;
+        lf_listing_put(l); /* releasedir: no lock */
+        __atomic_store_n(&sr->released, (unsigned)i + 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void test_handle_snapshot_while_the_directory_changes(void)
+{
+    struct lf_list_entry entries[] = {entry("r/x", 1), entry("r/z", 2)};
+    struct lf_list_page page = {.entries = entries, .nentries = 2};
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* the metadata lock's stand-in */
+    struct snapshot_reader sr = {.bad = 0};
+    struct lf_listing *l = lf_listing_new(); /* the node's */
+    CHECK_INT(lf_listing_add_page(l, "r/", &page), 0);
+    pthread_t t;
+    CHECK_INT(pthread_create(&t, NULL, read_snapshots, &sr), 0);
+    unsigned failed = 0;
+    for (int i = 0; i < SNAPSHOTS; i++) {
+        pthread_mutex_lock(&lock);
+        lf_listing_get(l); /* opendir of a fresh listing */
+        sr.want_n[i] = l->n;
+        __atomic_store_n(&sr.handed[i], l, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&lock);
+        while (__atomic_load_n(&sr.released, __ATOMIC_RELAXED) <= (unsigned)i)
+            sched_yield();
+        /* A create and an unlink in the directory once the handle is gone. */
+        pthread_mutex_lock(&lock);
+        failed += lf_listing_upsert(&l, "y", false, NULL) != 0;
+        failed += lf_listing_remove(&l, "y", false) != 0;
+        pthread_mutex_unlock(&lock);
+    }
+    pthread_join(t, NULL);
+    CHECK_INT(failed, 0);
+    CHECK_INT(sr.bad, 0);
+    CHECK_INT(l->n, 2);
+    CHECK(lf_listing_find(l, "y") == NULL);
+    lf_listing_put(l);
+}
+
 static void test_node_lifetime(void)
 {
     struct lf_refinfo *ref = lf_refinfo_new("repo", "main", false, true);
@@ -177,6 +244,7 @@ int main(void)
     test_page_merge_and_find();
     test_file_and_directory_of_one_name();
     test_copy_on_write();
+    test_handle_snapshot_while_the_directory_changes();
     test_node_lifetime();
     return check_summary("test_meta");
 }
