@@ -290,10 +290,19 @@ static int sync_dir_of(const char *path)
 static int write_manifest_ex(struct lf_sfile *f, bool synced)
 {
     struct lf_buf b = LF_BUF_INIT, tmp = LF_BUF_INIT;
+    int rc = 0;
+    if (f->s->hook)
+        f->s->hook(f->s->hook_arg, "manifest", f);
     /* One at a time, each with what the file is now: a rename and a first
      * write may both write it, and the last one must name the new key. */
     pthread_mutex_lock(&f->manifest_lock);
     pthread_mutex_lock(&f->lock);
+    /* Discarded (unlinked) since the caller decided to write it: a
+     * manifest now would have recovery upload a removed file. */
+    if (f->discarded) {
+        pthread_mutex_unlock(&f->lock);
+        goto out;
+    }
     /* The base ETag lets recovery tell our stale bytes from a newer
      * object someone else wrote since. */
     const char *base = f->has_base ? f->base.etag : "";
@@ -301,7 +310,7 @@ static int write_manifest_ex(struct lf_sfile *f, bool synced)
     if (synced)
         snprintf(synced_size, sizeof(synced_size), "%" PRIu64, f->size);
     const char *bid = boot_id();
-    int rc = lf_buf_printf(&b, MANIFEST_MAGIC "%zu %s\n%zu %s\n%zu %s\n%zu %s\n%zu %s\n",
+    rc = lf_buf_printf(&b, MANIFEST_MAGIC "%zu %s\n%zu %s\n%zu %s\n%zu %s\n%zu %s\n",
                            strlen(f->bucket), f->bucket, strlen(f->key), f->key, strlen(base),
                            base, strlen(bid), bid, strlen(synced_size), synced_size);
     pthread_mutex_unlock(&f->lock);
@@ -1091,7 +1100,9 @@ static int upload_multipart(struct lf_sfile *f, uint64_t size, const char *key,
         }
         p->done = false;
         if (queue_part(f, k, len, latch, &err) != 0) {
-            err = -ENOMEM;
+            /* Parts queued before may be setting it from their threads. */
+            __atomic_compare_exchange_n(&err, &(int){0}, -ENOMEM, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST);
             for (size_t r = k; r < n; r++)
                 lf_latch_done(latch);
             break;
@@ -1316,7 +1327,11 @@ bool lf_sfile_discard(struct lf_sfile *f)
     pthread_mutex_lock(&f->lock);
     f->manifest_written = false;
     pthread_mutex_unlock(&f->lock);
+    /* After a manifest being written lands (it saw the file before the
+     * discard); any later one sees the discard and is not written. */
+    pthread_mutex_lock(&f->manifest_lock);
     unlink(f->manifest);
+    pthread_mutex_unlock(&f->manifest_lock);
     pthread_mutex_unlock(&f->flush_lock);
     return was_dirty;
 }

@@ -399,6 +399,50 @@ static void test_flush_during_a_write(struct lf_mem_store *m, struct lf_workq *w
     lf_staging_free(s);
 }
 
+/* An unlink (discard) between a first write's decision to record the file
+ * and the record landing: no manifest may stay behind, or a crash before
+ * the file is freed would have recovery upload a file that was removed. */
+static void discard_at(void *arg, const char *point, struct lf_sfile *f)
+{
+    struct mid_write *mw = arg;
+    if (strcmp(point, mw->point) == 0 && !mw->fired) {
+        mw->fired = true;
+        mw->rc = lf_sfile_discard(f);
+    }
+}
+
+static unsigned manifests_in(const char *d)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "find %s -name '*.m' | grep -c . 2>/dev/null", d);
+    FILE *p = popen(cmd, "r");
+    unsigned n = 0;
+    if (p) {
+        if (fscanf(p, "%u", &n) != 1)
+            n = 0;
+        pclose(p);
+    }
+    return n;
+}
+
+static void test_discard_while_the_manifest_is_written(struct lf_mem_store *m,
+                                                       struct lf_workq *wq)
+{
+    struct lf_staging *s = area(m, wq, 0);
+    struct lf_sfile *f;
+    struct mid_write mw = {.point = "manifest"};
+    CHECK_INT(lf_sfile_new(s, "repo", "main/gone", NULL, &f), 0);
+    lf_staging_set_hook(s, discard_at, &mw);
+    (void)lf_sfile_write(f, "AAAA", 4, 0);
+    lf_staging_set_hook(s, NULL, NULL);
+    CHECK(mw.fired);
+    CHECK_INT(manifests_in(dir), 0);
+    CHECK_INT(lf_staging_flush_all(s), 0);
+    CHECK(lf_mem_store_data(m, "repo", "main/gone", &(size_t){0}) == NULL);
+    lf_sfile_unref(f);
+    lf_staging_free(s);
+}
+
 /* O_TRUNC of a file not fetched yet, with a flush (another descriptor's
  * close) in the middle: the flush must not take the old size over an
  * empty staging file (it once failed with EIO, the file unchanged). */
@@ -861,6 +905,7 @@ int main(void)
     test_recovery_after_a_restart(m, wq);
     test_limits_and_rename(m, wq);
     test_flush_during_a_write(m, wq);
+    test_discard_while_the_manifest_is_written(m, wq);
     test_flush_during_an_o_trunc(m, wq);
     test_discarded_file_stays_local(m, wq);
     test_rename_of_a_stored_file(m, wq);
