@@ -324,10 +324,13 @@ def row_write(peers, sim, repo, workdir, cleanup, args, label):
     for i in range(args.write_runs):
         for p in ["boto3"] + peers:
             key = f"written/{label}-{p}-{i}.bin"
+            # The previous writer's bytes on disk before this one starts.
+            os.sync()
             if p == "boto3":
                 dt = boto3_upload(sim, repo, src, f"main/{key}")
                 if sha256_of_object(sim, repo, f"main/{key}") != want:
                     raise RuntimeError("boto3's upload is not on the gateway")
+                sim.s3().delete_object(Bucket=repo, Key=f"main/{key}")
                 runs[p].append(size / dt / MB)
                 continue
             m = mount(p, sim, repo, workdir, f"{label}-write-{p}{i}", cleanup, args.lakefuse_arg)
@@ -358,6 +361,7 @@ def row_write(peers, sim, repo, workdir, cleanup, args, label):
                     after[p] = max(after[p] or 0, late)
             finally:
                 m.unmount()
+            sim.s3().delete_object(Bucket=repo, Key=f"main/{key}")
             runs[p].append(size / dt / MB)
         log(f"  [{label}] write run {i + 1}: " +
             ", ".join(f"{p} {runs[p][-1]:.0f}" for p in ["boto3"] + peers) + " MB/s" +
@@ -507,7 +511,11 @@ def main():
     try:
         pipes = PipeLimit().raise_()
         cleanup.push(pipes.restore, "fs.pipe-max-size")
-        sim = Sim(workdir / "data", extra_args=["--sync-bodies"] if args.sync_bodies else [])
+        # --drop-deleted-blobs: the write row deletes what it checked, and
+        # its body goes with it, so every writer starts from the same disk
+        # and page cache.
+        sim = Sim(workdir / "data", extra_args=["--drop-deleted-blobs"] +
+                  (["--sync-bodies"] if args.sync_bodies else []))
         sim.start()
         cleanup.push(sim.stop, f"gateway pid {sim.pid}")
         repo = new_repo_name("peers")

@@ -206,7 +206,9 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
 
     try:
-        sim = Sim(workdir / "data")
+        # Every writer starts alike: the last one's gigabyte is deleted (its
+        # body with it) and flushed to disk before the next one begins.
+        sim = Sim(workdir / "data", extra_args=["--drop-deleted-blobs"])
         sim.start()
         cleanup.push(sim.stop, f"simulator pid {sim.pid}")
         log(f"simulator pid {sim.pid} at {sim.endpoint}; work dir {workdir}")
@@ -241,18 +243,22 @@ def main():
                                       cleanup)
                     sim.reset_stats()
                     key = f"big{lat}-{dp}-{i}.bin"
+                    os.sync()
                     mbps, close_s = write_through_mount(m.path / "main" / key, stream)
                     server, storage = server_and_storage_bytes(sim)
                     m.unmount()
                     check_object(s3, repo, f"main/{key}", stream.size, mount_etag)
+                    s3.delete_object(Bucket=repo, Key=f"main/{key}")
                     r[f"{dp}_mount"].append(mbps)
                     r[f"{dp}_close"].append(close_s)
                     r[f"{dp}_server"].append(server)
                     r[f"{dp}_storage"].append(storage)
                     line.append(f"lakefuse {dp} {mbps:6.0f} MB/s (close {close_s:.1f} s; "
                                 f"server {server:,} B, storage {storage:,} B)")
+                os.sync()
                 bmbps = boto_upload(s3, repo, f"main/boto{lat}-{i}.bin", stream, args.threads)
                 check_object(s3, repo, f"main/boto{lat}-{i}.bin", stream.size, etag)
+                s3.delete_object(Bucket=repo, Key=f"main/boto{lat}-{i}.bin")
                 r["boto"].append(bmbps)
                 log(f"  [{label}] run {i + 1}: " + "; ".join(line) +
                     f"; boto3 {bmbps:6.0f} MB/s")

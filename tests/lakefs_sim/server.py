@@ -86,6 +86,10 @@ def main(argv=None):
     p.add_argument("--sync-bodies", action="store_true",
                    help="fsync object and part bodies before answering (lakeFS's local "
                         "block adapter does not; this survives a power loss too)")
+    p.add_argument("--drop-deleted-blobs", action="store_true",
+                   help="benchmarks: delete the body of a deleted uncommitted object at "
+                        "once when nothing else refers to it (lakeFS leaves that to its "
+                        "garbage collection)")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = p.parse_args(argv)
 
@@ -105,7 +109,8 @@ def main(argv=None):
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
 
     os.makedirs(args.data_dir, exist_ok=True)
-    st = store.Store(args.data_dir, sync_bodies=args.sync_bodies)
+    st = store.Store(args.data_dir, sync_bodies=args.sync_bodies,
+                     drop_deleted_blobs=args.drop_deleted_blobs)
     try:
         st.open()
     except RuntimeError as e:

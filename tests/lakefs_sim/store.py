@@ -364,9 +364,10 @@ class FileWriter:
 
 
 class Store:
-    def __init__(self, data_dir, sync_bodies=False):
+    def __init__(self, data_dir, sync_bodies=False, drop_deleted_blobs=False):
         self.dir = os.path.abspath(data_dir)
         self.sync_bodies = sync_bodies
+        self.drop_deleted_blobs = drop_deleted_blobs
         self.lock = threading.RLock()
         self.repos = {}
         self.uploads = {}
@@ -853,10 +854,33 @@ class Store:
             present = [p for p in dict.fromkeys(paths) if p in br.view]
             if not present:
                 return set()
+            staged = [br.staged[p].addr for p in present if br.staged.get(p) is not None]
             seq = self._commit_record({"op": "del", "repo": repo_name, "branch": branch_name,
                                        "paths": present})
+            if self.drop_deleted_blobs:
+                self._drop_unreferenced(staged)
         self._sync(seq)
         return set(present)
+
+    def _drop_unreferenced(self, addrs):
+        """--drop-deleted-blobs (benchmarks only): the bodies of deleted
+        uncommitted objects that nothing else refers to go at once, so a
+        long benchmark's disk and page cache stay flat. lakeFS keeps them
+        until its garbage collection (and so does this store by default,
+        until its next start). Caller holds the lock."""
+        if not addrs:
+            return
+        live = set()
+        for repo in self.repos.values():
+            for c in repo.commits.values():
+                live.update(e.addr for e in c.changes.values() if e is not None)
+            for b in repo.branches.values():
+                live.update(e.addr for e in b.staged.values() if e is not None)
+        for addr in set(addrs) - live:
+            try:
+                os.unlink(self.blob_path(addr))
+            except FileNotFoundError:
+                pass
 
     def reset(self, repo_name, branch_name, path, exact=False):
         """Discards uncommitted changes of a branch: to `path` alone when

@@ -2,6 +2,7 @@
 every acknowledged object, commit, branch and tag) and 16 concurrent
 clients."""
 import hashlib
+import pathlib
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -218,3 +219,32 @@ def test_concurrent_commits_and_writes(lakefs, repo):
     lakefs.commit(repo, "main")
     keys, _ = list_keys(s3, repo, "main@/")
     assert len(keys) == 40
+
+
+def test_drop_deleted_blobs_frees_only_bodies_nothing_refers_to(sim_factory):
+    """--drop-deleted-blobs (for benchmarks): deleting an uncommitted
+    object removes its body at once; a committed one's body stays (its
+    commit refers to it), and so does everything else, byte for byte."""
+    sim = sim_factory("drop", extra_args=["--drop-deleted-blobs"])
+    s3 = sim.s3()
+    repo = new_name("drop")
+    sim.create_repo(repo)
+    blobs = pathlib.Path(sim.data_dir) / "blobs"
+
+    def count():
+        return sum(1 for _ in blobs.rglob("*") if _.is_file())
+
+    s3.put_object(Bucket=repo, Key="main/committed", Body=b"c" * 1000)
+    sim.commit(repo, "main", "one")
+    s3.put_object(Bucket=repo, Key="main/kept", Body=b"k" * 1000)
+    before = count()
+    s3.put_object(Bucket=repo, Key="main/big", Body=rand_bytes(3 * MiB))
+    assert count() == before + 1
+    s3.delete_object(Bucket=repo, Key="main/big")
+    assert count() == before
+    s3.delete_object(Bucket=repo, Key="main/committed")
+    assert count() == before
+    assert get_bytes(s3, repo, "main/kept") == b"k" * 1000
+    _, log = sim.api("GET", f"/repositories/{repo}/refs/main/commits", expect=200)
+    c1 = log["results"][0]["id"]
+    assert get_bytes(s3, repo, f"{c1}/committed") == b"c" * 1000
