@@ -311,8 +311,8 @@ static int write_manifest_ex(struct lf_sfile *f, bool synced)
         snprintf(synced_size, sizeof(synced_size), "%" PRIu64, f->size);
     const char *bid = boot_id();
     rc = lf_buf_printf(&b, MANIFEST_MAGIC "%zu %s\n%zu %s\n%zu %s\n%zu %s\n%zu %s\n",
-                           strlen(f->bucket), f->bucket, strlen(f->key), f->key, strlen(base),
-                           base, strlen(bid), bid, strlen(synced_size), synced_size);
+                       strlen(f->bucket), f->bucket, strlen(f->key), f->key, strlen(base),
+                       base, strlen(bid), bid, strlen(synced_size), synced_size);
     pthread_mutex_unlock(&f->lock);
     if (!rc)
         rc = lf_buf_printf(&tmp, "%s.tmp", f->manifest);
