@@ -420,6 +420,34 @@ static int check_answer(const struct lf_http_resp *r, uint64_t off, uint64_t len
     return -EPROTO;
 }
 
+/* After a storage GET that did not end its loop: whether to try again
+ * (with *renew, under a URL asked anew), else the loop ends with *rc. */
+static bool read_again(struct ps *s, enum verdict v, const char *what, int *rc,
+                       unsigned *attempt, unsigned *renewals, bool *renew,
+                       const struct lf_read_ctl *ctl)
+{
+    if (v == V_RENEW && (*renewals)++ < REFRESH_MAX) {
+        atomic_fetch_add(&s->refreshes, 1);
+        *renew = true;
+        return true;
+    }
+    if (v == V_FAIL && *rc == -ENOENT && (*renewals)++ < 1) {
+        /* The bytes are gone from the storage: the object may have been
+         * replaced and its old data collected; a stat says. */
+        *renew = true;
+        return true;
+    }
+    if (v == V_FAIL && *rc == -ENOENT) {
+        lf_err("storage GET %s: lakeFS lists it, but its storage has no bytes for it", what);
+        *rc = -EIO;
+    }
+    if (v != V_RETRY || *attempt >= s->retries)
+        return false;
+    atomic_fetch_add(&s->nretries, 1);
+    *renew = false;
+    return (*rc = backoff(s, (*attempt)++, ctl)) == 0;
+}
+
 static int ps_get(void *ctx, const char *bucket, const char *key, uint64_t off,
                   const struct iovec *iov, int iovcnt, const char *etag, size_t *got,
                   const struct lf_read_ctl *ctl)
@@ -488,27 +516,7 @@ static int ps_get(void *ctx, const char *bucket, const char *key, uint64_t off,
                     off + len - 1, r.status, r.content_range, r.body_len, attempt + 1);
             v = V_RETRY;
         }
-        if (v == V_RENEW && renewals++ < REFRESH_MAX) {
-            atomic_fetch_add(&s->refreshes, 1);
-            renew = true;
-            continue;
-        }
-        if (v == V_FAIL && rc == -ENOENT && renewals++ < 1) {
-            /* The bytes are gone from the storage: the object may have
-             * been replaced and its old data collected; a stat says. */
-            renew = true;
-            continue;
-        }
-        if (v == V_FAIL && rc == -ENOENT) {
-            lf_err("read %s/%s: lakeFS lists it, but its storage has no bytes for it", bucket,
-                   key);
-            rc = -EIO;
-        }
-        if (v != V_RETRY || attempt >= s->retries)
-            break;
-        atomic_fetch_add(&s->nretries, 1);
-        renew = false;
-        if ((rc = backoff(s, attempt++, ctl)))
+        if (!read_again(s, v, what, &rc, &attempt, &renewals, &renew, ctl))
             break;
     }
     if (rc && rc != -ENOENT && rc != -EINTR && rc != -ESTALE)
@@ -613,22 +621,7 @@ static int ps_get_stream(void *ctx, const char *bucket, const char *key, uint64_
                 break;
             v = V_RETRY;
         }
-        if (v == V_RENEW && renewals++ < REFRESH_MAX) {
-            atomic_fetch_add(&s->refreshes, 1);
-            renew = true;
-            continue;
-        }
-        if (v == V_FAIL && rc == -ENOENT && renewals++ < 1) {
-            renew = true;
-            continue;
-        }
-        if (v == V_FAIL && rc == -ENOENT)
-            rc = -EIO; /* listed by lakeFS, missing in its storage */
-        if (v != V_RETRY || attempt >= s->retries)
-            break;
-        atomic_fetch_add(&s->nretries, 1);
-        renew = false;
-        if ((rc = backoff(s, attempt++, ctl)))
+        if (!read_again(s, v, what, &rc, &attempt, &renewals, &renew, ctl))
             break;
     }
     lf_http_resp_free(&r);
