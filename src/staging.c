@@ -25,6 +25,17 @@
  * queue as soon as the writer has moved past them. A later write into an
  * uploaded part bumps that part's generation, so the final flush sends it
  * again; part numbers make a re-sent part replace the old one.
+ *
+ * Page cache: a streamed part that is stored is rarely read again, so its
+ * pages are written back once it is up and advised out of the cache a few
+ * parts later (let_go). A large write then holds about its parts in
+ * flight in memory, not its whole size, and the kernel reuses the same
+ * pages for the next parts (on a VM whose host reclaims freed memory, a
+ * never-used page costs about four times a reused one to fill). Only
+ * hints: a dirty page is never dropped, and the bytes stay in the file
+ * for reads, re-sent parts and recovery. The price is the disk write of
+ * each streamed byte, asynchronous, which the kernel's own writeback would
+ * have done for a file that outgrows its dirty limits anyway.
  */
 #include "lakefuse/staging.h"
 
@@ -50,6 +61,9 @@
 #define MANIFEST_MAGIC "lakefuse-staged 1\n"
 #define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
 #define LOAD_CHUNK (8u << 20)
+/* Stored parts whose pages stay cached behind the highest stored one:
+ * their writeback, started when each was stored, is then done. */
+#define LET_GO_LAG 2
 
 struct part {
     unsigned gen;      /* bumped by writes into the part */
@@ -129,6 +143,8 @@ struct lf_sfile {
     size_t nparts_cap;
     unsigned inflight;
     int job_err;                  /* first error of a background part */
+    size_t let_go_below;          /* streamed parts [0, this) left the page cache */
+    size_t top_streamed;          /* 1 + the highest streamed part stored */
 };
 
 /* ---- space accounting ----------------------------------------------------- */
@@ -911,6 +927,7 @@ static int begin_upload(struct lf_sfile *f, size_t ps)
     f->parts = parts;
     f->nparts_cap = MAX_PARTS;
     f->job_err = 0;
+    f->let_go_below = f->top_streamed = 0;
     pthread_mutex_unlock(&f->lock);
     return 0;
 }
@@ -925,6 +942,24 @@ struct part_job {
     int *err;               /* where the flush wants the result */
 };
 
+/* The stored streamed parts LET_GO_LAG behind the highest one, not yet let
+ * go and unchanged since they were sent: [*from, *to) in bytes, empty when
+ * none. Advancing the mark stops at a part that is not ready (out of
+ * order, or written again), which a later part's job picks up. The range
+ * starts a part early: the kernel drops only the folios wholly inside an
+ * advice, so a large folio across the mark was left by the advice before
+ * and is inside this one (folios are smaller than a part). f->lock held. */
+static void let_go_range(struct lf_sfile *f, uint64_t *from, uint64_t *to)
+{
+    size_t k = f->let_go_below;
+    while (k + LET_GO_LAG < f->top_streamed && f->parts[k].done &&
+           f->parts[k].sent_gen == f->parts[k].gen)
+        k++;
+    *from = (uint64_t)(f->let_go_below ? f->let_go_below - 1 : 0) * f->ps;
+    *to = k > f->let_go_below ? (uint64_t)k * f->ps : *from;
+    f->let_go_below = k;
+}
+
 static void part_job_run(void *arg)
 {
     struct part_job *j = arg;
@@ -934,6 +969,13 @@ static void part_job_run(void *arg)
     int rc = f->s->store->ops->mpu_part(f->s->store->ctx, f->bucket, j->key, j->upload_id,
                                         (int)j->k + 1, &body, etag);
     count(f->s, &f->s->parts);
+    /* A streamed part's bytes start for the disk now, so that by the time
+     * let_go reaches them they are clean and can leave the cache. A flush's
+     * parts do not: the file is usually removed right after. */
+    bool streamed = !rc && !j->latch;
+    if (streamed)
+        sync_file_range(f->fd, (off_t)j->off, (off_t)j->len, SYNC_FILE_RANGE_WRITE);
+    uint64_t drop_from = 0, drop_to = 0;
     pthread_mutex_lock(&f->lock);
     struct part *p = f->parts && f->upload_id && strcmp(f->upload_id, j->upload_id) == 0
                          ? &f->parts[j->k] : NULL;
@@ -943,10 +985,21 @@ static void part_job_run(void *arg)
             p->done = true;
             p->sent_gen = j->gen;
             memcpy(p->etag, etag, LF_ETAG_MAX);
+            if (streamed && j->k + 1 > f->top_streamed)
+                f->top_streamed = j->k + 1;
+            let_go_range(f, &drop_from, &drop_to);
         } else if (!f->job_err) {
             f->job_err = rc;
         }
     }
+    pthread_mutex_unlock(&f->lock);
+    if (drop_to > drop_from) {
+        if (f->s->hook)
+            f->s->hook(f->s->hook_arg, "let-go", f);
+        posix_fadvise(f->fd, (off_t)drop_from, (off_t)(drop_to - drop_from),
+                      POSIX_FADV_DONTNEED);
+    }
+    pthread_mutex_lock(&f->lock);
     if (--f->inflight == 0)
         pthread_cond_broadcast(&f->cond);
     pthread_mutex_unlock(&f->lock);
