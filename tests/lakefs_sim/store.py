@@ -524,13 +524,18 @@ class Store:
                 except ValueError:
                     pass
 
-    def _collect_garbage(self):
+    def _live_addrs(self):
+        """Every body address a commit or a branch's staging refers to."""
         live = set()
         for repo in self.repos.values():
             for c in repo.commits.values():
                 live.update(e.addr for e in c.changes.values() if e is not None)
             for b in repo.branches.values():
                 live.update(e.addr for e in b.staged.values() if e is not None)
+        return live
+
+    def _collect_garbage(self):
+        live = self._live_addrs()
         removed = 0
         blobs = os.path.join(self.dir, "blobs")
         for sub in os.listdir(blobs):
@@ -870,12 +875,7 @@ class Store:
         until its next start). Caller holds the lock."""
         if not addrs:
             return
-        live = set()
-        for repo in self.repos.values():
-            for c in repo.commits.values():
-                live.update(e.addr for e in c.changes.values() if e is not None)
-            for b in repo.branches.values():
-                live.update(e.addr for e in b.staged.values() if e is not None)
+        live = self._live_addrs()
         for addr in set(addrs) - live:
             try:
                 os.unlink(self.blob_path(addr))
