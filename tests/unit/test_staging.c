@@ -976,12 +976,12 @@ static void test_stored_parts_leave_the_page_cache(struct lf_mem_store *m, struc
     int fd = open_staged(own);
     CHECK(fd >= 0);
     struct statfs sf;
-    if (fd >= 0 && fstatfs(fd, &sf) == 0 && sf.f_type != TMPFS_MAGIC) {
+    if (fd >= 0 && fstatfs(fd, &sf) == 0 && sf.f_type == TMPFS_MAGIC) {
+        printf("test_staging: %s is on tmpfs, whose pages have no disk to leave for: "
+               "residency not checked\n", own);
+    } else {
         /* Short of a large folio across the end, which part 6 keeps. */
         CHECK_INT(resident_pages(fd, 0, 6 * PS - 2 * MiB), 0);
-    } else {
-        printf("test_staging: %s is on tmpfs, whose pages have no disk to leave for: "
-               "residency not checked\n", dir);
     }
     if (fd >= 0)
         close(fd);
