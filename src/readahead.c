@@ -24,6 +24,7 @@
 #define MAX_LANES 8
 #define SKIP_MAX (1u << 20) /* bytes a lane may drop to reach a read */
 #define GAP_WAIT_MS 5       /* how long a read ahead of its lane waits for the one before */
+#define SLOW_ANSWER_US 4000 /* a lane's first byte this late makes the window jump */
 
 /* A lane is one ranged GET of a stream: its answer waits on the
  * connection, and reads take its body in order. */
@@ -33,6 +34,7 @@ struct lane {
     struct lf_reader *r;
     uint64_t start, end; /* the GET's range */
     uint64_t pos;        /* the next byte its body gives */
+    int64_t asked_us;    /* when its GET was planned */
     enum lane_state state;
     int err;             /* why it failed */
     struct lf_stream *st;
@@ -64,6 +66,7 @@ struct lf_reader {
     unsigned splicers;  /* threads in lf_reader_splice */
     uint64_t lane_trigger; /* passing this opens the next window of lanes */
     uint64_t lane_target;  /* where the current window of lanes ends */
+    int64_t answer_us;     /* how long the last lane took to its first byte */
     pthread_cond_t lane_cv;
 };
 
@@ -556,6 +559,13 @@ static void lane_remove(struct lf_reader *r, struct lane *l)
     lane_free(l);
 }
 
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void lane_job(void *arg)
 {
     struct lane *l = arg;
@@ -572,6 +582,7 @@ static void lane_job(void *arg)
         r->st.gets++;
     if (rc == 0) {
         r->st.streams++;
+        r->answer_us = now_us() - l->asked_us;
         l->st = st;
         l->state = LANE_READY;
     } else {
@@ -582,6 +593,21 @@ static void lane_job(void *arg)
     if (--r->inflight == 0)
         pthread_cond_broadcast(&r->idle);
     pthread_mutex_unlock(&r->lock);
+}
+
+/* With the lock held: the window grows as the reader goes on. Doubling
+ * asks little of a server for a reader that stops early, but it plans
+ * each window when the reader is half a window short of it: where a
+ * lane's first byte takes longer than reading that half (a distant
+ * server: 20 ms is 60 MB at loopback speed), every doubling would stop
+ * the reader for a round trip. Once a lane has been that slow to answer,
+ * the window goes to its maximum at once. */
+static void grow_window(struct lf_reader *r)
+{
+    if (r->answer_us >= SLOW_ANSWER_US || r->window > r->o.max_window / 2)
+        r->window = r->o.max_window;
+    else
+        r->window *= 2;
 }
 
 /* With the lock held: opens the lanes a read at [off, end) calls for,
@@ -595,18 +621,13 @@ static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, stru
          * after it, from where the lanes (or the reader) stopped if that
          * is a little before it: readahead sent in parallel brings the
          * reads in between soon. */
-        if (r->last_end > 0 && r->window < r->o.max_window)
-            r->window *= 2;
-        if (r->window > r->o.max_window)
-            r->window = r->o.max_window;
+        if (r->last_end > 0)
+            grow_window(r);
         uint64_t front = r->nlanes ? r->lanes[r->nlanes - 1]->end : r->last_end;
         from = front <= off && off - front <= r->window ? front : off;
         to = end + r->window;
     } else if (end > r->lane_trigger) {
-        if (r->window < r->o.max_window)
-            r->window *= 2;
-        if (r->window > r->o.max_window)
-            r->window = r->o.max_window;
+        grow_window(r);
         from = r->lanes[r->nlanes - 1]->end;
         to = from + r->window;
     } else if (r->nlanes < MAX_LANES && r->lanes[r->nlanes - 1]->end < r->lane_target) {
@@ -645,7 +666,8 @@ static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, stru
             stop = at + r->o.request_size;
         if (!(l = calloc(1, sizeof(*l))))
             break;
-        *l = (struct lane){.r = r, .start = at, .end = stop, .pos = at, .state = LANE_OPENING};
+        *l = (struct lane){.r = r, .start = at, .end = stop, .pos = at, .asked_us = now_us(),
+                           .state = LANE_OPENING};
         memmove(r->lanes + i + 1, r->lanes + i, (r->nlanes - i) * sizeof(*r->lanes));
         r->lanes[i] = l;
         r->nlanes++;

@@ -11,7 +11,10 @@
  * A reader of a big object (opts.stream_min) streams its sequential reads
  * instead: the window is filled by GETs whose answers wait on their
  * connections, and lf_reader_splice moves each read's bytes from the
- * socket into a pipe for the kernel, never into our memory. Such objects
+ * socket into a pipe for the kernel, never into our memory. Once one of
+ * those GETs has been slow to answer (a distant server), the window goes
+ * to its maximum instead of doubling, since every doubling would stop
+ * the reader for a round trip. Such objects
  * would not stay in the cache anyway; what a stream cannot serve (random
  * reads, a failed or refused GET) goes through the blocks.
  *

@@ -510,6 +510,31 @@ static void test_stream_sequential(void)
     sfix_fini(&f);
 }
 
+/* A server slow to answer (here 10 ms before each first byte, as a
+ * distant object store) makes the window jump to its maximum at the
+ * second read instead of doubling: each doubling would stop the reader
+ * for a round trip. The bytes are the object's either way. */
+static void test_stream_window_after_a_slow_answer(void)
+{
+    struct sfix f;
+    sfix_init(&f, 16 * MiB, 80 * MiB, 39);
+    lf_mem_store_set_delay_us(f.e.mem, 10 * 1000);
+    CHECK_INT(sfix_read(&f, MiB, 0, NULL), MiB);
+    struct lf_ra_stats st;
+    lf_reader_get_stats(f.r, &st);
+    CHECK_INT(st.window, MiB); /* the first read knows nothing of the server yet */
+    CHECK_INT(sfix_read(&f, MiB, MiB, NULL), MiB);
+    lf_reader_get_stats(f.r, &st);
+    CHECK_INT(st.window, 64 * MiB); /* the default maximum */
+    bool ok = true;
+    for (size_t off = 2 * MiB; off < f.size; off += MiB)
+        ok &= sfix_read(&f, MiB, off, NULL) == (ssize_t)MiB;
+    CHECK(ok);
+    CHECK(memcmp(f.out, f.data, f.size) == 0);
+    CHECK_INT(f.s.copied, 0);
+    sfix_fini(&f);
+}
+
 /* Objects under stream_min, random reads and re-reads go through blocks;
  * reading on sequentially from a random place streams again. */
 static void test_stream_only_for_sequential_reads(void)
@@ -724,6 +749,7 @@ int main(void)
     test_consumed_block_released_last_by_its_fetch();
     test_warm();
     test_stream_sequential();
+    test_stream_window_after_a_slow_answer();
     test_stream_only_for_sequential_reads();
     test_stream_broken_connection();
     test_stream_replaced_object();
