@@ -1,7 +1,7 @@
 /* fuse_ceiling: what the kernel's FUSE read path alone carries on this
  * machine.
  *
- *   fuse_ceiling [--async-read] [--size-mib N] MOUNTPOINT
+ *   fuse_ceiling [--async-read | --direct-io] [--size-mib N] MOUNTPOINT
  *
  * Serves one read-only file, MOUNTPOINT/data (N MiB, default 1024), and
  * answers every read from a 64 MiB buffer in memory: no network, no cache
@@ -10,8 +10,12 @@
  * way lakefuse sets up its own (1 MiB reads, synchronous unless
  * --async-read, the same worker-thread limits), so a sequential read of
  * MOUNTPOINT/data is an upper bound for any lakefuse stream on the same
- * machine. bench/read_bench.py runs it; it stays in the foreground and
- * exits when unmounted (fusermount3 -u).
+ * machine. With --direct-io the file is opened past the page cache, as
+ * lakefuse opens big objects by default: every read of the reader is one
+ * round trip through the server, and the kernel copies the answer
+ * straight into the reader's buffer. bench/read_bench.py and
+ * bench/peers.py run it; it stays in the foreground and exits when
+ * unmounted (fusermount3 -u).
  */
 #define FUSE_USE_VERSION 34
 #include <errno.h>
@@ -30,6 +34,7 @@ static struct {
     char *src;
     uint64_t size;
     bool async_read;
+    bool direct_io;
 } g;
 
 static void fill_attr(fuse_ino_t ino, struct stat *st)
@@ -103,8 +108,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_buf(req, g.src + o % SOURCE_SIZE, size);
 }
 
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    if (ino != DATA_INO) {
+        fuse_reply_err(req, EISDIR);
+        return;
+    }
+    fi->direct_io = g.direct_io;
+    fuse_reply_open(req, fi);
+}
+
 static const struct fuse_lowlevel_ops ops = {
     .init = op_init,
+    .open = op_open,
     .lookup = op_lookup,
     .getattr = op_getattr,
     .read = op_read,
@@ -112,7 +128,7 @@ static const struct fuse_lowlevel_ops ops = {
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: fuse_ceiling [--async-read] [--size-mib N] MOUNTPOINT\n");
+    fprintf(stderr, "usage: fuse_ceiling [--async-read | --direct-io] [--size-mib N] MOUNTPOINT\n");
     return 2;
 }
 
@@ -123,6 +139,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--async-read") == 0) {
             g.async_read = true;
+        } else if (strcmp(argv[i], "--direct-io") == 0) {
+            g.direct_io = true;
         } else if (strcmp(argv[i], "--size-mib") == 0 && i + 1 < argc) {
             char *end;
             unsigned long long v = strtoull(argv[++i], &end, 10);

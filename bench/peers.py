@@ -11,7 +11,10 @@ added latency (the gateway and the object store alike), for each of them:
   read    cold sequential read of a 1 GiB object (`dd bs=1M` to
           /dev/null, fresh mount), against curl GETting the same object
           from the same gateway; modes and curl alternate, median of
-          --runs; the figure is the ratio to curl's median;
+          --runs; the figure is the ratio to curl's median. Alternating
+          with them, build/fuse_ceiling --direct-io: the same dd through a
+          FUSE server answering from memory, what any FUSE file system
+          opening the file past the page cache gets on this machine;
   ls      `ls -l` of a directory of 5000 files on a fresh mount: seconds,
           and the gateway's ListObjectsV2 and HeadObject counts;
   tree    a directory of 200 files of 20 KB read whole by `cp -r`, `tar c`,
@@ -63,8 +66,9 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from read_bench import (MB, MiB, Cleanup, LakefuseMount, curl_read, dd_read,  # noqa: E402
-                        log, median, presigned_url, put_stream)  # (its processes and measures)
+from read_bench import (CEILING, MB, MiB, CeilingMount, Cleanup, LakefuseMount,  # noqa: E402
+                        curl_read, dd_read, log, median, presigned_url,
+                        put_stream)  # (its processes and measures)
 from conftest import Sim, new_repo_name  # noqa: E402
 from lf_helpers import BigStream, PipeLimit, bulk_put, is_mounted  # noqa: E402
 
@@ -172,11 +176,22 @@ def row_read(peers, sim, repo, workdir, cleanup, args, label):
     url = presigned_url(sim, repo, "main/big/read.bin")
     size = args.read_mib * MiB
     curl_read(url, size)                           # the gateway's page cache
-    runs = {p: [] for p in peers + ["curl"]}
+    # What any FUSE server reading this way gets on this machine: one
+    # answering from memory, its files opened with direct I/O as lakefuse
+    # opens big objects (no network, no gateway sharing the CPUs).
+    refs = ["curl"] + (["ceiling"] if CEILING.exists() else [])
+    runs = {p: [] for p in peers + refs}
     for i in range(args.runs):
-        for p in ["curl"] + peers:                 # alternating
+        for p in refs + peers:                     # alternating
             if p == "curl":
                 runs[p].append(curl_read(url, size, (sim.pid,))[0])
+                continue
+            if p == "ceiling":
+                c = CeilingMount(workdir, cleanup, args.read_mib, "direct", f"{label}-{i}")
+                try:
+                    runs[p].append(dd_read(c.data(), size)[0])
+                finally:
+                    c.unmount()
                 continue
             m = mount(p, sim, repo, workdir, f"{label}-read-{p}{i}", cleanup, args.lakefuse_arg)
             try:
@@ -184,11 +199,10 @@ def row_read(peers, sim, repo, workdir, cleanup, args, label):
             finally:
                 m.unmount()
         log(f"  [{label}] read run {i + 1}: " +
-            ", ".join(f"{p} {runs[p][-1]:.0f}" for p in ["curl"] + peers) + " MB/s")
+            ", ".join(f"{p} {runs[p][-1]:.0f}" for p in refs + peers) + " MB/s")
     c = median(runs["curl"])
     out = {p: {"mbps": median(runs[p]), "ratio": median(runs[p]) / c, "runs": runs[p]}
-           for p in peers}
-    out["curl"] = {"mbps": c, "runs": runs["curl"]}
+           for p in peers + refs}
     return out
 
 
@@ -436,8 +450,11 @@ def table(results, peers, args):
     for lat in lats:
         r = results[lat]
         if "read" in r:
+            ceil = r["read"].get("ceiling")
             print(f"| cold sequential read of {args.read_mib} MiB, ratio to curl "
-                  f"({r['read']['curl']['mbps']:.0f} MB/s) | {lat} ms | " +
+                  f"({r['read']['curl']['mbps']:.0f} MB/s" +
+                  (f"; FUSE ceiling {ceil['mbps']:.0f}, {ceil['ratio']:.2f}" if ceil else "") +
+                  f") | {lat} ms | " +
                   " | ".join(f"{r['read'][p]['ratio']:.2f} ({r['read'][p]['mbps']:.0f} MB/s)"
                              for p in peers) + " |")
         if "ls" in r:
@@ -475,7 +492,7 @@ def table(results, peers, args):
             rr = results[lat]["read"]
             print(f"read runs at {lat} ms, MB/s: " + "; ".join(
                 f"{p} " + ", ".join(f"{x:.0f}" for x in rr[p]["runs"])
-                for p in ["curl"] + peers))
+                for p in ["curl", "ceiling"] + peers if p in rr))
         if "write" in results[lat]:
             rw = results[lat]["write"]
             print(f"write runs at {lat} ms, MB/s: " + "; ".join(

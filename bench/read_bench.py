@@ -29,8 +29,9 @@ directory), uploads the data set, mounts lakefs://REPO with build/lakefuse
       simulator's runtime POST /_sim/faults switch);
   (e) the ceiling: the same dd through build/fuse_ceiling, a FUSE server
       that answers every read from memory with lakefuse's session
-      settings (no network, no cache), synchronous and --async-read: what
-      the kernel's FUSE read path alone carries on this machine.
+      settings (no network, no cache), synchronous, --async-read and
+      --direct-io (how lakefuse reads big objects by default): what the
+      kernel's FUSE read path alone carries on this machine.
 
 (a) runs each way over the gateway (--presign off) and over presigned
 URLs of the simulator's storage endpoint (--presign on: "presign" and
@@ -70,6 +71,7 @@ from conftest import Sim, new_repo_name  # noqa: E402  (tests/conftest.py)
 from lf_helpers import (BINARY, MiB, BigStream, PipeLimit, Signer, bulk_put,  # noqa: E402
                         is_mounted, readahead_kb, splice_pipes_available, vm_status)
 
+CEILING = pathlib.Path(BINARY).parent / "fuse_ceiling"
 GiB = 1 << 30
 MB = 1e6
 RATIO_TARGET = 0.8
@@ -379,41 +381,58 @@ def phase(sim, repo, args, workdir, cleanup, label, seq_key, next_key, par_keys,
     return res
 
 
+CEILING_MODES = {"sync": [], "async": ["--async-read"], "direct": ["--direct-io"]}
+
+
+class CeilingMount:
+    """build/fuse_ceiling mounted in one of CEILING_MODES, until unmount()."""
+
+    def __init__(self, workdir, cleanup, size_mib, mode, name):
+        self.cleanup = cleanup
+        self.path = pathlib.Path(workdir) / f"ceiling-{name}"
+        self.path.mkdir()
+        self.proc = subprocess.Popen([str(CEILING), "--size-mib", str(size_mib)] +
+                                     CEILING_MODES[mode] + [str(self.path)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._undo = cleanup.push(self.unmount, f"fuse_ceiling pid {self.proc.pid}")
+        deadline = time.monotonic() + 10
+        while not is_mounted(self.path):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("fuse_ceiling did not mount: "
+                                   f"{self.proc.stderr.read()[-300:]!r}")
+            time.sleep(0.02)
+        readahead_kb(self.path, 4096)     # as lakefuse sets its own
+
+    def data(self):
+        return self.path / "data"
+
+    def unmount(self):
+        self.cleanup.remove(self._undo)
+        if is_mounted(self.path):
+            subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True,
+                           timeout=30)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stderr.close()
+
+
 def fuse_ceiling(workdir, cleanup, size_mib, runs):
-    """Median MB/s of dd through build/fuse_ceiling, sync and async."""
-    binary = pathlib.Path(BINARY).parent / "fuse_ceiling"
-    if not binary.exists():
-        log(f"no {binary}: ceiling not measured")
+    """Median MB/s of dd through build/fuse_ceiling in each of CEILING_MODES."""
+    if not CEILING.exists():
+        log(f"no {CEILING}: ceiling not measured")
         return None
     out = {}
-    for mode, more in (("sync", []), ("async", ["--async-read"])):
+    for mode in CEILING_MODES:
         speeds = []
         for i in range(runs):
-            mnt = pathlib.Path(workdir) / f"ceiling-{mode}{i}"
-            mnt.mkdir()
-            p = subprocess.Popen([str(binary), "--size-mib", str(size_mib)] + more + [str(mnt)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-            def stop(p=p, mnt=mnt):
-                if is_mounted(mnt):
-                    subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True,
-                                   timeout=30)
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            undo = cleanup.push(stop, f"fuse_ceiling pid {p.pid}")
-            deadline = time.monotonic() + 10
-            while not is_mounted(mnt):
-                if p.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"fuse_ceiling did not mount: {p.stderr.read()[-300:]!r}")
-                time.sleep(0.02)
-            readahead_kb(mnt, 4096)     # as lakefuse sets its own
-            mbps, _ = dd_read(mnt / "data", size_mib * MiB)
-            cleanup.remove(undo)
-            stop()
-            speeds.append(mbps)
+            m = CeilingMount(workdir, cleanup, size_mib, mode, f"{mode}{i}")
+            try:
+                speeds.append(dd_read(m.data(), size_mib * MiB)[0])
+            finally:
+                m.unmount()
         out[mode] = median(speeds)
         log(f"  FUSE ceiling ({mode}): " + ", ".join(f"{x:.0f}" for x in speeds) + " MB/s")
     return out
@@ -580,8 +599,8 @@ def main():
                   lambda r: f"{r['par_peak_rss_mib']:.0f} / {r['par_hwm_mib']:.0f}"))
         if ceiling:
             print(f"| (e) FUSE ceiling: dd through a server answering from memory, "
-                  f"sync / --async-read, MB/s | {ceiling['sync']:.0f} / {ceiling['async']:.0f} "
-                  f"| (no gateway) |")
+                  f"sync / --async-read / --direct-io, MB/s | {ceiling['sync']:.0f} / "
+                  f"{ceiling['async']:.0f} / {ceiling['direct']:.0f} | (no gateway) |")
         print()
         for lbl in labels:
             r = results[lbl]
