@@ -794,9 +794,7 @@ ssize_t lf_reader_splice(struct lf_reader *r, size_t len, uint64_t off, const vo
         while (l && (l->state == LANE_OPENING || l->state == LANE_BUSY ||
                      (l->state == LANE_READY && l->pos < at && r->splicers > 1))) {
             if (l->state == LANE_READY) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+                int64_t now = now_us() / 1000;
                 if (!gap_deadline)
                     gap_deadline = now + GAP_WAIT_MS;
                 else if (now >= gap_deadline)
