@@ -648,6 +648,12 @@ static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, stru
         r->lane_trigger = from;
         r->lane_target = to;
     }
+    /* GETs of request_size, or longer where MAX_LANES of those would not
+     * cover the largest window (a --readahead-max raised for a distant
+     * server would otherwise stop at MAX_LANES x request_size). */
+    uint64_t lane_len = r->o.request_size;
+    if (r->o.max_window / MAX_LANES > lane_len)
+        lane_len = r->o.max_window / MAX_LANES;
     unsigned n = 0;
     for (uint64_t at = from; at < to && r->nlanes < MAX_LANES;) {
         struct lane *l = lane_at(r, at);
@@ -662,8 +668,8 @@ static unsigned plan_lanes(struct lf_reader *r, uint64_t off, uint64_t end, stru
             i++;
         if (i < r->nlanes && r->lanes[i]->start < stop)
             stop = r->lanes[i]->start;
-        if (stop - at > r->o.request_size)
-            stop = at + r->o.request_size;
+        if (stop - at > lane_len)
+            stop = at + lane_len;
         if (!(l = calloc(1, sizeof(*l))))
             break;
         *l = (struct lane){.r = r, .start = at, .end = stop, .pos = at, .asked_us = now_us(),

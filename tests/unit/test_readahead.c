@@ -535,6 +535,29 @@ static void test_stream_window_after_a_slow_answer(void)
     sfix_fini(&f);
 }
 
+/* A window larger than MAX_LANES GETs of request_size (8 x 8 MiB) is
+ * covered with longer GETs, not capped: --readahead-max 256 streams in
+ * 32 MiB GETs once the window has grown. */
+static void test_stream_window_past_the_lanes(void)
+{
+    struct sfix f;
+    sfix_init(&f, 16 * MiB, 320 * MiB, 41);
+    lf_reader_free(f.r);
+    struct lf_ra_opts wide = {.stream_min = 1, .max_window = 256 * MiB};
+    f.r = open_streaming(&f.e, "main/s.bin", &wide);
+    CHECK(sfix_read_all(&f, MiB));
+    CHECK(memcmp(f.out, f.data, f.size) == 0);
+    CHECK_INT(f.s.copied, 0);
+    struct lf_ra_stats st;
+    lf_reader_get_stats(f.r, &st);
+    CHECK_INT(st.window, 256 * MiB);
+    /* the ramp's GETs (1 MiB on) and then 32 MiB ones; 8 MiB GETs would
+     * take at least 40 */
+    CHECK(st.streams <= 24);
+    CHECK_INT(lf_mem_store_bytes_out(f.e.mem), f.size);
+    sfix_fini(&f);
+}
+
 /* Objects under stream_min, random reads and re-reads go through blocks;
  * reading on sequentially from a random place streams again. */
 static void test_stream_only_for_sequential_reads(void)
@@ -597,7 +620,12 @@ static void test_stream_broken_connection(void)
 static void test_stream_replaced_object(void)
 {
     struct sfix f;
-    sfix_init(&f, 16 * MiB, 64 * MiB, 33);
+    /* Larger than the lanes open at the replacement can cover (8 GETs of
+     * 8 MiB): a server slow to answer (5 ms here, as a loaded machine's
+     * may be) opens the whole window at the second read, and lanes then
+     * reach 66 MiB before the object changes. */
+    sfix_init(&f, 16 * MiB, 96 * MiB, 33);
+    lf_mem_store_set_delay_us(f.e.mem, 5000);
     size_t off = 0;
     ssize_t n = 0;
     for (; off < 4 * MiB; off += MiB)
@@ -750,6 +778,7 @@ int main(void)
     test_warm();
     test_stream_sequential();
     test_stream_window_after_a_slow_answer();
+    test_stream_window_past_the_lanes();
     test_stream_only_for_sequential_reads();
     test_stream_broken_connection();
     test_stream_replaced_object();
