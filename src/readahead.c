@@ -24,7 +24,7 @@
 #define MAX_LANES 8
 #define SKIP_MAX (1u << 20) /* bytes a lane may drop to reach a read */
 #define GAP_WAIT_MS 5       /* how long a read ahead of its lane waits for the one before */
-#define SLOW_ANSWER_US 4000 /* a lane's first byte this late makes the window jump */
+#define SLOW_ANSWER_US 4000 /* an answer this late makes the window jump */
 
 /* A lane is one ranged GET of a stream: its answer waits on the
  * connection, and reads take its body in order. */
@@ -66,7 +66,8 @@ struct lf_reader {
     unsigned splicers;  /* threads in lf_reader_splice */
     uint64_t lane_trigger; /* passing this opens the next window of lanes */
     uint64_t lane_target;  /* where the current window of lanes ends */
-    int64_t answer_us;     /* how long the last lane took to its first byte */
+    int64_t answer_us;     /* the last slow answer: a lane's first byte, or a read's wait */
+    bool squeezed;         /* the budget has refused this reader a window */
     pthread_cond_t lane_cv;
 };
 
@@ -216,6 +217,30 @@ static void submit_fetch(struct lf_reader *r, struct fetch *f)
         fetch_job(f); /* no memory to queue it: do it here */
 }
 
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* With the lock held: the window grows as the reader goes on. Doubling
+ * asks little of a server for a reader that stops early, but it plans
+ * each window when the reader is half a window short of it: where an
+ * answer takes longer than reading that half (a distant server: 20 ms
+ * is 60 MB at loopback speed), every doubling would stop the reader for
+ * a round trip. Once a lane has been that slow to its first byte, or a
+ * read has waited that long for its blocks, the window goes to its
+ * maximum at once, unless the cache's budget has already refused this
+ * reader a window (then doubling shares it, as before). */
+static void grow_window(struct lf_reader *r)
+{
+    if ((r->answer_us >= SLOW_ANSWER_US && !r->squeezed) || r->window > r->o.max_window / 2)
+        r->window = r->o.max_window;
+    else
+        r->window *= 2;
+}
+
 /* Queues GETs for blocks [from, to) not yet cached, in runs of at most
  * request_size. Returns the block index up to which prefetch was issued
  * (less than `to` when the budget refused). */
@@ -289,16 +314,13 @@ static void plan_readahead(struct lf_reader *r, uint64_t off, uint64_t end)
         if (r->ra_end < end) {
             /* Nothing ahead of the reader (first read, or it caught up):
              * open a window right after this read. */
-            if (!first && r->window < r->o.max_window)
-                r->window *= 2;
+            if (!first)
+                grow_window(r);
             start = end;
         } else if (end > r->trigger) {
-            if (r->window < r->o.max_window)
-                r->window *= 2;
+            grow_window(r);
             start = r->ra_end;
         }
-        if (r->window > r->o.max_window)
-            r->window = r->o.max_window;
         if (start) {
             target = start + r->window;
             if (target > r->size)
@@ -325,8 +347,10 @@ static void plan_readahead(struct lf_reader *r, uint64_t off, uint64_t end)
         uint64_t reached = done * r->bs;
         if (reached > r->ra_end)
             r->ra_end = reached;
-        if (done < to && r->window > r->o.initial_window)
+        if (done < to && r->window > r->o.initial_window) {
             r->window /= 2; /* memory pressure: share the budget */
+            r->squeezed = true;
+        }
         pthread_mutex_unlock(&r->lock);
     }
 }
@@ -361,11 +385,18 @@ static int pin_range(struct lf_reader *r, uint64_t off, size_t len,
                      const struct lf_read_ctl *ctl, struct lf_block **held, unsigned *nheld)
 {
     int rc = -EINTR;
+    int64_t t0 = now_us();
     *nheld = 0; /* a reader cancelled before the first attempt holds nothing */
     for (int attempt = 0; attempt < 3 && rc == -EINTR && !cancelled(ctl); attempt++) {
         if (attempt > 0)
             unpin_range(r->cache, r->bs, off, len, held, *nheld);
         rc = pin_range_once(r, off, len, ctl, held, nheld);
+    }
+    int64_t waited = now_us() - t0;
+    if (!rc && waited >= SLOW_ANSWER_US) { /* the window did not cover the server's answer */
+        pthread_mutex_lock(&r->lock);
+        r->answer_us = waited;
+        pthread_mutex_unlock(&r->lock);
     }
     return rc;
 }
@@ -559,13 +590,6 @@ static void lane_remove(struct lf_reader *r, struct lane *l)
     lane_free(l);
 }
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void lane_job(void *arg)
 {
     struct lane *l = arg;
@@ -593,21 +617,6 @@ static void lane_job(void *arg)
     if (--r->inflight == 0)
         pthread_cond_broadcast(&r->idle);
     pthread_mutex_unlock(&r->lock);
-}
-
-/* With the lock held: the window grows as the reader goes on. Doubling
- * asks little of a server for a reader that stops early, but it plans
- * each window when the reader is half a window short of it: where a
- * lane's first byte takes longer than reading that half (a distant
- * server: 20 ms is 60 MB at loopback speed), every doubling would stop
- * the reader for a round trip. Once a lane has been that slow to answer,
- * the window goes to its maximum at once. */
-static void grow_window(struct lf_reader *r)
-{
-    if (r->answer_us >= SLOW_ANSWER_US || r->window > r->o.max_window / 2)
-        r->window = r->o.max_window;
-    else
-        r->window *= 2;
 }
 
 /* With the lock held: opens the lanes a read at [off, end) calls for,

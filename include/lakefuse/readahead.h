@@ -2,8 +2,9 @@
  *
  * Each open file gets a reader. Reads that continue where the last one
  * ended grow a prefetch window (initial size, doubled per window consumed,
- * up to a maximum) filled by ranged GETs of up to request_size bytes,
- * running in parallel on the work queue. Any other read fetches only the
+ * up to a maximum; at once to the maximum after a read waited as long as
+ * a distant server takes to answer) filled by ranged GETs of up to
+ * request_size bytes, running in parallel on the work queue. Any other read fetches only the
  * blocks it touches and resets the window. When the cache's budget refuses
  * a prefetch, the window halves: many readers share the memory instead of
  * growing past it.

@@ -89,6 +89,37 @@ static void test_sequential(void)
     env_fini(&e);
 }
 
+/* Through the blocks too: a read that waited for its blocks as long as a
+ * distant server takes to answer (10 ms here) makes the window jump to
+ * its maximum at the next read instead of doubling. */
+static void test_window_after_a_slow_read(void)
+{
+    struct env e;
+    env_init(&e, 128 * MiB);
+    size_t size = 48 * MiB;
+    unsigned char *data = pattern(size, 42), *out = malloc(size);
+    lf_mem_store_put(e.mem, "repo", "main/slow.bin", data, size);
+    lf_mem_store_set_delay_us(e.mem, 10 * 1000);
+    struct lf_reader *r = open_reader(&e, "main/slow.bin");
+    CHECK_INT(lf_reader_read(r, out, MiB, 0, NULL), MiB);
+    struct lf_ra_stats st;
+    lf_reader_get_stats(r, &st);
+    CHECK_INT(st.window, MiB);
+    CHECK_INT(lf_reader_read(r, out + MiB, MiB, MiB, NULL), MiB);
+    lf_reader_get_stats(r, &st);
+    CHECK_INT(st.window, 64 * MiB); /* the default maximum */
+    bool ok = true;
+    for (size_t off = 2 * MiB; off < size; off += MiB)
+        ok &= lf_reader_read(r, out + off, MiB, off, NULL) == (ssize_t)MiB;
+    CHECK(ok);
+    CHECK(memcmp(out, data, size) == 0);
+    lf_reader_free(r);
+    CHECK_INT(lf_mem_store_bytes_out(e.mem), size); /* each byte once */
+    free(data);
+    free(out);
+    env_fini(&e);
+}
+
 static void test_random_fetches_only_touched_blocks(void)
 {
     struct env e;
@@ -768,6 +799,7 @@ static void test_stream_head_and_gap(void)
 int main(void)
 {
     test_sequential();
+    test_window_after_a_slow_read();
     test_random_fetches_only_touched_blocks();
     test_content_identity();
     test_replaced_object_is_estale();
