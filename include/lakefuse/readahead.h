@@ -4,10 +4,10 @@
  * ended grow a prefetch window (initial size, doubled per window consumed,
  * up to a maximum; at once to the maximum after a read waited as long as
  * a distant server takes to answer) filled by ranged GETs of up to
- * request_size bytes, running in parallel on the work queue. Any other read fetches only the
- * blocks it touches and resets the window. When the cache's budget refuses
- * a prefetch, the window halves: many readers share the memory instead of
- * growing past it.
+ * request_size bytes, running in parallel on the work queue. Any other
+ * read fetches only the blocks it touches and resets the window. When
+ * the cache's budget refuses a prefetch, the window halves: many readers
+ * share the memory instead of growing past it.
  *
  * A reader of a big object (opts.stream_min) streams its sequential reads
  * instead: the window is filled by GETs whose answers wait on their
@@ -15,9 +15,9 @@
  * socket into a pipe for the kernel, never into our memory. Once one of
  * those GETs has been slow to answer (a distant server), the window goes
  * to its maximum instead of doubling, since every doubling would stop
- * the reader for a round trip. Such objects
- * would not stay in the cache anyway; what a stream cannot serve (random
- * reads, a failed or refused GET) goes through the blocks.
+ * the reader for a round trip. Such objects would not stay in the
+ * cache anyway; what a stream cannot serve (random reads, a failed or
+ * refused GET) goes through the blocks.
  *
  * Every GET is pinned to the ETag seen at open; a replaced object yields
  * -ESTALE, never a mix of two versions.
