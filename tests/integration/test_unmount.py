@@ -25,7 +25,12 @@ def test_unmount_reports_uploads_that_failed_and_next_mount_finishes(lakefs, rep
     cache = m.cmd[m.cmd.index("--cache-dir") + 1]
     # Listed now, so creating a name needs no request: only the upload fails.
     assert os.listdir(m.path / "main") == []
-    lakefs.set_faults(fail_rate=1.0)
+    # The latency holds each failing request open a while: the daemon's
+    # last attempt, made as it exits after the command has returned, is
+    # then surely under way when the test would otherwise turn the faults
+    # off (a clean-clone CI run once saw that attempt succeed, and the next
+    # mount had nothing left to do).
+    lakefs.set_faults(fail_rate=1.0, latency_ms=200)
     try:
         with open(m.path / "main" / "late.txt", "wb") as f:
             f.write(b"written while the gateway failed\n")
@@ -36,12 +41,12 @@ def test_unmount_reports_uploads_that_failed_and_next_mount_finishes(lakefs, rep
                 closed = e.errno
         assert closed == errno.EIO, "close() must report the failed upload"
         res = unmount(m.path)
+        m.proc.wait(timeout=60)  # the gateway stays down until the daemon is gone
     finally:
         lakefs.set_faults(fail_rate=0.0)
     assert res.returncode != 0 and "could not be uploaded" in res.stderr, res
     assert not is_mounted(m.path)
     assert staged_files(cache), "the written data must stay staged"
-    m.proc.wait(timeout=60)
 
     # A new mount on the same cache directory uploads it, in the background.
     m2 = mount(f"lakefs://{repo}", "--cache-dir", cache)
