@@ -164,6 +164,8 @@ static void serve(struct lf_ctl *c, int fd)
         lf_warn("control request: cannot tell who sent it: %s", strerror(errno));
         goto out;
     }
+    if (recv(fd, head, 1, MSG_PEEK) == 0)
+        goto out; /* closed before a byte: asked who listens (lf_ctl_peer_pid) */
     if ((rc = recv_all(fd, head, sizeof(head))) != 0)
         goto bad;
     uint32_t len = get_u32(head);
@@ -314,6 +316,26 @@ void lf_ctl_stop(struct lf_ctl *c)
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     free(c);
+}
+
+pid_t lf_ctl_peer_pid(const char *address)
+{
+    struct sockaddr_un sa;
+    socklen_t alen = make_addr(address, &sa);
+    struct ucred cred;
+    socklen_t clen = sizeof(cred);
+    if (!alen)
+        return -EINVAL;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), rc;
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, alen) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0)
+        rc = -errno;
+    else
+        rc = cred.pid > 0 ? (int)cred.pid : -ESRCH; /* 0: not in our pid namespace */
+    close(fd);
+    return (pid_t)rc;
 }
 
 int lf_ctl_call(const char *address, const char *ticket, int argc, const char *const *argv,

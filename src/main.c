@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -711,10 +713,11 @@ static void unmount_usage(FILE *out)
     fprintf(out,
             "usage: lakefuse unmount [-z] MOUNTPOINT\n\n"
             "Uploads what is still staged, saying how many files and bytes are left,\n"
-            "then unmounts. A mount that is in use (a shell's working directory, an\n"
-            "open file) stays mounted: the message names the processes holding it.\n\n"
-            "  -z, --lazy     detach now even if busy; the mount goes away when its last\n"
-            "                 user leaves it\n"
+            "then unmounts and waits for the daemon to exit. A mount that is in use\n"
+            "(a shell's working directory, an open file) stays mounted: the message\n"
+            "names the processes holding it.\n\n"
+            "  -z, --lazy     detach now even if busy, and do not wait: the mount goes\n"
+            "                 away when its last user leaves it\n"
             "  -h, --help     show this help\n");
 }
 
@@ -868,6 +871,32 @@ static bool flush_before_unmount(const char *mp)
     return unsent;
 }
 
+/* A pidfd of the daemon serving mp, or -1 if it cannot be known. */
+static int daemon_pidfd(const char *mp)
+{
+    pid_t pid = lf_daemon_pid(mp);
+    return pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+}
+
+/* The daemon makes a last attempt at what is still staged as it exits,
+ * after fusermount3 has returned: waiting for it makes this command's
+ * word final, and lets a mount started right after on the same cache
+ * directory adopt what is left (a staging area is adopted only once its
+ * daemon is gone). Ctrl-C stops the wait, not the daemon. */
+static void wait_daemon(int pidfd, bool unsent)
+{
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    int n;
+    while ((n = poll(&p, 1, 2000)) < 0 && errno == EINTR)
+        ;
+    if (n != 0)
+        return;
+    fprintf(stderr, "lakefuse: unmounted; waiting for the daemon to finish %s\n",
+            unsent ? "its last attempt at the uploads that failed" : "exiting");
+    while (poll(&p, 1, -1) < 0 && errno == EINTR)
+        ;
+}
+
 static int cmd_unmount(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -902,13 +931,14 @@ static int cmd_unmount(int argc, char **argv)
     int rc = check_lakefuse_mount(arg, mp);
     if (rc)
         goto out;
+    /* Asked now: once unmounted, the mount cannot say who served it. */
+    int pidfd = lazy ? -1 : daemon_pidfd(mp);
     /* Uploads first, while the daemon can still report on them. */
     bool unsent = flush_before_unmount(mp);
-    if (unsent)
-        fprintf(stderr, "lakefuse: some written files could not be uploaded; they stay staged "
-                        "in the cache directory and the next mount uploads them (see the log)\n");
     char msg[1024];
     if (fusermount_quiet(lazy ? "-uz" : "-u", mp, msg, sizeof(msg)) != 0) {
+        if (unsent)
+            fprintf(stderr, "lakefuse: some written files could not be uploaded (see the log)\n");
         if (strstr(msg, "busy"))
             explain_busy(mp);
         else
@@ -916,8 +946,16 @@ static int cmd_unmount(int argc, char **argv)
                     msg[0] && msg[strlen(msg) - 1] == '\n' ? "" : "\n");
         rc = 1;
     } else {
+        if (pidfd >= 0)
+            wait_daemon(pidfd, unsent);
+        if (unsent)
+            fprintf(stderr, "lakefuse: some written files could not be uploaded; the daemon tries "
+                            "them once more as it exits, and what it cannot upload stays staged "
+                            "in the cache directory for the next mount (see the log)\n");
         rc = unsent ? 1 : 0;
     }
+    if (pidfd >= 0)
+        close(pidfd);
 out:
     free(mp);
     return rc;

@@ -218,6 +218,15 @@ int lf_stats_pending(const char *path, uint64_t *files, uint64_t *bytes)
     return rc;
 }
 
+pid_t lf_daemon_pid(const char *path)
+{
+    char address[128], ticket[128];
+    if (get_ticket(NULL, path, address, sizeof(address), ticket, sizeof(ticket)) != 0)
+        return -1;
+    pid_t pid = lf_ctl_peer_pid(address);
+    return pid > 0 ? pid : -1;
+}
+
 int lf_verb_main(int argc, char **argv)
 {
     const struct verb *v = find_verb(argv[0]);

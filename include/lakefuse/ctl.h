@@ -57,6 +57,10 @@ typedef int (*lf_ctl_handler)(void *arg, const struct lf_ctl_req *req, struct lf
 struct lf_ctl *lf_ctl_start(lf_ctl_handler fn, void *arg);
 /* The socket's address as the client takes it: "@name" (abstract). */
 const char *lf_ctl_address(const struct lf_ctl *c);
+/* The pid of the process listening at address, as this process's pid
+ * namespace sees it (the kernel's word, from a connection that sends
+ * nothing), or a negative errno. */
+pid_t lf_ctl_peer_pid(const char *address);
 /* Stops accepting and waits for the requests under way to end. */
 void lf_ctl_stop(struct lf_ctl *c);
 

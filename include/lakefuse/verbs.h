@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* The attribute that hands out tickets: "<address>\n<ticket>\n". */
 #define LF_CTL_XATTR "user.lakefuse.control"
@@ -27,5 +28,8 @@ void lf_verbs_usage(FILE *out);
 /* The uploads the daemon serving path has waiting: files and bytes, from
  * its stats. 0, or a negative errno (quietly: no daemon, an older one). */
 int lf_stats_pending(const char *path, uint64_t *files, uint64_t *bytes);
+/* The pid of the daemon serving path (the process behind its control
+ * channel), or -1 (quietly: no daemon, an older one). */
+pid_t lf_daemon_pid(const char *path);
 
 #endif

@@ -26,10 +26,10 @@ def test_unmount_reports_uploads_that_failed_and_next_mount_finishes(lakefs, rep
     # Listed now, so creating a name needs no request: only the upload fails.
     assert os.listdir(m.path / "main") == []
     # The latency holds each failing request open a while: the daemon's
-    # last attempt, made as it exits after the command has returned, is
-    # then surely under way when the test would otherwise turn the faults
-    # off (a clean-clone CI run once saw that attempt succeed, and the next
-    # mount had nothing left to do).
+    # last attempt, made as it exits after fusermount3 has returned, takes
+    # long enough to be seen (a clean-clone CI run once saw the faults
+    # turned off under it: it stored the file, and the next mount had
+    # nothing left to do).
     lakefs.set_faults(fail_rate=1.0, latency_ms=200)
     try:
         with open(m.path / "main" / "late.txt", "wb") as f:
@@ -41,10 +41,16 @@ def test_unmount_reports_uploads_that_failed_and_next_mount_finishes(lakefs, rep
                 closed = e.errno
         assert closed == errno.EIO, "close() must report the failed upload"
         res = unmount(m.path)
-        m.proc.wait(timeout=60)  # the gateway stays down until the daemon is gone
+        # That last attempt is part of the unmount: the command waits for
+        # the daemon, so its word is final and a mount started now on the
+        # same cache directory can adopt what is left.
+        assert m.proc.poll() is not None, "unmount returned before its daemon exited"
+        m.proc.wait(timeout=60)
     finally:
         lakefs.set_faults(fail_rate=0.0)
     assert res.returncode != 0 and "could not be uploaded" in res.stderr, res
+    assert "once more as it exits" in res.stderr, res
+    assert "control request" not in m.log()  # asking who serves the mount is no request
     assert not is_mounted(m.path)
     assert staged_files(cache), "the written data must stay staged"
 

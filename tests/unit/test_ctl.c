@@ -1,6 +1,7 @@
 /* ctl: requests reach the handler with the peer's credentials, answers
  * come back in order with the exit code, bad requests are refused without
- * harm, and stop waits for a request under way. */
+ * harm, asking who listens is no request, and stop waits for a request
+ * under way. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,6 +14,7 @@
 
 #include "check.h"
 #include "lakefuse/ctl.h"
+#include "lakefuse/log.h"
 
 static atomic_int calls;
 static atomic_int slow_done;
@@ -86,6 +88,34 @@ static void test_bad_requests(struct lf_ctl *c)
     test_round_trip(c);
 }
 
+/* lakefuse unmount asks who serves a mount, to wait for that daemon to
+ * exit: the answer is this process, the handler never runs, and the
+ * server logs nothing (a probe is not a bad request). */
+static void test_peer_pid(void)
+{
+    FILE *log = tmpfile();
+    lf_log_set_fd(fileno(log));
+    int before = atomic_load(&calls);
+    struct lf_ctl *c = lf_ctl_start(handler, NULL);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    char address[64];
+    snprintf(address, sizeof(address), "%s", lf_ctl_address(c));
+    CHECK_INT(lf_ctl_peer_pid(address), getpid());
+    CHECK_INT(lf_ctl_peer_pid(address), getpid());
+    /* Answered only once accepted, after the probes (accepted in order):
+     * then stop waits for every connection it has taken. */
+    test_round_trip(c);
+    lf_ctl_stop(c);
+    CHECK_INT(atomic_load(&calls), before + 1);
+    CHECK_STR(slurp(log), "");
+    lf_log_set_fd(STDERR_FILENO);
+    fclose(log);
+    CHECK_INT(lf_ctl_peer_pid(address), -ECONNREFUSED);
+    CHECK_INT(lf_ctl_peer_pid("not an address"), -EINVAL);
+}
+
 struct slow_arg {
     const char *address;
     int rc;
@@ -111,14 +141,16 @@ int main(void)
     CHECK(lf_ctl_address(c)[0] == '@');
     test_round_trip(c);
     test_bad_requests(c);
+    test_peer_pid();
 
     /* Stop waits for the request under way, whose client gets its exit code. */
     char address[64];
     snprintf(address, sizeof(address), "%s", lf_ctl_address(c));
     struct slow_arg a = {.address = address, .rc = -1};
     pthread_t t;
+    int base = atomic_load(&calls);
     pthread_create(&t, NULL, slow_main, &a);
-    while (atomic_load(&calls) < 3)
+    while (atomic_load(&calls) < base + 1)
         usleep(1000);
     lf_ctl_stop(c);
     CHECK_INT(atomic_load(&slow_done), 1);
