@@ -109,6 +109,9 @@ static int split_key(const char *key, char **ref, const char **path)
     return 0;
 }
 
+/* "bucket/key" (and a part number) as log lines name an upload. */
+#define NAME_LEN 1200
+
 /* The path of a URL, without scheme, authority or query: all a log line
  * may show of a presigned URL. */
 static const char *url_shown(const char *url, char *buf, size_t cap)
@@ -689,7 +692,7 @@ static int put_body(struct ps *s, const char *op, const char *name, char *url, r
                     char etag_out[LF_ETAG_MAX])
 {
     struct lf_http_resp r;
-    char md5_hdr[64], shown[512], what[1200];
+    char md5_hdr[64], shown[512], what[NAME_LEN + sizeof(shown) + 3];
     unsigned attempt = 0, renewals = 0;
     int rc;
     snprintf(md5_hdr, sizeof(md5_hdr), "Content-MD5: %s", b64);
@@ -784,7 +787,7 @@ static int ps_put(void *ctx, const char *bucket, const char *key, const struct l
     struct meta_kv mkv;
     struct lf_api_err err = {0};
     char b64[LF_MD5_B64_SIZE], hex[LF_MD5_HEX_SIZE], etag[LF_ETAG_MAX] = "", sum[128];
-    char *ref = NULL, *url = NULL, name[1200];
+    char *ref = NULL, *url = NULL, name[NAME_LEN];
     int rc;
     if (body->len < PUT_MIN || split_key(key, &ref, &p.path)) {
         free(ref);
@@ -1033,7 +1036,7 @@ static int ps_mpu_part(void *ctx, const char *bucket, const char *key, const cha
         return s->gw->ops->mpu_part(s->gw->ctx, bucket, key, upload_id, number, body, etag_out);
     struct upload *u = upload_get(s, upload_id);
     struct part_ctx p = {.u = u, .number = number};
-    char b64[LF_MD5_B64_SIZE], hex[LF_MD5_HEX_SIZE], name[1200], *ref = NULL;
+    char b64[LF_MD5_B64_SIZE], hex[LF_MD5_HEX_SIZE], name[NAME_LEN], *ref = NULL;
     char *url = malloc(LF_API_URL_MAX);
     int rc = u && url ? 0 : -ENOMEM;
     if (!u && url)
