@@ -18,13 +18,17 @@
 
 static unsigned char *pattern(size_t n, unsigned seed)
 {
+    /* Word stores: under ThreadSanitizer every store is a call, and the
+     * tests make a few GiB of this. */
     unsigned char *p = malloc(n);
-    uint32_t x = seed * 2654435761u + 1;
-    for (size_t i = 0; i < n; i++) {
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1, w;
+    size_t i = 0;
+    for (; i < n; i += sizeof(w)) {
         x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        p[i] = (unsigned char)x;
+        x ^= x >> 7;
+        x ^= x << 17;
+        w = x;
+        memcpy(p + i, &w, n - i < sizeof(w) ? n - i : sizeof(w));
     }
     return p;
 }
@@ -246,7 +250,7 @@ static void test_budget_with_parallel_readers(void)
     for (int i = 0; i < 8; i++) {
         p[i].e = &e;
         snprintf(p[i].key, sizeof(p[i].key), "main/f%d", i);
-        p[i].size = 32 * MiB;
+        p[i].size = 16 * MiB; /* ends where the asks at the meeting point do */
         p[i].data = pattern(p[i].size, 10 + (unsigned)i);
         p[i].halfway = &halfway;
         lf_mem_store_put(e.mem, "repo", p[i].key, p[i].data, p[i].size);
@@ -572,17 +576,19 @@ static void test_stream_window_after_a_slow_answer(void)
 static void test_stream_window_past_the_lanes(void)
 {
     struct sfix f;
-    sfix_init(&f, 16 * MiB, 320 * MiB, 41);
+    sfix_init(&f, 16 * MiB, 40 * MiB, 41);
     lf_reader_free(f.r);
-    struct lf_ra_opts wide = {.stream_min = 1, .max_window = 256 * MiB};
+    /* --readahead-max 32M, --request-size 1M, scaled down from 256M and
+     * the default 8M so that the test stays cheap under sanitizers */
+    struct lf_ra_opts wide = {.stream_min = 1, .max_window = 32 * MiB, .request_size = MiB};
     f.r = open_streaming(&f.e, "main/s.bin", &wide);
     CHECK(sfix_read_all(&f, MiB));
     CHECK(memcmp(f.out, f.data, f.size) == 0);
     CHECK_INT(f.s.copied, 0);
     struct lf_ra_stats st;
     lf_reader_get_stats(f.r, &st);
-    CHECK_INT(st.window, 256 * MiB);
-    /* the ramp's GETs (1 MiB on) and then 32 MiB ones; 8 MiB GETs would
+    CHECK_INT(st.window, 32 * MiB);
+    /* the ramp's GETs (1 MiB on) and then 4 MiB ones; 1 MiB GETs would
      * take at least 40 */
     CHECK(st.streams <= 24);
     CHECK_INT(lf_mem_store_bytes_out(f.e.mem), f.size);
@@ -652,10 +658,15 @@ static void test_stream_replaced_object(void)
 {
     struct sfix f;
     /* Larger than the lanes open at the replacement can cover (8 GETs of
-     * 8 MiB): a server slow to answer (5 ms here, as a loaded machine's
-     * may be) opens the whole window at the second read, and lanes then
-     * reach 66 MiB before the object changes. */
-    sfix_init(&f, 16 * MiB, 96 * MiB, 33);
+     * 2 MiB: the defaults scaled down by four, to stay cheap under
+     * sanitizers): a server slow to answer (5 ms here, as a loaded
+     * machine's may be) opens the whole window at the second read, and
+     * lanes then reach 22 MiB before the object changes. */
+    sfix_init(&f, 16 * MiB, 32 * MiB, 33);
+    lf_reader_free(f.r);
+    struct lf_ra_opts quarter = {.stream_min = 1, .max_window = 16 * MiB,
+                                 .request_size = 2 * MiB};
+    f.r = open_streaming(&f.e, "main/s.bin", &quarter);
     lf_mem_store_set_delay_us(f.e.mem, 5000);
     size_t off = 0;
     ssize_t n = 0;
