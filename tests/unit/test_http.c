@@ -33,14 +33,17 @@ enum mode {
     M_STALL,        /* headers, then silence until the client leaves */
     M_IDLE_CLOSE,   /* answers one request per connection without saying so */
     M_NOT_TLS,      /* a plain-HTTP server meeting a TLS handshake: 400 and close */
+    M_HALVES,       /* 206, half the body, the rest once the client has waited */
 };
 
 static struct {
     enum mode mode;
     int conns, reqs;
+    bool rest_asked;        /* M_HALVES: the client waited for the rest */
     pthread_mutex_t lock;
+    pthread_cond_t cond;
     unsigned char body[BODY_LEN];
-} srv = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} srv = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 static struct scripted server;
 
 /* Reads one request head; false at EOF. */
@@ -111,6 +114,22 @@ static bool answer(int fd, enum mode m)
         scripted_put_all(fd, srv.body, BODY_LEN);
         scripted_put_all(fd, "x", 1);
         return true;
+    case M_HALVES: {
+        n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-%d/%d\r\n"
+                     "Content-Length: %d\r\n\r\n", BODY_LEN - 1, BODY_LEN, BODY_LEN);
+        scripted_put_all(fd, head, (size_t)n);
+        scripted_put_all(fd, srv.body, BODY_LEN / 2);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 60; /* a bound for a broken client, not a timing */
+        pthread_mutex_lock(&srv.lock);
+        while (!srv.rest_asked && pthread_cond_timedwait(&srv.cond, &srv.lock, &until) == 0)
+            ;
+        pthread_mutex_unlock(&srv.lock);
+        scripted_put_all(fd, srv.body + BODY_LEN / 2, BODY_LEN - BODY_LEN / 2);
+        return true;
+    }
     case M_NOT_TLS:
         return false;
     case M_STALL:
@@ -154,6 +173,7 @@ static void set_mode(enum mode m)
     pthread_mutex_lock(&srv.lock);
     srv.mode = m;
     srv.conns = srv.reqs = 0;
+    srv.rest_asked = false;
     pthread_mutex_unlock(&srv.lock);
 }
 
@@ -226,6 +246,18 @@ static int cancel_after_300ms(void *arg)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (t.tv_sec - t_start.tv_sec) * 1000 + (t.tv_nsec - t_start.tv_nsec) / 1000000 > 300;
+}
+
+/* As a cancel check, called only once a splice has waited: lets the
+ * M_HALVES server send the rest. */
+static int ask_rest(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&srv.lock);
+    srv.rest_asked = true;
+    pthread_cond_broadcast(&srv.cond);
+    pthread_mutex_unlock(&srv.lock);
+    return 0;
 }
 
 static double seconds_since(const struct timespec *t0)
@@ -367,6 +399,24 @@ int main(void)
     lf_http_body_close(b); /* unread: the connection cannot be reused */
     CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
     CHECK_INT(counted(&srv.conns), 2);
+    /* A body whose second half comes only once the splice has waited for
+     * it: all of it in one call, and the connection kept for the next
+     * answer, whose head must not wait for as many bytes as that wait did
+     * (SO_RCVLOWAT set back). */
+    lf_http_body_close(b);
+    set_mode(M_HALVES);
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
+    CHECK_INT(lf_http_body_splice(b, p[1], BODY_LEN, ask_rest, NULL, &moved), 0);
+    CHECK_INT(moved, BODY_LEN);
+    CHECK_INT(test_read_full(p[0], got, BODY_LEN), BODY_LEN);
+    CHECK(memcmp(got, srv.body, BODY_LEN) == 0);
+    lf_http_body_close(b);
+    set_mode(M_NOT_FOUND);
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
+    CHECK_INT(resp.status, 404);
+    CHECK_INT(counted(&srv.conns), 0); /* the connection kept */
+    set_mode(M_RANGE);
+    CHECK_INT(open_body(h2, &resp, &b, NULL), 0);
     /* A pipe with no room for what is asked: ENOBUFS, with what fitted. */
     CHECK_INT(lf_http_body_splice(b, small[1], BODY_LEN, NULL, NULL, &moved), -ENOBUFS);
     CHECK(moved > 0 && moved < BODY_LEN);
