@@ -66,6 +66,7 @@ struct lf_reader {
     unsigned splicers;  /* threads in lf_reader_splice */
     uint64_t lane_trigger; /* passing this opens the next window of lanes */
     uint64_t lane_target;  /* where the current window of lanes ends */
+    size_t block_max;      /* the largest window of blocks: half the cache's budget */
     int64_t answer_us;     /* the last slow answer: a lane's first byte, or a read's wait */
     bool squeezed;         /* the budget has refused this reader a window */
     pthread_cond_t lane_cv;
@@ -173,6 +174,14 @@ struct lf_reader *lf_reader_new(struct lf_bcache *cache, struct lf_store *store,
         r->o.request_size = MAX_RUN * r->bs;
     if (r->o.request_size < r->bs)
         r->o.request_size = r->bs;
+    /* A window of blocks the cache cannot hold beside the ones being read
+     * would push those out, to be fetched again (lanes hold their bytes
+     * in sockets, not in the cache). */
+    struct lf_bcache_stats cs;
+    lf_bcache_get_stats(cache, &cs);
+    r->block_max = cs.budget_bytes / 2 < r->o.max_window ? cs.budget_bytes / 2 : r->o.max_window;
+    if (r->block_max < r->bs)
+        r->block_max = r->bs;
     r->window = r->o.initial_window;
     r->streaming = opts && opts->stream_min && size >= opts->stream_min && store->ops->get_stream;
     pthread_mutex_init(&r->lock, NULL);
@@ -235,8 +244,9 @@ static int64_t now_us(void)
  * reader a window (then doubling shares it, as before). */
 static void grow_window(struct lf_reader *r)
 {
-    if ((r->answer_us >= SLOW_ANSWER_US && !r->squeezed) || r->window > r->o.max_window / 2)
-        r->window = r->o.max_window;
+    size_t max = r->streaming ? r->o.max_window : r->block_max;
+    if ((r->answer_us >= SLOW_ANSWER_US && !r->squeezed) || r->window > max / 2)
+        r->window = max;
     else
         r->window *= 2;
 }
@@ -321,6 +331,8 @@ static void plan_readahead(struct lf_reader *r, uint64_t off, uint64_t end)
             grow_window(r);
             start = r->ra_end;
         }
+        if (r->window > r->block_max) /* opened as a stream, or started wide */
+            r->window = r->block_max;
         if (start) {
             target = start + r->window;
             if (target > r->size)

@@ -124,6 +124,37 @@ static void test_window_after_a_slow_read(void)
     env_fini(&e);
 }
 
+/* A window the cache cannot hold beside the block being read pushes
+ * that block out: a slow first answer (the jump to the maximum) over a
+ * cache of 8 MiB must not make the reader fetch its own block again. */
+static void test_window_within_the_cache(void)
+{
+    struct env e;
+    env_init(&e, 8 * MiB);
+    size_t size = 24 * MiB, step = 256 * 1024;
+    unsigned char *data = pattern(size, 43), *out = malloc(size);
+    lf_mem_store_put(e.mem, "repo", "main/slow.bin", data, size);
+    lf_mem_store_set_delay_us(e.mem, 5 * 1000);
+    struct lf_reader *r = open_reader(&e, "main/slow.bin");
+    bool ok = true;
+    size_t widest = 0;
+    struct lf_ra_stats st;
+    for (size_t off = 0; off < size; off += step) {
+        ok &= lf_reader_read(r, out + off, step, off, NULL) == (ssize_t)step;
+        lf_reader_get_stats(r, &st);
+        if (st.window > widest)
+            widest = st.window;
+    }
+    CHECK(ok);
+    CHECK(memcmp(out, data, size) == 0);
+    CHECK(widest <= 4 * MiB); /* half the cache */
+    lf_reader_free(r);
+    CHECK_INT(lf_mem_store_bytes_out(e.mem), size); /* each byte once */
+    free(data);
+    free(out);
+    env_fini(&e);
+}
+
 static void test_random_fetches_only_touched_blocks(void)
 {
     struct env e;
@@ -811,6 +842,7 @@ int main(void)
 {
     test_sequential();
     test_window_after_a_slow_read();
+    test_window_within_the_cache();
     test_random_fetches_only_touched_blocks();
     test_content_identity();
     test_replaced_object_is_estale();
